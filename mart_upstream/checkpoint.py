@@ -1,0 +1,87 @@
+"""Checkpoints: atomic writes, ``weights_only`` loading, and the frozen-encoder loader.
+
+A checkpoint is a dict of plain data and tensors, so ``torch.load(path, weights_only=True)`` reads it:
+``format_version``, ``model_name``, ``config`` (the model config as a dict), ``model`` (state dict),
+``optimizer`` (state dict or None), ``step``, ``pretrain`` (the run's settings as a dict).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+
+from .config import to_dict
+from .models import build_config, build_model
+from .models.base import SSLModel
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or of another format."""
+
+
+def save_checkpoint(path: str, model: SSLModel, model_name: str, step: int,
+                    optimizer: Optional[torch.optim.Optimizer] = None,
+                    extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write atomically: a temp file in the same folder, fsync, then rename over ``path``.
+
+    A run killed at any moment leaves either the previous complete checkpoint or the new one.
+    """
+    state = {
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "config": to_dict(model.config),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "step": int(step),
+        "pretrain": dict(extra or {}),
+    }
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True``, checking its format."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise CheckpointError(f"{path} is not a mart_upstream checkpoint (no format_version)")
+    if state["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state['format_version']}; this version reads <= {FORMAT_VERSION}"
+        )
+    return state
+
+
+def load_pretrained(path: str, device: Union[str, torch.device] = "cpu") -> Tuple[SSLModel, Any]:
+    """Checkpoint -> (frozen model in eval mode on ``device``, its config dataclass).
+
+    This is the one embedding path: the S3PRL and HEAR adapters call it and then use the model's
+    ``frame_maps`` / ``clip_embedding`` (see ``mart_upstream.embedding``).
+    """
+    state = read_checkpoint(path)
+    name = state["model_name"]
+    config = build_config(name, state["config"])
+    model = build_model(name, config)
+    model.load_state_dict(state["model"])
+    model.model_name = name
+    model.requires_grad_(False)
+    return model.eval().to(device), config

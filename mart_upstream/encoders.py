@@ -1,0 +1,99 @@
+"""Fully convolutional encoders after Choi et al. 2016 (conv3x3-BN-ReLU-maxpool stacks).
+
+FCN-4 is PEMR's base encoder (~370 K parameters, 512-d output, PEMR §3.5, Table 2); FCN-7 is MART's
+projection encoder E(·) (MART §2.2). Both map a log-mel [B, F, T] to a clip vector [B, D] and can
+return frame-level maps [B, T_k, C_k] (frequency max-pooled) of every block.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import torch
+from torch import nn
+
+
+@dataclass
+class FCNConfig:
+    n_mels: int = 128
+    channels: Tuple[int, ...] = (64, 64, 64, 512)
+    freq_pools: Tuple[int, ...] = (2, 4, 4, 4)  # 128 mel bands -> 1
+    time_pools: Tuple[int, ...] = (2, 2, 1, 1)  # frame maps at hop * 4
+    global_pool: str = "max"  # "max" (Choi et al.) or "mean" over the remaining frames
+
+    @property
+    def out_dim(self) -> int:
+        return self.channels[-1]
+
+    @property
+    def time_stride(self) -> int:
+        s = 1
+        for p in self.time_pools:
+            s *= p
+        return s
+
+
+def fcn4_config() -> FCNConfig:
+    return FCNConfig()
+
+
+def fcn7_config() -> FCNConfig:
+    return FCNConfig(
+        channels=(64, 64, 128, 128, 256, 256, 512),
+        freq_pools=(2, 2, 2, 2, 2, 2, 2),
+        time_pools=(2, 2, 2, 2, 1, 1, 1),
+    )
+
+
+class FCN(nn.Module):
+    def __init__(self, cfg: FCNConfig):
+        super().__init__()
+        n = len(cfg.channels)
+        if not (len(cfg.freq_pools) == len(cfg.time_pools) == n):
+            raise ValueError("FCNConfig: channels, freq_pools and time_pools need the same length")
+        f = cfg.n_mels
+        for p in cfg.freq_pools:
+            f //= p
+        if f < 1:
+            raise ValueError(f"FCNConfig: freq_pools reduce {cfg.n_mels} mel bands below 1")
+        if cfg.global_pool not in ("max", "mean"):
+            raise ValueError(f"FCNConfig.global_pool must be 'max' or 'mean', got {cfg.global_pool!r}")
+        self.cfg = cfg
+        blocks = []
+        c_in = 1
+        for c, fp, tp in zip(cfg.channels, cfg.freq_pools, cfg.time_pools):
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, c, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(c),
+                    nn.ReLU(inplace=True),
+                    # ceil_mode keeps a partial last window so short inputs never pool to zero frames
+                    nn.MaxPool2d((fp, tp), ceil_mode=True),
+                )
+            )
+            c_in = c
+        self.blocks = nn.ModuleList(blocks)
+
+    @property
+    def out_dim(self) -> int:
+        return self.cfg.out_dim
+
+    def forward_maps(self, spec: torch.Tensor) -> List[torch.Tensor]:
+        """log-mel [B, F, T] -> per-block frame maps [B, T_k, C_k] (max over frequency)."""
+        x = spec.unsqueeze(1)  # [B, 1, F, T]
+        maps = []
+        for block in self.blocks:
+            x = block(x)  # [B, C_k, F_k, T_k]
+            maps.append(x.amax(dim=2).transpose(1, 2))
+        return maps
+
+    def pool(self, frames: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, D]"""
+        return frames.amax(dim=1) if self.cfg.global_pool == "max" else frames.mean(dim=1)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        """log-mel [B, F, T] -> clip representation [B, D]."""
+        x = spec.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x)
+        return self.pool(x.amax(dim=2).transpose(1, 2))

@@ -1,0 +1,55 @@
+"""Log-mel frontend shared by every model (MART §3.1, PEMR §3.2, §4.1.3)."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torchaudio
+from torch import nn
+
+
+@dataclass
+class FrontendConfig:
+    sample_rate: int = 16000
+    n_fft: int = 256  # MART §3.1 / PEMR §4.1.3: 256-point FFT
+    n_mels: int = 128  # 128 mel bands
+    hop_length: int = 128  # PEMR §4.1.3; MART overrides it per hierarchy level
+    f_min: float = 0.0
+    f_max: Optional[float] = None
+    log_offset: float = 1e-6  # COLA: log(mel + 1e-6)
+
+
+class LogMel(nn.Module):
+    """Waveform [B, T] -> log-mel [B, n_mels, frames]; frames = T // hop + 1 (centred STFT).
+
+    Always computed in float32 (outside autocast) on the input's device.
+    """
+
+    def __init__(self, cfg: FrontendConfig, hop_length: Optional[int] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.hop_length = int(hop_length or cfg.hop_length)
+        with warnings.catch_warnings():
+            # 128 mel bands over 129 FFT bins leaves some low bands empty; that is the papers' setting.
+            warnings.filterwarnings("ignore", message="At least one mel filterbank")
+            self.mel = torchaudio.transforms.MelSpectrogram(
+                sample_rate=cfg.sample_rate,
+                n_fft=cfg.n_fft,
+                win_length=cfg.n_fft,
+                hop_length=self.hop_length,
+                f_min=cfg.f_min,
+                f_max=cfg.f_max,
+                n_mels=cfg.n_mels,
+                power=2.0,
+            )
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_samples // self.hop_length + 1
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.dim() != 2:
+            raise ValueError(f"LogMel expects a waveform batch [B, T], got shape {tuple(wav.shape)}")
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            return torch.log(self.mel(wav.float()) + self.cfg.log_offset)

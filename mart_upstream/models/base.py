@@ -1,0 +1,60 @@
+"""What every pretraining model shares: a log-mel frontend, an FCN encoder and a projection head."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from ..encoders import FCN
+from ..frontend import LogMel
+from ..layers import ProjectionHead
+
+
+class SSLModel(nn.Module):
+    """Base class. Subclasses set ``config`` (a dataclass with ``frontend``, ``encoder``,
+    ``clip_samples``, ``proj_hidden``, ``proj_dim``) and implement ``forward(views) -> losses``.
+
+    ``views``: [B, V, clip_samples] raw 16 kHz crops (already augmented), V = ``num_views``.
+    The returned dict holds ``loss`` (the scalar to minimise) and its named components.
+    """
+
+    num_views = 2
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.frontend = LogMel(config.frontend)
+        self.encoder = FCN(config.encoder)
+        self.head = ProjectionHead(self.encoder.out_dim, config.proj_hidden, config.proj_dim)
+
+    @property
+    def clip_samples(self) -> int:
+        return self.config.clip_samples
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.encoder.out_dim
+
+    # -- inference (the one embedding path the adapters use) ---------------------------------
+    def frame_maps(self, wav: torch.Tensor) -> List[torch.Tensor]:
+        """[B, T] waveform -> per-block frame maps [B, T_k, C_k] of the encoder."""
+        return self.encoder.forward_maps(self.frontend(wav))
+
+    def clip_embedding(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, T] waveform -> [B, D] clip representation (encoder output, before the head)."""
+        return self.encoder(self.frontend(wav))
+
+    def window_embedding(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, clip_samples] window -> [B, D]: the representation a window of pretraining length gets."""
+        return self.clip_embedding(wav)
+
+    def forward(self, views: torch.Tensor) -> Dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def check_views(views: torch.Tensor, num_views: int, clip_samples: int) -> None:
+        if views.dim() != 3 or views.shape[1] != num_views:
+            raise ValueError(f"expected views [B, {num_views}, T], got shape {tuple(views.shape)}")
+        if views.shape[2] != clip_samples:
+            raise ValueError(f"expected crops of {clip_samples} samples, got {views.shape[2]}")

@@ -1,0 +1,162 @@
+"""MART: hierarchical audio cropping, part-whole transformer and hierarchical contrastive loss.
+
+Paper: ``../shared/papers/000_*`` (Yao et al., WWW'24 Companion), §2.1-2.3.
+Views: view 1 goes through cropping + encoder + part-whole transformer (ŝ); view 2, another
+augmented crop of the same track, is encoded as a whole (s̃⁰) and is ŝ⁰'s positive in eq. (5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from ..encoders import FCNConfig, fcn7_config
+from ..frontend import FrontendConfig, LogMel
+from ..layers import TransformerBlock
+from ..losses import hierarchical_contrastive
+from .base import SSLModel
+
+
+@dataclass
+class MartConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: FCNConfig = field(default_factory=fcn7_config)  # MART §3.1: FCN-7 projection encoder
+    clip_samples: int = 128000  # whole clip S⁰: 8 s at 16 kHz
+    parts: int = 2  # M (MART §2.1, Fig. 1)
+    levels: int = 4  # N
+    finest_hop: int = 128  # hop at level N-1; level n uses finest_hop * M^(N-1-n) (MART §2.2)
+    pwt_layers: int = 3  # MART §3.1: three stacked part-whole transformers
+    pwt_heads: int = 3  # ... each with three attention heads
+    pwt_head_dim: int = 128
+    pwt_ff_mult: int = 4
+    pwt_dropout: float = 0.1
+    pwt_lambda: float = 1.0  # λⁿ in eq. (1)-(2), the same at every level
+    proj_hidden: int = 512  # head Linear(512)-ReLU-Linear(256)
+    proj_dim: int = 256
+    temperature: float = 0.5
+    use_pwt: bool = True  # False: "w/o PWT" ablation (MART Table 4)
+    use_hcl: bool = True  # False: "w/o HCL" ablation
+
+
+def level_lengths(clip_samples: int, parts: int, levels: int) -> List[int]:
+    """Clip length at each level n: L⁰ / Mⁿ; L⁰ must split evenly down to the last level."""
+    if parts < 2 or levels < 1:
+        raise ValueError(f"MART needs parts M >= 2 and levels N >= 1, got M={parts}, N={levels}")
+    if clip_samples % parts ** (levels - 1):
+        raise ValueError(
+            f"clip_samples={clip_samples} does not split into M^(N-1)={parts ** (levels - 1)} equal parts"
+        )
+    return [clip_samples // parts**n for n in range(levels)]
+
+
+def hierarchical_crop(x: torch.Tensor, parts: int, levels: int) -> List[torch.Tensor]:
+    """Hierarchical audio cropping (MART §2.1): [B, L⁰] -> levels [B, Mⁿ, L⁰/Mⁿ].
+
+    Level n+1 splits every clip of level n into M equal, contiguous parts, so part j of whole m
+    is clip m*M + j and lies inside it.
+    """
+    lengths = level_lengths(x.shape[-1], parts, levels)
+    return [x.reshape(x.shape[0], parts**n, length) for n, length in enumerate(lengths)]
+
+
+def crop_spans(clip_samples: int, parts: int, levels: int) -> List[torch.Tensor]:
+    """[start, end) sample spans of every clip per level, [Mⁿ, 2], matching ``hierarchical_crop``."""
+    out = []
+    for n, length in enumerate(level_lengths(clip_samples, parts, levels)):
+        start = torch.arange(parts**n) * length
+        out.append(torch.stack([start, start + length], dim=1))
+    return out
+
+
+class PartWholeLayer(nn.Module):
+    """One part-whole transformer: the interaction unit applied to every adjacent level pair.
+
+    eq. (1): ŝⁿ_m = s̃ⁿ_m + λⁿ Transformer(Qⁿ, Kⁿ⁺¹, Vⁿ⁺¹)   (a whole queries its M parts)
+    eq. (2): ŝⁿ⁺¹ = s̃ⁿ⁺¹ + λⁿ⁺¹ Transformer(Qⁿ⁺¹, Kⁿ, Vⁿ)  (the parts query their whole)
+    All part-whole pairs of all levels are batched into one call of each unit. Intermediate levels
+    are whole and part at once and receive both updates.
+    """
+
+    def __init__(self, d: int, heads: int, head_dim: int, ff_mult: int, dropout: float, lam: float):
+        super().__init__()
+        self.whole_from_parts = TransformerBlock(d, heads, head_dim, ff_mult, dropout)
+        self.parts_from_whole = TransformerBlock(d, heads, head_dim, ff_mult, dropout)
+        self.lam = lam
+
+    def forward(self, levels: List[torch.Tensor], parts: int) -> List[torch.Tensor]:
+        if len(levels) == 1:
+            return levels
+        b, d = levels[0].shape[0], levels[0].shape[-1]
+        wholes = torch.cat(levels[:-1], dim=1)  # [B, W, D], W = Σ_{n<N-1} Mⁿ
+        kids = torch.cat(levels[1:], dim=1)  # [B, W*M, D], the parts of each whole in order
+        w = wholes.shape[1]
+        wq = wholes.reshape(b * w, 1, d)
+        pq = kids.reshape(b * w, parts, d)
+        up = self.whole_from_parts(wq, pq).reshape(b, w, d)  # eq. (1)
+        down = self.parts_from_whole(pq, wq).reshape(b, w * parts, d)  # eq. (2)
+        sizes = [x.shape[1] for x in levels]
+        up_split = list(torch.split(up, sizes[:-1], dim=1)) + [torch.zeros_like(levels[-1])]
+        down_split = [torch.zeros_like(levels[0])] + list(torch.split(down, sizes[1:], dim=1))
+        return [s + self.lam * (u + v) for s, u, v in zip(levels, up_split, down_split)]
+
+
+class PartWholeTransformer(nn.Module):
+    def __init__(self, cfg: MartConfig, d: int):
+        super().__init__()
+        self.parts = cfg.parts
+        self.layers = nn.ModuleList(
+            PartWholeLayer(d, cfg.pwt_heads, cfg.pwt_head_dim, cfg.pwt_ff_mult, cfg.pwt_dropout, cfg.pwt_lambda)
+            for _ in range(cfg.pwt_layers)
+        )
+
+    def forward(self, levels: List[torch.Tensor], return_all: bool = False):
+        """levels: s̃ [B, Mⁿ, D] per level -> ŝ per level (and every layer's output if return_all)."""
+        outs = []
+        for layer in self.layers:
+            levels = layer(levels, self.parts)
+            outs.append(levels)
+        return outs if return_all else levels
+
+
+class Mart(SSLModel):
+    def __init__(self, config: MartConfig):
+        super().__init__(config)
+        c = config
+        self.lengths = level_lengths(c.clip_samples, c.parts, c.levels)
+        hops = [c.finest_hop * c.parts ** (c.levels - 1 - n) for n in range(c.levels)]
+        # One frontend per level: every clip, whatever its length, gives the same number of frames.
+        self.level_frontends = nn.ModuleList(LogMel(c.frontend, hop_length=h) for h in hops)
+        self.frontend = self.level_frontends[0]
+        self.pwt = PartWholeTransformer(c, self.encoder.out_dim)
+
+    def encode_levels(self, x: torch.Tensor, levels: int) -> List[torch.Tensor]:
+        """[B, L⁰] -> s̃ per level [B, Mⁿ, D]: crop, per-level log-mel, one batched encoder call."""
+        b = x.shape[0]
+        crops = hierarchical_crop(x, self.config.parts, self.config.levels)[:levels]
+        specs = [fe(c.flatten(0, 1)) for fe, c in zip(self.level_frontends, crops)]  # [B*Mⁿ, F, T]
+        h = self.encoder(torch.cat(specs, dim=0))
+        sizes = [s.shape[0] for s in specs]
+        return [y.view(b, -1, y.shape[-1]) for y in torch.split(h, sizes, dim=0)]
+
+    def part_whole(self, x: torch.Tensor, return_all: bool = False):
+        """Whole clip [B, L⁰] -> ŝ per level (the part-whole transformer's outputs)."""
+        levels = self.encode_levels(x, self.config.levels)
+        return self.pwt(levels, return_all) if self.config.use_pwt else levels
+
+    def window_embedding(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, L⁰] -> ŝ⁰, the whole clip's part-whole transformer output [B, D]."""
+        return self.part_whole(wav)[0][:, 0]
+
+    def forward(self, views: torch.Tensor) -> Dict[str, torch.Tensor]:
+        c = self.config
+        self.check_views(views, 2, c.clip_samples)
+        if c.use_pwt:
+            s_hat = self.part_whole(views[:, 0])
+        else:
+            s_hat = self.encode_levels(views[:, 0], c.levels if c.use_hcl else 1)
+        z_hat = [self.head(s) for s in s_hat]
+        z_tilde0 = self.head(self.encoder(self.frontend(views[:, 1])))
+        loss = hierarchical_contrastive(z_hat, z_tilde0, c.parts, c.temperature, use_part_whole=c.use_hcl)
+        return {"loss": loss, "hcl": loss.detach()}

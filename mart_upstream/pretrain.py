@@ -1,0 +1,315 @@
+"""Pretraining entry point: ``mart-pretrain --model {mart,pemr,simclr} --data DIR --out DIR``.
+
+Single process on CPU or one GPU, or several GPUs / nodes under ``torchrun`` (DDP). Every random
+choice of step s is derived from (seed, s, rank), so ``--resume`` continues a killed run exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import distributed as D
+from .augment import AugmentationChain, AugmentConfig
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from .config import ConfigError, apply_overrides, from_dict, load_file, merge, to_dict
+from .data import DatasetError, RandomCropDataset, StepSampler, scan_audio_files
+from .models import build_config, build_model, model_names
+
+log = logging.getLogger("mart_upstream.pretrain")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4  # MART §3.1, PEMR §4.1.3: Adam, lr 0.0003
+    weight_decay: float = 1e-6  # weight decay 1e-6
+    betas: tuple = (0.9, 0.999)
+
+
+@dataclass
+class DataConfig:
+    file_list: Optional[str] = None
+    min_seconds: Optional[float] = None  # default: one crop
+    check_silence: bool = True
+    num_workers: int = 2
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 48  # MART §3.1, PEMR §4.1.3
+    log_every: int = 10
+    ckpt_every: int = 500
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = True  # autocast to bfloat16 on CUDA
+    tensorboard: bool = False
+
+
+@dataclass
+class PretrainConfig:
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+class PretrainError(RuntimeError):
+    """A problem with the run's inputs, reported as one clear line."""
+
+
+def pick_device(request: str, local_rank: int = 0) -> torch.device:
+    if request == "auto":
+        request = "cuda" if torch.cuda.is_available() else "cpu"
+    if request == "cuda":
+        if not torch.cuda.is_available():
+            raise PretrainError(
+                "CUDA was requested (--device cuda) but torch.cuda.is_available() is False: "
+                "install a CUDA build of torch or use --device cpu"
+            )
+        return torch.device("cuda", local_rank)
+    if request != "cpu":
+        raise PretrainError(f"--device must be auto, cpu or cuda, got {request!r}")
+    return torch.device("cpu")
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+class MetricsLog:
+    """Scalars to ``metrics.csv`` (always) and TensorBoard (optional). On resume, rows after the
+    resumed step (written by the killed run) are dropped so the log matches the training."""
+
+    def __init__(self, out: str, start_step: int, tensorboard: bool):
+        self.path = os.path.join(out, "metrics.csv")
+        self.rows: List[Dict[str, float]] = []
+        if os.path.exists(self.path) and start_step > 0:
+            with open(self.path) as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise PretrainError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
+            self.writer = SummaryWriter(os.path.join(out, "tb"))
+
+    def add(self, step: int, scalars: Dict[str, float]) -> None:
+        self.rows.append({"step": step, **scalars})
+        if self.writer is not None:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, step)
+
+    def flush(self) -> None:
+        keys: List[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.path)
+        if self.writer is not None:
+            self.writer.flush()
+
+
+def build_settings(args) -> tuple:
+    """Merge defaults, --config FILE, resumed checkpoint and key=value overrides -> (model cfg, run cfg)."""
+    data: dict = {}
+    if args.config:
+        data = load_file(args.config)
+    data = apply_overrides(data, args.overrides)
+    model_data = data.pop("model", {}) or {}
+    settings = from_dict(PretrainConfig, data, where="pretrain config")
+    model_cfg = build_config(args.model, model_data)
+    return model_cfg, settings
+
+
+def train(args) -> str:
+    model_cfg, cfg = build_settings(args)
+    run = cfg.run
+    for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("seed", "seed"), ("device", "device"),
+                      ("ckpt_every", "ckpt_every"), ("log_every", "log_every")):
+        if getattr(args, flag) is not None:
+            setattr(run, key, getattr(args, flag))
+    if args.num_workers is not None:
+        cfg.data.num_workers = args.num_workers
+    if args.file_list is not None:
+        cfg.data.file_list = args.file_list
+    if args.tensorboard:
+        run.tensorboard = True
+    out = args.out
+    ckpt_path = os.path.join(out, "last.ckpt")
+    resume_state = None
+    if args.resume and os.path.exists(ckpt_path):
+        resume_state = read_checkpoint(ckpt_path)
+        if resume_state["model_name"] != args.model:
+            raise PretrainError(f"{ckpt_path} holds a {resume_state['model_name']!r} run, not {args.model!r}")
+        # The run continues with the settings it was started with; only the step budget may change.
+        model_cfg = build_config(args.model, resume_state["config"])
+        saved = from_dict(PretrainConfig, resume_state["pretrain"].get("settings", {}), "checkpoint settings")
+        saved.run.steps, saved.data.num_workers, saved.run.device = run.steps, cfg.data.num_workers, run.device
+        cfg, run = saved, saved.run
+    elif args.resume:
+        log.warning("--resume: no checkpoint at %s, starting from step 0", ckpt_path)
+
+    device = pick_device(run.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dist = D.init_from_env(device.type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    os.makedirs(out, exist_ok=True)
+    clip = model_cfg.clip_samples
+    sr = model_cfg.frontend.sample_rate
+
+    data_root = args.data
+    if args.demo and not data_root:
+        from .synth import make_synthetic_dataset
+
+        data_root = os.path.join(out, "demo_audio")
+        if dist.is_main:
+            make_synthetic_dataset(data_root, n_files=args.demo, seconds=max(12.0, 2 * clip / sr), sample_rate=sr,
+                                   seed=run.seed, progress=True)
+        D.barrier()
+    if not data_root:
+        raise PretrainError("no training data: give --data DIR (a folder of audio files) or --demo N")
+    min_seconds = cfg.data.min_seconds if cfg.data.min_seconds is not None else clip / sr
+    index = os.path.join(out, "data_index.json")
+    if dist.is_main:
+        files = scan_audio_files(data_root, cfg.data.file_list, min_seconds, cfg.data.check_silence, index,
+                                 progress=True)
+    D.barrier()
+    if not dist.is_main:
+        files = scan_audio_files(data_root, cfg.data.file_list, min_seconds, cfg.data.check_silence, index,
+                                 progress=False)
+
+    model = build_model(args.model, model_cfg).to(device)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                             betas=tuple(cfg.optim.betas))
+    start = 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optim.load_state_dict(resume_state["optimizer"])
+        start = int(resume_state["step"])
+        if dist.is_main:
+            log.info("resuming %s from step %d", ckpt_path, start)
+    augment = AugmentationChain(cfg.augment).to(device)
+    net = model
+    if dist.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=_has_unused_parameters(args.model, model_cfg))
+
+    dataset = RandomCropDataset(files, clip, num_crops=model.num_views, sample_rate=sr, seed=run.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=run.batch_size,
+        sampler=StepSampler(run.batch_size, start, dist.rank, dist.world_size),
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+    )
+    extra = {"settings": to_dict(cfg), "world_size": dist.world_size}
+    metrics = MetricsLog(out, start, run.tensorboard) if dist.is_main else None
+    use_bf16 = run.bf16 and device.type == "cuda"
+    bar = tqdm(total=run.steps, initial=start, desc=f"{args.model} pretrain", disable=not dist.is_main,
+               dynamic_ncols=True)
+    model.train()
+    t_last, clips_since = time.perf_counter(), 0
+    step = start
+    batches = iter(loader)
+    while step < run.steps:
+        batch = next(batches).to(device, non_blocking=True)  # [B, V, T]
+        s = step_seed(run.seed, step, dist.rank)
+        torch.manual_seed(s)  # dropout and BERT masking of this step
+        gen = torch.Generator().manual_seed(s)
+        b, v, t = batch.shape
+        views = augment(batch.reshape(b * v, t), gen).reshape(b, v, t)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            losses = net(views)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise PretrainError(f"loss became {loss.item()} at step {step}; last good checkpoint: {ckpt_path}")
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        step += 1
+        clips_since += b * dist.world_size
+        if dist.is_main:
+            bar.update(1)
+            if step % run.log_every == 0 or step == run.steps or step == start + 1:
+                now = time.perf_counter()
+                rate = clips_since / max(now - t_last, 1e-9)
+                t_last, clips_since = now, 0
+                scalars = {k: float(x.detach().float()) for k, x in losses.items()}
+                scalars["clips_per_s"] = rate
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}", clips_s=f"{rate:.1f}")
+                metrics.add(step, scalars)
+        if step % run.ckpt_every == 0 or step == run.steps:
+            if dist.is_main:
+                save_checkpoint(ckpt_path, model, args.model, step, optim, extra)
+                metrics.flush()
+            D.barrier()
+    bar.close()
+    if dist.is_main:
+        log.info("finished %d steps; checkpoint %s", step, ckpt_path)
+    D.cleanup()
+    return ckpt_path
+
+
+def _has_unused_parameters(name: str, cfg) -> bool:
+    if name == "mart":
+        return not cfg.use_pwt
+    return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mart-pretrain",
+        description="Self-supervised pretraining of MART, PEMR or the SimCLR baseline on a folder of audio. "
+        "Run under torchrun for several GPUs. Extra key=value arguments override the config "
+        "(e.g. model.levels=3 optim.lr=1e-3 augment.p_pitch=0).",
+    )
+    p.add_argument("--model", required=True, choices=model_names())
+    p.add_argument("--data", help="folder tree of audio files (wav/flac/ogg/mp3)")
+    p.add_argument("--out", required=True, help="run folder; the final checkpoint is OUT/last.ckpt")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--config", help="YAML/JSON file with sections model, optim, data, run, augment")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt if it exists")
+    p.add_argument("--file-list", dest="file_list", help="text file of audio paths (relative to --data)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-workers", type=int, dest="num_workers")
+    p.add_argument("--ckpt-every", type=int, dest="ckpt_every")
+    p.add_argument("--log-every", type=int, dest="log_every")
+    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--demo", type=int, metavar="N", default=0,
+                   help="without --data: generate N synthetic music tracks into OUT/demo_audio and train on them")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except (DatasetError, ConfigError, PretrainError, CheckpointError) as e:
+        print(f"mart-pretrain: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mart-upstream",
+    version="0.1.0",
+    description="Self-supervised music audio representations: MART, PEMR and baselines, "
+    "with S3PRL and HEAR adapters",
+    packages=find_packages(include=["mart_upstream*", "hear_api*", "benchmarks*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchaudio>=2.1",
+        "numpy",
+        "soundfile>=0.12",
+        "tqdm",
+        "pyyaml",
+    ],
+    extras_require={"test": ["pytest"], "tensorboard": ["tensorboard"]},
+    entry_points={
+        "console_scripts": [
+            "mart-pretrain=mart_upstream.pretrain:main",
+        ]
+    },
+)

@@ -1,0 +1,182 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mart_upstream.encoders import FCN, fcn4_config, fcn7_config
+from mart_upstream.losses import barlow_twins, hierarchical_contrastive, negative_decorrelation, nt_xent
+from mart_upstream.models import build_model, model_names
+from mart_upstream.models.mart import PartWholeTransformer, MartConfig, crop_spans, hierarchical_crop
+from mart_upstream.models.pemr import positive_mask
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_fcn4_has_about_370k_parameters_and_512d_output():
+    enc = FCN(fcn4_config())
+    assert abs(n_params(enc) - 370_000) / 370_000 < 0.02  # PEMR Table 2: FCN-4, 370K
+    assert enc(torch.randn(2, 128, 462)).shape == (2, 512)
+
+
+def test_fcn7_gives_512d_output_and_frame_maps():
+    enc = FCN(fcn7_config())
+    x = torch.randn(2, 128, 126)
+    assert enc(x).shape == (2, 512)
+    maps = enc.forward_maps(x)
+    assert len(maps) == 7 and maps[-1].shape[0] == 2 and maps[-1].shape[-1] == 512
+
+
+@pytest.mark.parametrize("parts,levels", [(2, 4), (3, 3), (2, 1)])
+def test_hierarchical_crops_are_nested_with_configured_lengths(parts, levels):
+    clip = 2 * parts ** (levels - 1) * 5
+    x = torch.arange(clip, dtype=torch.float32)[None].repeat(2, 1)
+    crops = hierarchical_crop(x, parts, levels)
+    spans = crop_spans(clip, parts, levels)
+    assert [c.shape[1] for c in crops] == [parts**n for n in range(levels)]
+    for n, (c, s) in enumerate(zip(crops, spans)):
+        assert c.shape[2] == clip // parts**n
+        # the samples of clip m are exactly the span [start, end) of the source
+        for m in range(c.shape[1]):
+            assert torch.equal(c[0, m], x[0, s[m, 0]:s[m, 1]])
+    for n in range(levels - 1):
+        whole, part = spans[n], spans[n + 1]
+        for m in range(part.shape[0]):
+            parent = whole[m // parts]
+            assert parent[0] <= part[m, 0] and part[m, 1] <= parent[1]
+
+
+def test_crop_length_must_split_evenly():
+    with pytest.raises(ValueError, match="equal parts"):
+        hierarchical_crop(torch.zeros(1, 1001), 2, 4)
+
+
+def test_part_whole_attention_goes_both_ways():
+    torch.manual_seed(0)
+    cfg = MartConfig(pwt_layers=1, pwt_head_dim=4, pwt_dropout=0.0)
+    pwt = PartWholeTransformer(cfg, d=12).eval()
+    levels = [torch.randn(1, 2**n, 12) for n in range(3)]
+    base = pwt([x.clone() for x in levels])
+    # change one part at level 2: its whole at level 1 must change (eq. 1)
+    changed = [x.clone() for x in levels]
+    changed[2][0, 3] += 1.0
+    out = pwt(changed)
+    assert not torch.allclose(out[1][0, 1], base[1][0, 1])
+    assert torch.allclose(out[1][0, 0], base[1][0, 0])  # the other whole is untouched in one layer
+    # change the whole at level 0: its parts at level 1 must change (eq. 2)
+    changed = [x.clone() for x in levels]
+    changed[0][0, 0] += 1.0
+    out = pwt(changed)
+    assert not torch.allclose(out[1][0, 0], base[1][0, 0])
+    assert not torch.allclose(out[1][0, 1], base[1][0, 1])
+
+
+def _sim(a, b):
+    return float(F.cosine_similarity(a, b, dim=0))
+
+
+def test_hierarchical_contrastive_matches_hand_computation():
+    torch.manual_seed(1)
+    b, m, d, tau = 3, 2, 5, 0.7
+    lv = [torch.randn(b, 1, d), torch.randn(b, m, d), torch.randn(b, m * m, d)]
+    t0 = torch.randn(b, d)
+    got = hierarchical_contrastive(lv, t0, m, tau)
+    total = 0.0
+    for i in range(b):
+        pw = 0.0
+        for n in range(2):
+            for w in range(m**n):
+                for j in range(m):
+                    pw += (1 / m) * math.exp(_sim(lv[n][i, w], lv[n + 1][i, w * m + j]) / tau)
+        pos = math.exp(_sim(lv[0][i, 0], t0[i]) / tau)
+        neg = sum(math.exp(_sim(lv[0][i, 0], t0[u]) / tau) for u in range(b))
+        neg += sum(math.exp(_sim(lv[0][i, 0], lv[0][u, 0]) / tau) for u in range(b) if u != i)
+        total += -math.log((pw + pos) / (pw + neg))
+    assert got.item() == pytest.approx(total / b, rel=1e-5)
+    # without the part-whole term it is the plain contrastive term of eq. (5)
+    got_plain = hierarchical_contrastive(lv, t0, m, tau, use_part_whole=False)
+    assert got_plain.item() < got.item() + 10  # finite
+    assert got_plain.item() != pytest.approx(got.item())
+
+
+def test_nt_xent_matches_hand_computation():
+    torch.manual_seed(2)
+    b, d, tau = 4, 6, 0.5
+    z1, z2 = torch.randn(b, d), torch.randn(b, d)
+    z = torch.cat([z1, z2])
+    total = 0.0
+    for i in range(2 * b):
+        j = (i + b) % (2 * b)
+        den = sum(math.exp(_sim(z[i], z[k]) / tau) for k in range(2 * b) if k != i)
+        total += -math.log(math.exp(_sim(z[i], z[j]) / tau) / den)
+    assert nt_xent(z1, z2, tau).item() == pytest.approx(total / (2 * b), rel=1e-5)
+
+
+def test_barlow_twins_terms():
+    torch.manual_seed(3)
+    z = torch.randn(64, 8)
+    # identical views: cross-correlation diagonal is 1 -> on-diagonal term 0
+    assert barlow_twins(z, z, off_diagonal_weight=0.0).item() == pytest.approx(0.0, abs=1e-4)
+    assert negative_decorrelation(z, z).item() == pytest.approx(8.0, rel=1e-3)
+    assert negative_decorrelation(z, torch.randn(64, 8)).item() < 1.0
+
+
+@pytest.mark.parametrize("t,ratio", [(100, 0.1), (37, 0.1), (50, 0.25), (10, 0.0)])
+def test_pemr_positive_mask_removes_exactly_the_configured_fraction(t, ratio):
+    scores = torch.rand(4, t)
+    mask = positive_mask(scores, ratio)
+    k = round(ratio * t)
+    assert torch.all((mask == 0).sum(1) == k)
+    for i in range(4):  # the removed frames are the lowest-scored ones
+        removed = scores[i][mask[i] == 0]
+        kept = scores[i][mask[i] == 1]
+        if k:
+            assert removed.max() <= kept.min()
+
+
+@pytest.mark.parametrize("name", ["mart", "pemr", "simclr"])
+def test_loss_is_finite_and_falls_on_a_fixed_batch(name, tiny):
+    torch.manual_seed(0)
+    model = build_model(name, tiny[name])
+    clip = model.clip_samples
+    t = torch.linspace(0, 1, clip)
+    base = torch.stack([torch.sin(2 * math.pi * (110 * (k + 1)) * t) * (0.2 + 0.1 * k) for k in range(8)])
+    views = torch.stack([base, base.roll(37, dims=1) * 0.9], dim=1) + 0.01 * torch.randn(8, 2, clip)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(30):
+        torch.manual_seed(step)
+        out = model(views)
+        assert torch.isfinite(out["loss"])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first, (name, losses)
+
+
+@pytest.mark.parametrize("ablation", [{"use_pwt": False}, {"use_hcl": False}, {"use_pwt": False, "use_hcl": False}])
+def test_mart_ablations_train(ablation, tiny):
+    model = build_model("mart", {**tiny["mart"], **ablation})
+    out = model(torch.randn(2, 2, model.clip_samples))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    has_grad = any(p.grad is not None for p in model.pwt.parameters())
+    assert has_grad == ablation.get("use_pwt", True)
+
+
+@pytest.mark.parametrize("mode", ["none", "positive", "positive_negative"])
+def test_pemr_mask_modes(mode, tiny):
+    model = build_model("pemr", {**tiny["pemr"], "frame_mask": mode})
+    out = model(torch.randn(4, 2, model.clip_samples))
+    assert ("neg" in out) == (mode == "positive_negative")
+    out["loss"].backward()
+
+
+def test_registry_lists_models_and_rejects_unknown():
+    assert {"mart", "pemr", "simclr"} <= set(model_names())
+    with pytest.raises(KeyError, match="available"):
+        build_model("nope")

@@ -1,0 +1,145 @@
+"""The pretraining entry point end to end on CPU: runs, resume, DDP, checkpoints, bad input."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import ROOT, tiny_overrides
+from mart_upstream.checkpoint import CheckpointError, load_pretrained, read_checkpoint
+from mart_upstream.embedding import clip_embeddings
+from mart_upstream.pretrain import main
+from mart_upstream.synth import make_synthetic_dataset
+
+FAST = ["augment.p_pitch=0", "data.num_workers=0", "run.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("audio")
+    make_synthetic_dataset(str(d), n_files=6, seconds=2.0, sample_rate=16000, seed=0, progress=False)
+    return str(d)
+
+
+def run(model, data, out, *extra):
+    return main(["--model", model, "--data", data, "--out", str(out), "--batch-size", "4",
+                 *extra, *FAST, *tiny_overrides(model)])
+
+
+@pytest.mark.parametrize("model", ["mart", "pemr", "simclr"])
+def test_pretrain_writes_a_weights_only_checkpoint_and_metrics(model, audio_dir, tmp_path):
+    assert run(model, audio_dir, tmp_path, "--steps", "3") == 0
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert state["step"] == 3 and state["model_name"] == model and state["format_version"] == 1
+    assert state["optimizer"] is not None and state["config"]["clip_samples"] > 0
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(float(r["loss"])) and float(r["clips_per_s"]) > 0 for r in rows)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_loader_returns_frozen_eval_encoder(audio_dir, tmp_path):
+    run("mart", audio_dir, tmp_path, "--steps", "1")
+    model, cfg = load_pretrained(str(tmp_path / "last.ckpt"))
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert cfg.clip_samples == 8000 and model.model_name == "mart"
+    emb = clip_embeddings(model, torch.randn(3, 20000))
+    assert emb.shape == (3, model.embedding_dim) and torch.isfinite(emb).all()
+    # the same audio gives the same embedding (eval mode, no dropout)
+    x = torch.randn(1, 9000)
+    assert torch.equal(clip_embeddings(model, x), clip_embeddings(model, x))
+
+
+def _weights(path):
+    return read_checkpoint(str(path))["model"]
+
+
+@pytest.mark.parametrize("model", ["mart", "pemr"])
+def test_resume_continues_exactly(model, audio_dir, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run(model, audio_dir, full, "--steps", "4") == 0
+    assert run(model, audio_dir, part, "--steps", "2") == 0
+    assert run(model, audio_dir, part, "--steps", "4", "--resume") == 0
+    a, b = _weights(full / "last.ckpt"), _weights(part / "last.ckpt")
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+    with open(part / "metrics.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(audio_dir, tmp_path):
+    cmd = [sys.executable, "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", audio_dir,
+           "--out", str(tmp_path), "--steps", "100000", "--batch-size", "2", "--ckpt-every", "2",
+           *FAST, *tiny_overrides("simclr")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "last.ckpt"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (ckpt.exists() and read_checkpoint(str(ckpt))["step"] >= 4):
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = read_checkpoint(str(ckpt))["step"]  # the checkpoint is complete despite the kill
+    assert killed_at >= 4 and killed_at % 2 == 0
+    assert main(["--model", "simclr", "--data", audio_dir, "--out", str(tmp_path), "--steps", str(killed_at + 2),
+                 "--batch-size", "2", "--resume", *FAST, *tiny_overrides("simclr")]) == 0
+    assert read_checkpoint(str(ckpt))["step"] == killed_at + 2
+    with open(tmp_path / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == sorted(set(steps)) and steps[-1] == killed_at + 2
+
+
+def test_two_process_ddp_on_cpu_finishes(audio_dir, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", audio_dir, "--out", str(tmp_path),
+           "--steps", "3", "--batch-size", "2", *FAST, *tiny_overrides("simclr")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = read_checkpoint(str(tmp_path / "last.ckpt"))
+    assert state["step"] == 3 and state["pretrain"]["world_size"] == 2
+
+
+def test_empty_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert run("simclr", str(tmp_path / "empty"), tmp_path / "out", "--steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "empty" in err
+    assert not (tmp_path / "out" / "last.ckpt").exists()
+
+
+def test_silent_and_short_files_are_skipped_then_error_when_nothing_left(tmp_path, capsys, caplog):
+    d = tmp_path / "bad"
+    d.mkdir()
+    sf.write(d / "silent.wav", np.zeros(32000, dtype=np.float32), 16000)
+    sf.write(d / "short.wav", (0.3 * np.random.randn(800)).astype(np.float32), 16000)
+    assert run("simclr", str(d), tmp_path / "out", "--steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "mart-pretrain: error:" in err and str(d) in err
+    logged = caplog.text
+    assert "silent.wav" in logged and "short.wav" in logged
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error(audio_dir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert run("simclr", audio_dir, tmp_path, "--steps", "1", "--device", "cuda") == 2
+    assert "CUDA was requested" in capsys.readouterr().err
+
+
+def test_unknown_override_is_a_clear_error(audio_dir, tmp_path, capsys):
+    assert run("simclr", audio_dir, tmp_path, "--steps", "1", "model.nonsense=3") == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_pretrained(str(tmp_path / "nope.ckpt"))
