@@ -1,29 +1,44 @@
-"""The one embedding path: waveforms of any length -> clip representations of a pretrained model.
+"""The one embedding path from waveforms to representations, shared by the S3PRL and HEAR adapters.
 
-Audio is cut into windows of the model's pretraining length (the last one zero padded), each window
-gets the model's ``window_embedding`` (MART: the part-whole transformer's whole output ŝ⁰; PEMR and
-SimCLR: the pooled FCN-4 output), and a clip's vector is the mean over its windows.
+* ``frame_features``: every layer of a model on one frame grid (``model.frame_hop`` samples per
+  frame), for audio of any length, processed in chunks with context so memory stays flat.
+* ``clip_embeddings``: one vector per clip: the model's ``window_embedding`` (MART: the whole clip's
+  part-whole transformer output ŝ⁰; PEMR/SimCLR: the pooled FCN-4 output) averaged over windows of
+  the pretraining length (the last one zero padded).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List
 
 import torch
+import torch.nn.functional as F
 
 from .models.base import SSLModel
 
 
-def windows(wav: torch.Tensor, size: int, hop: Optional[int] = None) -> torch.Tensor:
+def check_waveforms(wav: torch.Tensor) -> torch.Tensor:
+    if not isinstance(wav, torch.Tensor) or wav.dim() != 2:
+        shape = tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
+        raise ValueError(f"expected a float waveform batch [B, T], got {shape}")
+    if not torch.is_floating_point(wav):
+        raise ValueError(f"expected a float waveform in [-1, 1], got dtype {wav.dtype}")
+    return wav
+
+
+def windows(wav: torch.Tensor, size: int, hop: int | None = None) -> torch.Tensor:
     """[B, T] -> [B, W, size] windows with ``hop`` (default: ``size``); short inputs are zero padded."""
-    if wav.dim() != 2:
-        raise ValueError(f"expected a waveform batch [B, T], got shape {tuple(wav.shape)}")
+    check_waveforms(wav)
     hop = hop or size
     t = wav.shape[1]
     n = max(1, -(-max(t - size, 0) // hop) + 1)
     pad = (n - 1) * hop + size - t
     if pad > 0:
-        wav = torch.nn.functional.pad(wav, (0, pad))
+        wav = F.pad(wav, (0, pad))
     return wav.unfold(1, size, hop)
+
+
+def _device(model: SSLModel) -> torch.device:
+    return next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -32,6 +47,30 @@ def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: int = 64) -
     w = windows(wav, model.clip_samples)  # [B, W, L]
     b, n, L = w.shape
     flat = w.reshape(b * n, L)
-    dev = next(model.parameters()).device
+    dev = _device(model)
     outs = [model.window_embedding(flat[i : i + max_windows].to(dev)) for i in range(0, b * n, max_windows)]
     return torch.cat(outs).view(b, n, -1).mean(dim=1)
+
+
+@torch.no_grad()
+def frame_features(model: SSLModel, wav: torch.Tensor) -> List[torch.Tensor]:
+    """[B, T] -> layers [B, ceil(T / frame_hop), D]; frame i covers samples from i * frame_hop.
+
+    The signal is cut into chunks of ``model.feature_chunk`` samples, each computed with
+    ``model.feature_context`` samples of real signal on both sides, then trimmed, so the result does not
+    depend on where chunks fall, and memory does not grow with the input length.
+    """
+    check_waveforms(wav)
+    hop, chunk, ctx = model.frame_hop, model.feature_chunk, model.feature_context
+    if chunk % hop or ctx % hop:
+        raise ValueError(f"feature_chunk ({chunk}) and feature_context ({ctx}) must be multiples of {hop}")
+    t = wav.shape[1]
+    n_out = max(1, -(-t // hop))
+    total = -(-n_out * hop // chunk) * chunk  # pad to whole chunks
+    wav = F.pad(wav, (ctx, total - t + ctx)).to(_device(model))
+    parts: List[List[torch.Tensor]] = []
+    for start in range(0, total, chunk):
+        layers = model.window_features(wav[:, start : start + chunk + 2 * ctx])
+        a = ctx // hop
+        parts.append([x[:, a : a + chunk // hop] for x in layers])
+    return [torch.cat(p, dim=1)[:, :n_out] for p in zip(*parts)]

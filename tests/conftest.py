@@ -11,7 +11,7 @@ if ROOT not in sys.path:
 TINY = {
     "mart": {
         "clip_samples": 8000,
-        "finest_hop": 125,
+        "finest_hop": 50,
         "encoder": {"channels": [8, 8, 8, 8, 8, 8, 16]},
         "pwt_head_dim": 8,
         "proj_hidden": 16,

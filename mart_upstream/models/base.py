@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Dict, List
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..encoders import FCN
@@ -44,6 +45,39 @@ class SSLModel(nn.Module):
     def clip_embedding(self, wav: torch.Tensor) -> torch.Tensor:
         """[B, T] waveform -> [B, D] clip representation (encoder output, before the head)."""
         return self.encoder(self.frontend(wav))
+
+    # -- frame-level features: every layer [B, frames, D] on one frame grid of ``frame_hop`` samples --
+    @property
+    def frame_hop(self) -> int:
+        """Samples per output frame: STFT hop x the encoder's time pooling (FCN-4: 128 x 4 = 512)."""
+        return self.frontend.hop_length * self.encoder.cfg.time_stride
+
+    @property
+    def feature_chunk(self) -> int:
+        """Samples processed at once by ``window_features`` for long audio (a multiple of frame_hop)."""
+        return self.frame_hop * 1024
+
+    @property
+    def feature_context(self) -> int:
+        """Extra samples on each side of a chunk so chunk borders do not change the features."""
+        return self.frame_hop * 16
+
+    def window_features(self, wav: torch.Tensor) -> List[torch.Tensor]:
+        """[B, L] -> every encoder block's frame map on the last block's frame grid, [B, ~L/hop, D].
+
+        Earlier blocks are average-pooled in time to the last block's grid and zero-padded in
+        channels to D, so the layers can be weighted and summed (S3PRL's featurizer).
+        """
+        maps = self.frame_maps(wav)
+        n, d = maps[-1].shape[1], self.encoder.out_dim
+        out = []
+        for m in maps:
+            if m.shape[1] != n:
+                m = F.adaptive_avg_pool1d(m.transpose(1, 2), n).transpose(1, 2)
+            if m.shape[2] < d:
+                m = F.pad(m, (0, d - m.shape[2]))
+            out.append(m)
+        return out
 
     def window_embedding(self, wav: torch.Tensor) -> torch.Tensor:
         """[B, clip_samples] window -> [B, D]: the representation a window of pretraining length gets."""

@@ -26,7 +26,10 @@ class MartConfig:
     clip_samples: int = 128000  # whole clip S⁰: 8 s at 16 kHz
     parts: int = 2  # M (MART §2.1, Fig. 1)
     levels: int = 4  # N
-    finest_hop: int = 128  # hop at level N-1; level n uses finest_hop * M^(N-1-n) (MART §2.2)
+    # hop at level N-1; level n uses finest_hop * M^(N-1-n), so all levels give equal-size log-mels
+    # (MART §2.2, which gives no value). 125 samples keeps every frame grid on whole milliseconds:
+    # FCN-7 frames are 16 x 125 = 2000 samples (125 ms), 8 per 1 s part, 64 per 8 s whole.
+    finest_hop: int = 125
     pwt_layers: int = 3  # MART §3.1: three stacked part-whole transformers
     pwt_heads: int = 3  # ... each with three attention heads
     pwt_head_dim: int = 128
@@ -148,6 +151,32 @@ class Mart(SSLModel):
     def window_embedding(self, wav: torch.Tensor) -> torch.Tensor:
         """[B, L⁰] -> ŝ⁰, the whole clip's part-whole transformer output [B, D]."""
         return self.part_whole(wav)[0][:, 0]
+
+    @property
+    def frame_hop(self) -> int:
+        """FCN-7 frames at the finest level's hop: 125 x 16 = 2000 samples (125 ms) by default."""
+        return self.config.finest_hop * self.encoder.cfg.time_stride
+
+    @property
+    def feature_chunk(self) -> int:
+        return self.config.clip_samples  # whole clips, as in pretraining
+
+    @property
+    def feature_context(self) -> int:
+        return 0
+
+    def window_features(self, wav: torch.Tensor) -> List[torch.Tensor]:
+        """Whole clip [B, L⁰] -> layers on the FCN-7 frame grid, each [B, L⁰ / frame_hop, D]:
+        the encoder's frame map at the finest hop, then the finest-level parts s̃ᴺ⁻¹ and ŝᴺ⁻¹ after
+        every part-whole transformer layer, each part repeated over the frames it spans."""
+        c = self.config
+        n = -(-c.clip_samples // self.frame_hop)
+        frames = self.encoder.forward_maps(self.level_frontends[-1](wav))[-1][:, :n]
+        levels = self.encode_levels(wav, c.levels)
+        outs = [levels] + (self.pwt(levels, return_all=True) if c.use_pwt else [])
+        finest = c.parts ** (c.levels - 1)
+        part_of_frame = torch.arange(n, device=wav.device) * self.frame_hop * finest // c.clip_samples
+        return [frames] + [o[-1][:, part_of_frame] for o in outs]
 
     def forward(self, views: torch.Tensor) -> Dict[str, torch.Tensor]:
         c = self.config

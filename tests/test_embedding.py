@@ -1,0 +1,66 @@
+"""The shared embedding path: frame grids, chunking and clip vectors of any length."""
+import pytest
+import torch
+
+from mart_upstream.embedding import clip_embeddings, frame_features, windows
+from mart_upstream.models import build_model
+
+
+def _model(name, tiny):
+    torch.manual_seed(0)
+    return build_model(name, tiny[name]).eval()
+
+
+@pytest.mark.parametrize("name", ["mart", "pemr", "simclr"])
+@pytest.mark.parametrize("seconds", [0.1, 1.0, 3.3])
+def test_frame_features_share_one_grid(name, seconds, tiny):
+    model = _model(name, tiny)
+    t = int(seconds * 16000)
+    layers = frame_features(model, torch.randn(2, t))
+    n = -(-t // model.frame_hop)
+    assert len(layers) >= 2
+    for x in layers:
+        assert x.shape == (2, n, model.embedding_dim) and torch.isfinite(x).all()
+
+
+def test_chunking_does_not_change_fcn_features(tiny, monkeypatch):
+    model = _model("pemr", tiny)
+    wav = torch.randn(1, 40000)
+    whole = frame_features(model, wav)
+    cls = type(model)
+    monkeypatch.setattr(cls, "feature_chunk", property(lambda self: self.frame_hop * 8))
+    chunked = frame_features(model, wav)
+    for a, b in zip(whole, chunked):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_mart_part_layers_are_constant_within_a_part(tiny):
+    model = _model("mart", tiny)
+    c = model.config
+    layers = frame_features(model, torch.randn(1, c.clip_samples))
+    finest = c.parts ** (c.levels - 1)
+    part_layer = layers[-1][0]  # [frames, D]
+    start_of_frame = torch.arange(part_layer.shape[0]) * model.frame_hop
+    part_of_frame = start_of_frame * finest // c.clip_samples
+    assert part_of_frame.unique().numel() == finest  # every part covers at least one frame
+    for p in range(finest):
+        block = part_layer[part_of_frame == p]
+        assert torch.allclose(block, block[:1].expand_as(block))
+    assert not torch.allclose(part_layer[0], part_layer[-1])
+
+
+@pytest.mark.parametrize("name", ["mart", "pemr"])
+def test_clip_embeddings_of_any_length(name, tiny):
+    model = _model(name, tiny)
+    for t in (100, model.clip_samples, 3 * model.clip_samples + 7):
+        e = clip_embeddings(model, torch.randn(3, t))
+        assert e.shape == (3, model.embedding_dim) and torch.isfinite(e).all()
+
+
+def test_windows_pad_and_cover():
+    w = windows(torch.arange(10.0)[None], 4)
+    assert w.shape == (1, 3, 4) and w[0, -1].tolist() == [8.0, 9.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        windows(torch.zeros(10), 4)
+    with pytest.raises(ValueError, match="dtype"):
+        frame_features(build_model("simclr"), torch.zeros(1, 10, dtype=torch.int16))
