@@ -6,6 +6,7 @@ setup(
     description="Self-supervised music audio representations: MART, PEMR and baselines, "
     "with S3PRL and HEAR adapters",
     packages=find_packages(include=["mart_upstream*", "hear_api*", "benchmarks*"]),
+    package_data={"mart_upstream": ["s3prl_plugin/downstream/*/*.yaml"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",
@@ -19,6 +20,9 @@ setup(
     entry_points={
         "console_scripts": [
             "mart-pretrain=mart_upstream.pretrain:main",
+            "s3prl=mart_upstream.s3prl_plugin.launcher:main",
+            "mart-hear-task=benchmarks.hear_tasks:main",
+            "mart-cover-song=benchmarks.cover_song.cli:main",
         ]
     },
 )

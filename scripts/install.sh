@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the project and its test tools into a fresh virtualenv (default .venv) on a CPU machine.
-# torch is held at the local CPU build by constraints.txt; anything else would pull CUDA wheels.
+# Installs the project, the S3PRL and HEAR harnesses and the test tools into a virtualenv
+# (default .venv) on a CPU machine. constraints.txt holds torch at the local CPU build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -8,8 +8,15 @@ PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-"${PIP[@]}" -c constraints.txt "torch==2.13.0"
-"${PIP[@]}" -c constraints.txt -e ".[test]"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+"${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -e ".[test]"
+# S3PRL 0.4.18 and what its run_downstream imports without declaring it.
+"${PIP[@]}" "s3prl==0.4.18" tensorboardX "huggingface_hub<1.0" "transformers<5" soxr
+# HEAR 2021: the packages pin numpy==1.19.2 / numba==0.48 (no wheels for this Python), so they go
+# in with --no-deps and their real runtime needs are installed here.
+"${PIP[@]}" tensorflow-cpu click dcase-util intervaltree more-itertools pynvml "pytorch-lightning<2" \
+  python-slugify sed-eval torchinfo "librosa<0.10" resampy "setuptools<81" "numpy<2" scikit-learn pandas
+"${PIP[@]}" --no-deps heareval==2021.1.3 hearvalidator==2021.0.2 hearbaseline==2021.1.1
 "$VENV/bin/python" scripts/torchaudio_cpu.py
-"$VENV/bin/python" -c "import torch, torchaudio, mart_upstream; print('installed: torch', torch.__version__, '| torchaudio', torchaudio.__version__, '| mart_upstream', mart_upstream.__version__)"
+"$VENV/bin/python" -c "import torch, torchaudio, numpy, mart_upstream; print('installed: torch', torch.__version__, '| torchaudio', torchaudio.__version__, '| numpy', numpy.__version__, '| mart_upstream', mart_upstream.__version__)"

@@ -1,0 +1,1 @@
+"""Cover-song identification: datasets, zero-shot evaluation of any encoder, metrics."""
