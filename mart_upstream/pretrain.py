@@ -194,6 +194,7 @@ def train(args) -> str:
         files = scan_audio_files(data_root, cfg.data.file_list, min_seconds, cfg.data.check_silence, index,
                                  progress=False)
 
+    torch.manual_seed(run.seed)  # the same initial weights on every rank and for every run of this seed
     model = build_model(args.model, model_cfg).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                              betas=tuple(cfg.optim.betas))

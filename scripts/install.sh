@@ -15,7 +15,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c co
 "${PIP[@]}" "s3prl==0.4.18" tensorboardX "huggingface_hub<1.0" "transformers<5" soxr
 # HEAR 2021: the packages pin numpy==1.19.2 / numba==0.48 (no wheels for this Python), so they go
 # in with --no-deps and their real runtime needs are installed here.
-"${PIP[@]}" tensorflow-cpu click dcase-util intervaltree more-itertools pynvml "pytorch-lightning<2" \
+"${PIP[@]}" tensorflow-cpu click dcase-util intervaltree more-itertools nvidia-ml-py "pytorch-lightning<2" \
   python-slugify sed-eval torchinfo "librosa<0.10" resampy "setuptools<81" "numpy<2" scikit-learn pandas
 "${PIP[@]}" --no-deps heareval==2021.1.3 hearvalidator==2021.0.2 hearbaseline==2021.1.1
 "$VENV/bin/python" scripts/torchaudio_cpu.py

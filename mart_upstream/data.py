@@ -1,0 +1,244 @@
+"""Pretraining data: a folder tree of audio files, scanned once, read as random 16 kHz mono crops.
+
+Crops are fully determined by (seed, key): ``key`` counts the samples of the whole run, so a run
+resumed at step s reads exactly what the uninterrupted run would have read, whatever the number of
+DataLoader workers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import logging
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Iterator, List, Optional
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+SILENCE_PEAK = 1e-4
+INDEX_VERSION = 1
+
+
+class DatasetError(RuntimeError):
+    """Clear, user-facing data error."""
+
+
+@dataclass(frozen=True)
+class AudioFileInfo:
+    path: str
+    frames: int  # at the file's own rate
+    sample_rate: int  # the file's own rate
+    channels: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _list_files(root: str, file_list: Optional[str]) -> List[str]:
+    if file_list is None:
+        found = []
+        for d, _, names in os.walk(root):
+            found += [os.path.join(d, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS)]
+        return sorted(found)
+    if not os.path.isfile(file_list):
+        raise DatasetError(f"file list not found: {file_list}")
+    paths = []
+    with open(file_list) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            p = line if os.path.isabs(line) else os.path.join(root, line)
+            if os.path.isfile(p):
+                paths.append(p)
+            else:
+                log.warning("%s: listed in %s but does not exist; skipped", p, file_list)
+    return paths
+
+
+def _is_silent(path: str) -> bool:
+    for block in sf.blocks(path, blocksize=1 << 16, dtype="float32", always_2d=True):
+        if np.abs(block).max(initial=0.0) >= SILENCE_PEAK:
+            return False
+    return True
+
+
+def _write_json_atomic(path: str, data) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: float = 0.0,
+                     check_silence: bool = True, index_path: Optional[str] = None,
+                     progress: bool = True) -> List[AudioFileInfo]:
+    """Find usable audio files under ``root`` (or those in ``file_list``), sorted.
+
+    Unreadable, too-short and (with ``check_silence``) digitally silent files are skipped with a
+    warning naming the file. The result can be cached in ``index_path`` (JSON, written atomically) and
+    is reused while root, file list and criteria are unchanged. Raises DatasetError when nothing is left.
+    """
+    if not os.path.isdir(root):
+        raise DatasetError(f"data folder does not exist: {root}")
+    key = {"version": INDEX_VERSION, "root": os.path.abspath(root),
+           "file_list": os.path.abspath(file_list) if file_list else None,
+           "min_seconds": float(min_seconds), "check_silence": bool(check_silence)}
+    if index_path and os.path.isfile(index_path):
+        try:
+            with open(index_path) as f:
+                cached = json.load(f)
+            if cached.get("key") == key:
+                files = [AudioFileInfo(**x) for x in cached["files"]]
+                if files:
+                    return files
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: unreadable data index, rescanning", index_path)
+    paths = _list_files(root, file_list)
+    if not paths:
+        raise DatasetError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {root}")
+    files, skipped = [], Counter()
+    for p in tqdm(paths, desc="scanning audio", disable=not progress, leave=False):
+        try:
+            info = sf.info(p)
+        except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
+            log.warning("%s: unreadable audio (%s); skipped", p, str(e).strip() or type(e).__name__)
+            skipped["unreadable"] += 1
+            continue
+        if info.frames <= 0 or info.samplerate <= 0:
+            log.warning("%s: no audio frames; skipped", p)
+            skipped["empty"] += 1
+            continue
+        seconds = info.frames / info.samplerate
+        if seconds < min_seconds:
+            log.warning("%s: %.2f s long, shorter than the %.2f s needed; skipped", p, seconds, min_seconds)
+            skipped["too short"] += 1
+            continue
+        if check_silence:
+            try:
+                silent = _is_silent(p)
+            except Exception as e:  # noqa: BLE001
+                log.warning("%s: cannot be decoded (%s); skipped", p, e)
+                skipped["unreadable"] += 1
+                continue
+            if silent:
+                log.warning("%s: digitally silent (peak < %g); skipped", p, SILENCE_PEAK)
+                skipped["silent"] += 1
+                continue
+        files.append(AudioFileInfo(p, int(info.frames), int(info.samplerate), int(info.channels)))
+    summary = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "none"
+    log.info("audio scan of %s: kept %d of %d files (skipped: %s)", root, len(files), len(paths), summary)
+    if not files:
+        raise DatasetError(f"no usable audio in {root}: all {len(paths)} files were skipped ({summary})")
+    if index_path:
+        _write_json_atomic(index_path, {"key": key, "files": [asdict(f) for f in files]})
+    return files
+
+
+def _to_mono_tensor(data: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32))
+
+
+def load_segment(info: AudioFileInfo, start_seconds: float, num_samples: int,
+                 sample_rate: int = 16000) -> torch.Tensor:
+    """Read only [start, start + num_samples / sample_rate) of a file as mono float32 at sample_rate."""
+    sr = info.sample_rate
+    # resampler context on each side: a whole number of samples at both rates, at least 64
+    unit = sr // math.gcd(sr, sample_rate)
+    margin = unit * -(-64 // unit) if sr != sample_rate else 0
+    start = max(0, int(round(start_seconds * sr)))
+    need = int(np.ceil(num_samples * sr / sample_rate))
+    lo = max(0, start - margin)
+    try:
+        data, _ = sf.read(info.path, start=lo, frames=need + (start - lo) + margin, dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001
+        raise DatasetError(f"cannot read {info.path}: {e}") from e
+    x = _to_mono_tensor(data)
+    if sr != sample_rate:
+        x = AF.resample(x, sr, sample_rate)
+        skip = int(round((start - lo) * sample_rate / sr))
+        x = x[skip:]
+    x = x[:num_samples]
+    return torch.nn.functional.pad(x, (0, num_samples - x.shape[0]))
+
+
+def load_audio(path: str, sample_rate: int = 16000) -> torch.Tensor:
+    """Whole file -> mono float32 1-D tensor at ``sample_rate``."""
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001
+        raise DatasetError(f"cannot read {path}: {e}") from e
+    x = _to_mono_tensor(data)
+    return AF.resample(x, sr, sample_rate) if sr != sample_rate else x
+
+
+def _seed(*parts: int) -> int:
+    h = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+class RandomCropDataset(torch.utils.data.Dataset):
+    """Key k -> ``num_crops`` random crops [num_crops, num_samples] of one file.
+
+    epoch = k // len(files) visits the files in a seeded permutation; the crop offsets come from a
+    generator seeded with (seed, k).
+    """
+
+    def __init__(self, files: List[AudioFileInfo], num_samples: int, num_crops: int = 2,
+                 sample_rate: int = 16000, seed: int = 0):
+        if not files:
+            raise DatasetError("RandomCropDataset needs at least one file")
+        self.files, self.num_samples, self.num_crops = files, num_samples, num_crops
+        self.sample_rate, self.seed = sample_rate, seed
+        self._perm_epoch, self._perm = -1, None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _file(self, key: int) -> AudioFileInfo:
+        epoch, pos = divmod(key, len(self.files))
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(_seed(self.seed, epoch))
+            self._perm, self._perm_epoch = torch.randperm(len(self.files), generator=g), epoch
+        return self.files[int(self._perm[pos])]
+
+    def __getitem__(self, key: int) -> torch.Tensor:
+        info = self._file(int(key))
+        g = torch.Generator().manual_seed(_seed(self.seed, -1, int(key)))
+        span = max(0.0, info.seconds - self.num_samples / self.sample_rate)
+        starts = torch.rand(self.num_crops, generator=g) * span
+        return torch.stack([load_segment(info, float(s), self.num_samples, self.sample_rate) for s in starts])
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Keys for steps start_step, start_step+1, ... (infinite): step s, rank r, slot i ->
+    s * batch_size * world_size + r * batch_size + i. Every rank gets a disjoint shard of each global
+    batch, like DistributedSampler, and a run can start at any step, which exact resume needs."""
+
+    def __init__(self, batch_size: int, start_step: int = 0, rank: int = 0, world_size: int = 1):
+        self.batch_size, self.start_step, self.rank, self.world_size = batch_size, start_step, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start_step
+        while True:
+            base = (step * self.world_size + self.rank) * self.batch_size
+            yield from range(base, base + self.batch_size)
+            step += 1
