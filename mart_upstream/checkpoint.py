@@ -7,12 +7,12 @@ A checkpoint is a dict of plain data and tensors, so ``torch.load(path, weights_
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
 from .config import to_dict
+from .fileio import atomic_path
 from .models import build_config, build_model
 from .models.base import SSLModel
 
@@ -39,19 +39,8 @@ def save_checkpoint(path: str, model: SSLModel, model_name: str, step: int,
         "step": int(step),
         "pretrain": dict(extra or {}),
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".ckpt", fsync=True) as tmp:
+        torch.save(state, tmp)
 
 
 def read_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:

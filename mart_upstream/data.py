@@ -11,7 +11,6 @@ import json
 import math
 import logging
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterator, List, Optional
@@ -21,6 +20,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from tqdm import tqdm
+
+from .fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,8 @@ def _is_silent(path: str) -> bool:
 
 
 def _write_json_atomic(path: str, data) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".json") as tmp, open(tmp, "w") as f:
+        json.dump(data, f)
 
 
 def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: float = 0.0,

@@ -23,6 +23,7 @@ from . import distributed as D
 from .augment import AugmentationChain, AugmentConfig
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import ConfigError, apply_overrides, from_dict, load_file, merge, to_dict
+from .fileio import atomic_path
 from .data import DatasetError, RandomCropDataset, StepSampler, scan_audio_files
 from .models import build_config, build_model, model_names
 
@@ -115,12 +116,10 @@ class MetricsLog:
         keys: List[str] = []
         for r in self.rows:
             keys += [k for k in r if k not in keys]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, self.path)
         if self.writer is not None:
             self.writer.flush()
 

@@ -6,12 +6,13 @@ Each track: a random key and tempo, a melody and a bass line of harmonic notes w
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import List
 
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
+
+from .fileio import atomic_path
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
@@ -66,14 +67,7 @@ def make_synthetic_dataset(out_dir: str, n_files: int = 16, seconds: float = 12.
         rng = np.random.default_rng([seed, i])
         x = render_synthetic_clip(seconds, sample_rate, rng)
         path = os.path.join(out_dir, f"track_{i:03d}.wav")
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=out_dir)
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".wav") as tmp:
             sf.write(tmp, x, sample_rate, subtype="PCM_16")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         paths.append(path)
     return paths
