@@ -43,9 +43,12 @@ class TransformerBlock(nn.Module):
     """Post-LN transformer encoder layer (Vaswani et al.) whose residual stream is the query input:
     h = LN(xq + MHA(xq, xkv)); out = LN(h + FFN(h)).  With xkv = xq it is ordinary self-attention."""
 
-    def __init__(self, d_model: int, heads: int, head_dim: int, ff_mult: int = 4, dropout: float = 0.1):
+    def __init__(self, d_model: int, heads: int, head_dim: int, ff_mult: int = 4, dropout: float = 0.1,
+                 attn_dropout: float = 0.0):
         super().__init__()
-        self.attn = MultiHeadAttention(d_model, heads, head_dim, dropout)
+        # Dropout on the attention probabilities is off by default: on long frame sequences it costs
+        # more than the attention itself on a CPU; residual and feed-forward dropout stay.
+        self.attn = MultiHeadAttention(d_model, heads, head_dim, attn_dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(
             nn.Linear(d_model, ff_mult * d_model),
