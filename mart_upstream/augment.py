@@ -11,8 +11,8 @@ Randomness: every draw (coin flips, parameters) comes from the ``generator`` pas
 (a CPU generator is fine). Bulk noise (white noise, reverb impulse responses) is drawn on the input's
 device from a generator seeded by one draw from ``generator``, so the same seed gives the same output
 on a given device without moving large random tensors between devices. Signal work is torch ops only
-(no numpy, no Python loop over samples or examples; pitch shift loops over at most a dozen
-semitone groups).
+(no numpy, no Python loop over samples or examples; pitch shift's resampling step loops over the
+distinct semitone values drawn, at most 14).
 
 Deliberate differences from the reference implementation (all documented at the transform):
 * HighLowPass uses a 2nd-order Butterworth biquad applied in the frequency domain (upstream: julius
@@ -30,14 +30,17 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 from torch import Tensor, nn
 
 # References for the defaults below:
-#   [cfg] Spijkervet/CLMR config/config.yaml (transforms_polarity 0.8, transforms_noise 0.01,
-#         transforms_gain 0.3, transforms_filters 0.8, transforms_delay 0.3, transforms_pitch 0.6,
-#         transforms_reverb 0.6)
+#   [cfg] Spijkervet/CLMR config/config.yaml @8fb2e79 (transforms_polarity 0.8, transforms_noise
+#         0.01, transforms_gain 0.3, transforms_filters 0.8, transforms_delay 0.3, transforms_pitch
+#         0.6, transforms_reverb 0.6; sample_rate there is 22050, 16000 here), used by main.py, which
+#         builds each transform with its class defaults
 #   [ta]  Spijkervet/torchaudio-augmentations, torchaudio_augmentations/augmentations/*.py
+#         (noise.py @956000e, delay.py @f3e0ad8, filter.py / gain.py / high_low_pass.py @98f511a,
+#         pitch_shift.py @633d456)
 
 
 @dataclass
@@ -96,40 +99,59 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
 
-def phase_vocoder(spec: Tensor, rate: float, phase_advance: Tensor, lock_phase: bool = True) -> Tensor:
-    """Time-scale a complex STFT [n, F, M] by 1/rate (rate > 1 shortens): [n, F, ceil(M / rate)].
+def phase_vocoder(spec: Tensor, rate, phase_advance: Tensor, lock_phase: bool = True,
+                  lock_bins: int = 2) -> Tensor:
+    """Time-scale complex STFTs [n, F, M] by 1/rate (rate > 1 shortens) -> [n, F, J].
 
-    The classic phase vocoder (as torchaudio.functional.phase_vocoder: output frame j reads input
-    position j * rate, magnitudes interpolated linearly, phases accumulated from each bin's
-    instantaneous frequency) plus, if ``lock_phase``, identity phase locking (Laroche & Dolson
-    1999): only spectral peaks keep their accumulated phase; every other bin takes its nearest
-    peak's phase plus the phase offset it has from that peak in the input frame. This keeps the
-    phase relations between the bins of one partial, which the plain vocoder loses (a stretched
-    pure tone comes out several dB quieter and "phasey" without it).
+    ``rate``: a float, or one rate per row (sequence or 1-D tensor of n values); J = ceil(M / rate)
+    (the largest over the rows; a row with fewer frames is followed by zero frames).
+
+    The classic phase vocoder (as torchaudio.functional.phase_vocoder, which it reproduces for a
+    float rate, complex128 input and ``lock_phase=False``; with complex64 input torchaudio rounds
+    the read positions in float32): output frame j reads input position j * rate, magnitudes
+    interpolated linearly, phases accumulated from each bin's instantaneous frequency) plus, if
+    ``lock_phase``, phase locking in the manner of Laroche & Dolson's identity phase locking (1999):
+    only the dominant bins keep their accumulated phase; every other bin takes the phase of the
+    strongest bin within +-``lock_bins`` bins (2: the half-width of a Hann window's main lobe) plus
+    the phase offset it has from that bin in the input frame. (Laroche & Dolson lock to the nearest
+    spectral peak; the bounded window is a cheap, batched stand-in.) This keeps the phase relations
+    between the bins of one partial, which the plain vocoder loses: a stretched pure tone comes out
+    ~4.7 dB quieter without it when the first frame is a reflected one, and sounds "phasey".
     """
     n, nf, m = spec.shape
     real = spec.real.dtype
-    steps = torch.arange(0, m, rate, device=spec.device, dtype=torch.float64)
-    i0 = steps.long()
-    alpha = (steps - i0).to(real)
+    rates = torch.as_tensor(rate, dtype=torch.float64).reshape(-1).cpu().expand(n)
+    # input positions read by each output frame, built on the CPU per distinct rate (torchaudio's
+    # arange, but always in float64 so float32 and float64 inputs read the same frames); past a
+    # row's own end they point at the zero padding
+    per_rate = {r: torch.arange(0, m, r, dtype=torch.float64) for r in rates.unique().tolist()}
+    n_out = max(len(v) for v in per_rate.values())
+    steps = torch.full((n, n_out), float(m + 1), dtype=torch.float64)
+    for r, v in per_rate.items():
+        steps[rates == r, : len(v)] = v
+    i0 = steps.long().clamp(max=m)
+    alpha = (steps - i0).clamp(0, 1).to(device=spec.device, dtype=real)[:, None, :]
+    i0 = i0.to(spec.device)  # [n, J]
     padded = F.pad(spec, (0, 2))
-    s0 = padded.index_select(-1, i0)
-    s1 = padded.index_select(-1, i0 + 1)
-    ang0 = s0.angle()
-    mag = (1 - alpha) * s0.abs() + alpha * s1.abs()
-    dev = s1.angle() - ang0 - phase_advance  # deviation from the bin's nominal advance per hop
+    mag_in, ang_in = padded.abs(), padded.angle()  # once per input frame, then gathered
+    idx0 = i0[:, None, :].expand(n, nf, n_out)
+    idx1 = idx0 + 1
+    ang0 = ang_in.gather(-1, idx0)
+    mag = (1 - alpha) * mag_in.gather(-1, idx0) + alpha * mag_in.gather(-1, idx1)
+    dev = ang_in.gather(-1, idx1) - ang0 - phase_advance  # deviation from the bin's nominal advance per hop
     dev = dev - 2 * math.pi * torch.round(dev / (2 * math.pi))
-    phase = torch.cat([ang0[..., :1], (dev + phase_advance)[..., :-1]], dim=-1).cumsum(-1)
-    if lock_phase and nf > 2:
-        bins = torch.arange(nf, device=spec.device)[None, :, None]
-        left = F.pad(mag[:, :-1], (0, 0, 1, 0), value=-1.0)  # mag[k - 1]
-        right = F.pad(mag[:, 1:], (0, 0, 0, 1), value=-1.0)  # mag[k + 1]
-        peak = (mag > left) & (mag >= right)
-        prev = torch.where(peak, bins, -1).cummax(dim=1).values  # nearest peak at or below k
-        nxt = torch.where(peak, bins, nf).flip(1).cummin(dim=1).values.flip(1)  # nearest at or above
-        use_next = (prev < 0) | ((nxt < nf) & (nxt - bins < bins - prev))
-        owner = torch.where(use_next, nxt, prev)
-        owner = torch.where(owner.clamp(0, nf - 1) == owner, owner, bins.expand_as(owner))  # no peak: itself
+    # phase advance per output frame, wrapped to [-pi, pi] (a multiple of 2 pi changes nothing) so the
+    # running sum stays small: summing the raw advances (up to pi * hop per frame) loses ~0.5 rad in
+    # float32 over a few hundred frames
+    inc = dev + phase_advance
+    inc = inc - 2 * math.pi * torch.round(inc / (2 * math.pi))
+    phase = torch.cat([ang0[..., :1], inc[..., :-1]], dim=-1).cumsum(-1)
+    if lock_phase and lock_bins > 0:
+        # each bin's "owner": the strongest bin within +-lock_bins in the same output frame
+        # (a max-pool over frequency; cheaper than scanning for the nearest local maximum)
+        flat = mag.transpose(1, 2).reshape(n * n_out, 1, nf)
+        owner = F.max_pool1d(flat, 2 * lock_bins + 1, 1, lock_bins, return_indices=True)[1]
+        owner = owner.reshape(n, n_out, nf).transpose(1, 2)
         phase = phase.gather(1, owner) + ang0 - ang0.gather(1, owner)
     return torch.polar(mag, phase)
 
@@ -246,7 +268,7 @@ def biquad_response(lowpass: Tensor, cutoff_hz: Tensor, sample_rate: int, n_fft:
 
 
 class HighLowPass(RandomTransform):
-    """Per example: with probability 1/2 a low-pass, else a high-pass, cutoff ~ U(range) Hz.
+    """Per example: with probability p_lowpass (1/2) a low-pass, else a high-pass, cutoff ~ U(range) Hz.
 
     As [ta] HighLowPass (``random.randint(0, 1)`` picks high or low; cutoffs uniform in
     lowpass_hz / highpass_hz), but the filter is a 2nd-order Butterworth biquad (RBJ cookbook)
@@ -256,29 +278,32 @@ class HighLowPass(RandomTransform):
     Python loop over time in this build, and per-example coefficients would need B separate calls),
     the zero-padded rfft of each example is multiplied by its biquad's exact frequency response at
     the rfft bins, then irfft'd and cropped to T. This equals the linear convolution with the biquad's
-    impulse response except that the response's tail beyond the padding (>= 512 samples here) wraps
-    around onto the start; for these cutoffs the impulse response has decayed by > 60 dB after a few
-    hundred samples at 16 kHz, so the error is negligible.
+    impulse response except that the response's tail beyond the padding wraps around onto the start.
+    The padding is at least max(512, 2 * sample_rate / lowest cutoff) samples; the impulse response
+    decays by ~60 dB in about 1.6 * sample_rate / cutoff samples (poles at radius ~1 - w0 / sqrt(2)),
+    e.g. ~130 samples for a 200 Hz high-pass at 16 kHz, so the wrapped part is negligible
+    (the output matches torchaudio's lowpass_biquad / highpass_biquad to ~1e-6, see the tests).
     """
 
     min_pad = 512
 
     def __init__(self, p: float = 0.8, sample_rate: int = 16000,
                  lowpass_hz: Tuple[float, float] = (2200.0, 4000.0),
-                 highpass_hz: Tuple[float, float] = (200.0, 1200.0)):
+                 highpass_hz: Tuple[float, float] = (200.0, 1200.0), p_lowpass: float = 0.5):
         super().__init__(p)
         self.sample_rate = int(sample_rate)
         self.lowpass_hz, self.highpass_hz = tuple(lowpass_hz), tuple(highpass_hz)
+        self.p_lowpass = float(p_lowpass)  # 1: always low-pass, 0: always high-pass
 
     def transform(self, x, g):
         n, t = x.shape
-        lowpass = _rand(n, g) < 0.5
+        lowpass = _rand(n, g) < self.p_lowpass
         lo_cut = _uniform(n, self.lowpass_hz[0], self.lowpass_hz[1], g)
         hi_cut = _uniform(n, self.highpass_hz[0], self.highpass_hz[1], g)
         cutoff = torch.where(lowpass, lo_cut, hi_cut)
         # keep w0 strictly inside (0, pi): a cutoff at 0 or Nyquist makes the biquad degenerate
         cutoff = cutoff.clamp(1e-3 * self.sample_rate, 0.49 * self.sample_rate)
-        n_fft = _next_pow2(t + self.min_pad)
+        n_fft = _next_pow2(t + max(self.min_pad, math.ceil(2 * self.sample_rate / float(cutoff.min()))))
         h = biquad_response(lowpass.to(x.device), cutoff.to(x.device), self.sample_rate, n_fft)
         wd = _work_dtype(x)
         spec = torch.fft.rfft(x.to(wd), n=n_fft)
@@ -286,7 +311,7 @@ class HighLowPass(RandomTransform):
 
     def extra_repr(self):
         return (f"p={self.p}, sample_rate={self.sample_rate}, lowpass_hz={self.lowpass_hz}, "
-                f"highpass_hz={self.highpass_hz}")
+                f"highpass_hz={self.highpass_hz}, p_lowpass={self.p_lowpass}")
 
 
 class Delay(RandomTransform):
@@ -294,7 +319,7 @@ class Delay(RandomTransform):
 
     Delay values as [ta] Delay (``np.arange(min_delay, max_delay, delay_interval)``, i.e. 200, 250,
     ..., 450 ms by default; offset = int(ms * sr / 1000) samples, zeros shifted in). Upstream returns
-    ``(x + volume * delayed) / 2``; here the sum is not halved (the level change is left to Gain).
+    ``(x + volume * delayed) / 2``, i.e. also lowers the level by 6 dB; here only the echo is added.
     If the range holds no step (delay_ms[0] >= delay_ms[1]) the delay is delay_ms[0].
     """
 
@@ -325,13 +350,15 @@ class PitchShift(RandomTransform):
     Upstream ([ta] PitchShift, -7..+7 semitones) uses sox's ``pitch`` on uniform integer cents; here
     the shift is whole semitones (so examples can be grouped) and the method is the classic one:
 
-    1. time-stretch by r = 2^(s/12) with a phase vocoder with identity phase locking
-       (:func:`phase_vocoder`; the STFT is computed once for all chosen examples, the vocoder and
-       torch.istft run per semitone group);
+    1. time-stretch by r = 2^(s/12) with a phase-locked phase vocoder
+       (:func:`phase_vocoder`; STFT, vocoder (per-row rates) and torch.istft run once for all
+       chosen examples);
     2. resample by r to restore the duration, with r replaced by a rational approximation with
        denominator <= 64 (at most 2 cents off for -7..7) so torchaudio's polyphase resampler stays
        fast (torchaudio.functional.pitch_shift resamples with a huge gcd and is very slow);
     3. crop / zero-pad to exactly T samples.
+
+    Only step 2 loops, over the distinct semitone values drawn (at most 14 by default).
     """
 
     def __init__(self, p: float = 0.6, sample_rate: int = 16000, semitones: Tuple[int, int] = (-7, 7),
@@ -347,36 +374,41 @@ class PitchShift(RandomTransform):
         self.n_fft = int(n_fft or _next_pow2(round(1024 * self.sample_rate / 16000)))
         self.hop = self.n_fft // 4
         self.max_denominator = int(max_denominator)
+        self._resamplers: dict = {}
 
     def ratio(self, semitones: int) -> Fraction:
         return Fraction(2.0 ** (semitones / 12.0)).limit_denominator(self.max_denominator)
 
+    def _resampler(self, r: Fraction, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        """torchaudio's polyphase sinc resampler from r.numerator to r.denominator, kernel cached."""
+        key = (r, device, dtype)
+        if key not in self._resamplers:  # a plain dict: the kernels are a cache, not module state
+            self._resamplers[key] = AT.Resample(r.numerator, r.denominator, dtype=torch.float64).to(device, dtype)
+        return self._resamplers[key]
+
     def transform(self, x, g):
         n, t = x.shape
         shifts = torch.tensor(self.choices)[_randint(len(self.choices), n, g)]
+        groups = {s: self.ratio(s) for s in shifts.unique().tolist()}
         wd = _work_dtype(x)
-        xw = x.to(wd)
         window = torch.hann_window(self.n_fft, device=x.device, dtype=wd)
         pad_mode = "reflect" if t > self.n_fft // 2 else "constant"
-        spec = torch.stft(xw, self.n_fft, self.hop, window=window, center=True, pad_mode=pad_mode,
+        spec = torch.stft(x.to(wd), self.n_fft, self.hop, window=window, center=True, pad_mode=pad_mode,
                           return_complex=True)  # [n, F, frames]
         phase_advance = torch.linspace(0.0, math.pi * self.hop, spec.shape[1], device=x.device,
                                        dtype=wd)[:, None]
-        out = torch.empty_like(xw)
-        for s in shifts.unique().tolist():
-            rows = (shifts == s).nonzero().squeeze(1)
-            idx = rows.to(x.device)
-            r = self.ratio(int(s))
-            # rate < 1 lengthens: the stretched clip lasts r * T, and is then played r times faster
-            stretched = phase_vocoder(spec[idx], float(1 / r), phase_advance)
-            y = torch.istft(stretched, self.n_fft, self.hop, window=window, center=True,
-                            length=max(1, round(t * float(r))))
-            y = AF.resample(y, orig_freq=r.numerator, new_freq=r.denominator)
-            if y.shape[1] >= t:
-                y = y[:, :t]
-            else:
-                y = F.pad(y, (0, t - y.shape[1]))
-            out[idx] = y
+        # one batched vocoder call: row i lasts r_i * T afterwards (rate 1/r_i), zero frames after it
+        rates = torch.tensor([1.0 / float(groups[s]) for s in shifts.tolist()], dtype=torch.float64)
+        lengths = {s: max(1, round(t * float(r))) for s, r in groups.items()}
+        stretched = phase_vocoder(spec, rates, phase_advance)
+        y = torch.istft(stretched, self.n_fft, self.hop, window=window, center=True,
+                        length=max(lengths.values()))
+        out = y.new_empty(n, t)
+        for s, r in groups.items():
+            idx = (shifts == s).nonzero().squeeze(1).to(x.device)
+            # playing the stretched clip r times faster restores the duration and multiplies pitch by r
+            ys = self._resampler(r, y.device, y.dtype)(y[idx, : lengths[s]])
+            out[idx] = ys[:, :t] if ys.shape[1] >= t else F.pad(ys, (0, t - ys.shape[1]))
         return out
 
     def extra_repr(self):
