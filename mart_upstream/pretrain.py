@@ -218,6 +218,7 @@ def train(args) -> str:
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
+        worker_init_fn=_single_thread_worker,
     )
     extra = {"settings": to_dict(cfg), "world_size": dist.world_size}
     metrics = MetricsLog(out, start, run.tensorboard) if dist.is_main else None
@@ -265,6 +266,12 @@ def train(args) -> str:
         log.info("finished %d steps; checkpoint %s", step, ckpt_path)
     D.cleanup()
     return ckpt_path
+
+
+def _single_thread_worker(_: int) -> None:
+    """Data workers decode and resample one file at a time: one thread each avoids oversubscribing
+    the cores the training step runs on."""
+    torch.set_num_threads(1)
 
 
 def _has_unused_parameters(name: str, cfg) -> bool:
