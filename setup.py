@@ -6,7 +6,12 @@ setup(
     description="Self-supervised music audio representations: MART, PEMR and baselines, "
     "with S3PRL and HEAR adapters",
     packages=find_packages(include=["mart_upstream*", "hear_api*", "benchmarks*"]),
-    package_data={"mart_upstream": ["s3prl_plugin/downstream/*/*.yaml"]},
+    package_data={
+        "mart_upstream": [
+            "s3prl_plugin/downstream/*/*.yaml",
+            "s3prl_plugin/downstream/*/splits/*.txt",
+        ]
+    },
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",

@@ -1,0 +1,10 @@
+"""S3PRL plugin: the ``mart``/``pemr``/``simclr`` upstreams and three music downstreams.
+
+``s3prl run_downstream ...`` / ``s3prl main ...`` (``launcher.py``) register them into an unmodified
+s3prl at run time and then hand over to s3prl's own runners. ``hubconf.py`` names the upstream entry
+points, ``expert.py`` wraps a pretrained model, ``downstream/<task>/`` holds the tasks.
+"""
+
+
+class PluginError(RuntimeError):
+    """A problem with the user's input (names, checkpoint, dataset): reported as one line."""

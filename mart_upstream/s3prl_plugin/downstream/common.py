@@ -1,0 +1,189 @@
+"""What the music downstreams share: checked audio loading, the pooled probe, loaders, score files.
+
+Audio is read with soundfile (wav, flac, mp3 with libsndfile >= 1.1), mixed to mono and resampled to
+s3prl's 16 kHz. Each dataset states the sample rate its files have (MTAT 16 kHz, GTZAN 22.05 kHz); a
+file at another rate is an error naming it, found when the dataset is built, before training.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from torch import nn
+from torch.distributed import is_initialized
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from mart_upstream.fileio import atomic_path
+from mart_upstream.s3prl_plugin import PluginError
+
+SAMPLE_RATE = 16000
+SPLITS = ("train", "dev", "test")
+log = logging.getLogger(__name__)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise PluginError(f"unknown split {split!r}; the music downstreams have {', '.join(SPLITS)}")
+    return split
+
+
+def check_root(task: str, root: Optional[str], what: str) -> str:
+    if not root or not os.path.isdir(os.path.expanduser(str(root))):
+        raise PluginError(
+            f"{task}: dataset folder {root} does not exist ({what}); "
+            f"set it with -o config.downstream_expert.datarc.root=PATH"
+        )
+    return os.path.expanduser(str(root))
+
+
+def check_audio_files(task: str, paths: Sequence[str], sample_rate: Optional[int],
+                      skip_unreadable: bool) -> List[int]:
+    """Indices of ``paths`` that can be read; an error for a file at the wrong sample rate, and for a
+    missing or unreadable file unless ``skip_unreadable`` (then a warning with the count)."""
+    keep, bad = [], []
+    for i, path in enumerate(paths):
+        try:
+            info = sf.info(path)
+        except Exception as e:  # noqa: BLE001 - libsndfile's errors name no single class
+            if not skip_unreadable:
+                reason = "missing" if not os.path.exists(path) else f"unreadable ({e})"
+                raise PluginError(f"{task}: audio file {path} is {reason}; "
+                                  "set datarc.skip_unreadable=True to skip such files") from None
+            bad.append(path)
+            continue
+        if sample_rate and info.samplerate != sample_rate:
+            raise PluginError(f"{task}: {path} has sample rate {info.samplerate} Hz; this dataset's files are "
+                              f"{sample_rate} Hz (set datarc.sample_rate=null to accept and resample any rate)")
+        if info.frames == 0:
+            bad.append(path)
+            continue
+        keep.append(i)
+    if bad:
+        log.warning("%s: skipping %d missing, empty or unreadable files, e.g. %s", task, len(bad), bad[0])
+    return keep
+
+
+def load_audio(path: str, crop_samples: Optional[int] = None,
+               rng: Optional[random.Random] = None) -> np.ndarray:
+    """File -> float32 mono at 16 kHz, [T]. ``crop_samples``: at most that many samples (at 16 kHz),
+    from a random offset drawn with ``rng``, or from the middle when ``rng`` is None."""
+    data, sr = sf.read(path, dtype="float32", always_2d=True)
+    if sr != SAMPLE_RATE and crop_samples is not None:  # crop before resampling to save work
+        data = _crop(data, int(math.ceil(crop_samples * sr / SAMPLE_RATE)) + 1, rng)
+    wav = torch.from_numpy(data.mean(axis=1))
+    if sr != SAMPLE_RATE:
+        wav = AF.resample(wav, sr, SAMPLE_RATE)
+    wav = wav.numpy()
+    if crop_samples is not None:
+        wav = _crop(wav, crop_samples, rng)
+    if wav.size == 0:
+        raise PluginError(f"audio file {path} holds no samples")
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def _crop(x: np.ndarray, n: int, rng: Optional[random.Random]) -> np.ndarray:
+    if len(x) <= n:
+        return x
+    start = rng.randint(0, len(x) - n) if rng is not None else (len(x) - n) // 2
+    return x[start : start + n]
+
+
+def collate(batch: List[tuple]) -> tuple:
+    """[(wav, label, name), ...] -> ([wav, ...], [label, ...], [name, ...]): s3prl's (wavs, *others)."""
+    return tuple(list(x) for x in zip(*batch))
+
+
+class PooledProbe(nn.Module):
+    """Frame features -> mean over each clip's valid frames -> linear, or MLP with one hidden layer."""
+
+    def __init__(self, in_dim: int, out_dim: int, probe: str = "linear", hidden_dim: int = 512,
+                 dropout: float = 0.0):
+        super().__init__()
+        if probe == "linear":
+            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
+        elif probe == "mlp":
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden_dim, out_dim))
+        else:
+            raise PluginError(f"modelrc.probe must be 'linear' or 'mlp', got {probe!r}")
+
+    def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
+        pooled = torch.stack([f.mean(dim=0) for f in features])  # [B, D]
+        return self.net(pooled)
+
+
+class MusicExpert(nn.Module):
+    """What the three DownstreamExperts share: the experiment folder, s3prl's seed, the best dev score
+    (a buffer, so it survives ``-e``) and how scores are reported."""
+
+    def __init__(self, task: str, expdir: str, seed: int = 1337, mode: str = "train",
+                 init_ckpt: Optional[str] = None, **unused):
+        super().__init__()
+        self.task, self.expdir, self.seed = task, expdir, int(seed)
+        # ``-m evaluate -e EXPDIR/dev-best.ckpt``: scores go to {split}-scores-dev-best.json
+        evaluating = mode == "evaluate" and init_ckpt
+        self.eval_tag = os.path.splitext(os.path.basename(init_ckpt))[0] if evaluating else None
+        self.register_buffer("best_score", torch.full((1,), -float("inf")))
+
+    def report(self, split: str, step: int, scores: Dict[str, float], logger,
+               best_key: Optional[str] = None) -> List[str]:
+        """Log ``scores`` to TensorBoard; for dev/test also print them and write ``EXPDIR/{split}-scores.json``
+        (atomically, NaN as null). Returns ``["dev-best.ckpt"]`` when dev's ``best_key`` improved."""
+        for k, v in scores.items():
+            if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                logger.add_scalar(f"{self.task}/{split}-{k}", float(v), global_step=step)
+        if split == "train":
+            return []
+        name = f"{split}-scores.json" if self.eval_tag is None else f"{split}-scores-{self.eval_tag}.json"
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in scores.items()}
+        with atomic_path(os.path.join(self.expdir, name), suffix=".json") as tmp:
+            with open(tmp, "w") as f:
+                json.dump({"split": split, "step": int(step), **clean}, f, indent=1)
+        print(f"[{self.task}] {split} step {step}: " + ", ".join(f"{k}={v}" for k, v in scores.items()))
+        value = float(scores[best_key]) if best_key and scores.get(best_key) is not None else float("nan")
+        if split == "dev" and self.eval_tag is None and math.isfinite(value) and value > float(self.best_score):
+            self.best_score.fill_(value)
+            return ["dev-best.ckpt"]
+        return []
+
+    def loader(self, dataset: Dataset, batch_size: int, split: str, num_workers: int, epoch: int = 0,
+               batch_sampler=None) -> DataLoader:
+        """Training order: shuffled from (s3prl's --seed, epoch), so a run is reproducible."""
+        train = split == "train"
+        if batch_sampler is not None:
+            return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate)
+        sampler = None
+        if train and is_initialized():
+            sampler = DistributedSampler(dataset, seed=self.seed)
+            sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch) if train else None
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                          generator=generator, num_workers=num_workers, collate_fn=collate)
+
+
+def mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def cross_entropy(logits: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+    return F.cross_entropy(logits, torch.as_tensor(list(labels), device=logits.device, dtype=torch.long))
+
+
+def seeded_subset(n: int, fraction: float, seed: int) -> List[int]:
+    """A deterministic subset of ``range(n)`` holding ``fraction`` of it (at least one item), sorted."""
+    if not 0 < fraction <= 1:
+        raise PluginError(f"label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1 or n == 0:
+        return list(range(n))
+    k = max(1, int(round(n * fraction)))
+    return sorted(np.random.RandomState(seed).permutation(n)[:k].tolist())

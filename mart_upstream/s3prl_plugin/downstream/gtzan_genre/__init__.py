@@ -1,0 +1,1 @@
+"""GTZAN genre classification on the fault-filtered split."""

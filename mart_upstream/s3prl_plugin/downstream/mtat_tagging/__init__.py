@@ -1,0 +1,1 @@
+"""MagnaTagATune top-50 auto-tagging."""

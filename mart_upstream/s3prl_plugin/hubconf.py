@@ -1,0 +1,63 @@
+"""Upstream entry points, added to ``s3prl.hub`` by the launcher: ``-u NAME [-k CKPT]``.
+
+``mart``, ``pemr``, ``simclr``: the pretrained models by name. No released checkpoints ship with this
+version yet, so they need ``-k CKPT`` too (a checkpoint written by ``mart-pretrain``); without it they
+stop with one line saying so, never falling back to random weights.
+``mart_local``, ``pemr_local``, ``simclr_local``: s3prl's convention for a local checkpoint, ``-k CKPT``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional
+
+from ..checkpoint import CheckpointError, load_pretrained
+from . import PluginError
+from .expert import UpstreamExpert
+
+
+def checkpoint_path(entry: str, ckpt: Optional[str]) -> str:
+    """The checkpoint file an entry point will load; one-line errors when it is not given or absent."""
+    model_name = entry[: -len("_local")] if entry.endswith("_local") else entry
+    if not ckpt:
+        hint = f" (or -u {model_name}_local -k CKPT)" if entry == model_name else ""
+        raise PluginError(
+            f"upstream {entry} needs a checkpoint: no pretrained {model_name} checkpoint ships with this "
+            f"version; pass one written by mart-pretrain with -k CKPT{hint}"
+        )
+    path = os.path.expanduser(str(ckpt))
+    if not os.path.isfile(path):
+        raise PluginError(f"upstream {entry}: checkpoint not found: {ckpt}")
+    return path
+
+
+def load_upstream(model_name: str, ckpt: Optional[str], entry: str) -> UpstreamExpert:
+    """A ``model_name`` checkpoint at ``ckpt`` -> frozen UpstreamExpert on the CPU (s3prl moves it)."""
+    ckpt = checkpoint_path(entry, ckpt)
+    try:
+        model, _ = load_pretrained(ckpt, device="cpu")
+    except CheckpointError as e:
+        raise PluginError(f"upstream {entry}: {e}") from None
+    if model.model_name != model_name:
+        raise PluginError(
+            f"upstream {entry}: {ckpt} holds a {model.model_name} model, not {model_name}; "
+            f"use -u {model.model_name}_local"
+        )
+    return UpstreamExpert(model, entry)
+
+
+def _entry(model_name: str, local: bool) -> Callable[..., UpstreamExpert]:
+    entry = f"{model_name}_local" if local else model_name
+
+    def upstream(ckpt: Optional[str] = None, *args, **kwargs) -> UpstreamExpert:
+        return load_upstream(model_name, ckpt, entry)
+
+    upstream.__name__ = upstream.__qualname__ = entry
+    upstream.__doc__ = f"{model_name} frame features from a local checkpoint, -k CKPT"
+    return upstream
+
+
+ENTRY_POINTS: Dict[str, Callable[..., UpstreamExpert]] = {
+    f"{name}{suffix}": _entry(name, bool(suffix))
+    for name in ("mart", "pemr", "simclr")
+    for suffix in ("", "_local")
+}
