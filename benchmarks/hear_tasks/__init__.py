@@ -1,0 +1,84 @@
+"""``mart-hear-task``: build HEAR 2021 task folders that heareval runs on.
+
+    mart-hear-task gtzan  GTZAN_ROOT --out tasks [--sample-rates 16000,48000]
+    mart-hear-task mtat   MTAT_ROOT  --out tasks [--top-k 50]
+    mart-hear-task folder ROOT       --out tasks [--name NAME] [--nfolds 5]
+
+then ``python -m heareval.embeddings.runner hear_api.mart --model mart.ckpt --tasks-dir tasks`` and
+``python -m heareval.predictions.runner embeddings/hear_api.mart/*`` (see docs/hear.md).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from . import sources
+from .taskfolder import HEAR_SAMPLE_RATES, Item, TaskBuildError, TaskSpec, assign_kfolds, build_task
+
+__all__ = ["main", "build_task", "assign_kfolds", "Item", "TaskSpec", "TaskBuildError", "sources"]
+
+
+def _rates(text: str) -> List[int]:
+    try:
+        rates = [int(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sample rates must be integers separated by commas, got {text!r}")
+    bad = [r for r in rates if r not in HEAR_SAMPLE_RATES]
+    if not rates or bad:
+        raise argparse.ArgumentTypeError(f"sample rates must be among {HEAR_SAMPLE_RATES}, got {text!r}")
+    return rates
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mart-hear-task",
+                                description="Build HEAR 2021 task folders that heareval runs on.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="dataset", required=True)
+
+    def common(sp, duration_help):
+        sp.add_argument("--out", required=True, help="tasks folder; the task goes to OUT/<name>-<version>-full")
+        sp.add_argument("--sample-rates", type=_rates, default=[16000],
+                        help="comma-separated rates to write (default 16000; hearbaseline reads 44100)")
+        sp.add_argument("--duration", type=float, default=None, help=duration_help)
+        sp.add_argument("--workers", type=int, default=1, help="processes decoding audio (default 1)")
+        sp.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
+
+    g = sub.add_parser("gtzan", help="GTZAN genres/<genre>/*.wav -> tfds_gtzan-1.0.0-full (10 folds)")
+    g.add_argument("root", help="folder holding genres/ (or the genres folder itself)")
+    g.add_argument("--nfolds", type=int, default=10, help="folds (default 10, as HEAR)")
+    common(g, "seconds per clip, trimmed or zero padded (default 30, as HEAR)")
+
+    m = sub.add_parser("mtat", help="MagnaTagATune -> mtat_top50-1.0.0-full (train/valid/test)")
+    m.add_argument("root", help="folder holding annotations_final.csv and the mp3 folders 0/ ... f/")
+    m.add_argument("--top-k", type=int, default=50, help="most frequent tags kept (default 50)")
+    common(m, "seconds per clip, trimmed or zero padded (default 29.1, the clips' length)")
+
+    f = sub.add_parser("folder", help="<label>/<audio files> -> multiclass task with new k folds")
+    f.add_argument("root")
+    f.add_argument("--name", default=None, help="task name (default: the folder's name)")
+    f.add_argument("--nfolds", type=int, default=5)
+    common(f, "seconds per clip (default: the 95th percentile of the clips' durations)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        if args.dataset == "gtzan":
+            spec, items = sources.gtzan(args.root, args.nfolds, args.duration or 30.0)
+        elif args.dataset == "mtat":
+            spec, items = sources.mtat(args.root, args.top_k, args.duration or 29.1)
+        else:
+            spec, items = sources.folder(args.root, args.name, args.nfolds, args.duration)
+        if spec.nfolds is not None and spec.nfolds < 3:
+            raise TaskBuildError(f"--nfolds must be at least 3 (test, valid and train folds), got {spec.nfolds}")
+        path, skipped = build_task(spec, items, args.out, args.sample_rates, args.overwrite, max(1, args.workers))
+    except TaskBuildError as e:
+        print(f"mart-hear-task: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: {len(items) - len(skipped)} clips, {len(skipped)} skipped, "
+          f"{len(spec.labels)} labels, splits {', '.join(spec.splits())}")
+    return 0

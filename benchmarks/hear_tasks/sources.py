@@ -1,0 +1,103 @@
+"""Datasets as they are distributed -> (TaskSpec, items) for ``taskfolder.build_task``.
+
+* GTZAN (``genres/<genre>/*.wav``, or the original ``*.au``): HEAR's ``tfds_gtzan-1.0.0-full``:
+  scene, multiclass, 10 new folds, 30 s, top1_acc first.
+* MagnaTagATune (``annotations_final.csv`` + mp3 folders ``0/`` ... ``f/``): top-50 tags, the split
+  of the S3PRL ``mtat_tagging`` downstream (first hex digit of the folder: ``0``-``b`` train, ``c``
+  valid, ``d``-``f`` test; untagged clips dropped), multilabel, aucroc then mAP.
+* any ``<label>/<audio files>`` tree: multiclass with new k folds.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+import soundfile as sf
+
+from mart_upstream.s3prl_plugin import PluginError
+from mart_upstream.s3prl_plugin.downstream.mtat_tagging.dataset import SPLIT_FOLDERS, read_annotations
+
+from .taskfolder import Item, TaskBuildError, TaskSpec
+
+AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+MULTICLASS_METRICS = ["top1_acc", "mAP", "d_prime", "aucroc"]
+HEAR_SPLIT = {"train": "train", "dev": "valid", "test": "test"}  # S3PRL split name -> HEAR's
+
+
+def _label_folders(root: str, what: str) -> List[Item]:
+    if not os.path.isdir(root):
+        raise TaskBuildError(f"{root} is not a folder ({what})")
+    items = []
+    for label in sorted(os.listdir(root)):
+        folder = os.path.join(root, label)
+        if not os.path.isdir(folder) or label.startswith("."):
+            continue
+        for f in sorted(os.listdir(folder)):
+            if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith("."):
+                items.append(Item(os.path.join(folder, f), os.path.splitext(f)[0], [label]))
+    if not items:
+        raise TaskBuildError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in label folders under {root} ({what})")
+    stems = [it.name for it in items]
+    if len(set(stems)) != len(stems):  # same file name under two labels: prefix the label
+        for it in items:
+            it.name = f"{it.labels[0]}.{it.name}"
+    return items
+
+
+def gtzan(root: str, nfolds: int = 10, duration: float = 30.0) -> Tuple[TaskSpec, List[Item]]:
+    genres = os.path.join(root, "genres")
+    items = _label_folders(genres if os.path.isdir(genres) else root, "GTZAN: genres/<genre>/*.wav")
+    labels = sorted({it.labels[0] for it in items})
+    spec = TaskSpec("tfds_gtzan", "1.0.0", "multiclass", "new_split_kfold", duration, MULTICLASS_METRICS,
+                    labels, nfolds=nfolds)
+    return spec, items
+
+
+def folder(root: str, name: Optional[str] = None, nfolds: int = 5,
+           duration: Optional[float] = None) -> Tuple[TaskSpec, List[Item]]:
+    items = _label_folders(root, "<label>/<audio files>")
+    labels = sorted({it.labels[0] for it in items})
+    if len(labels) < 2:
+        raise TaskBuildError(f"{root}: a classification task needs at least 2 label folders, found {labels}")
+    if duration is None:
+        duration = _p95_duration(items)
+    name = name or os.path.basename(os.path.normpath(root))
+    spec = TaskSpec(name, "1.0.0", "multiclass", "new_split_kfold", duration, MULTICLASS_METRICS, labels,
+                    nfolds=nfolds)
+    return spec, items
+
+
+def _p95_duration(items: List[Item]) -> float:
+    """95th percentile of the readable files' durations (HEAR's choice of sample_duration), in s."""
+    seconds = []
+    for it in items:
+        try:
+            info = sf.info(it.source)
+            seconds.append(info.frames / info.samplerate)
+        except Exception:  # noqa: BLE001 - unreadable files are reported when converted
+            pass
+    if not seconds:
+        raise TaskBuildError("none of the audio files can be read")
+    return float(np.ceil(np.percentile(seconds, 95) * 100) / 100)
+
+
+def mtat(root: str, top_k: int = 50, duration: float = 29.1) -> Tuple[TaskSpec, List[Item]]:
+    try:
+        df, tags = read_annotations(root, top_k)
+    except PluginError as e:
+        raise TaskBuildError(str(e)) from None
+    items = []
+    for row in df.itertuples(index=False):
+        path = getattr(row, "mp3_path")
+        split = next((s for s, folders in SPLIT_FOLDERS.items() if path[:1].lower() in folders), None)
+        labels = [t for t, v in zip(tags, row[2:]) if int(v)]
+        if not path or split is None or not labels:  # no file, not in a split folder, or untagged
+            continue
+        stem = os.path.splitext(os.path.basename(path))[0]
+        items.append(Item(os.path.join(root, path), f"{row.clip_id}-{stem}", labels, HEAR_SPLIT[split]))
+    if not items:
+        raise TaskBuildError(f"{root}: no tagged clips with an mp3_path in folders 0/ ... f/")
+    spec = TaskSpec("mtat_top50" if top_k == 50 else f"mtat_top{top_k}", "1.0.0", "multilabel", "trainvaltest",
+                    duration, ["aucroc", "mAP"], tags)
+    return spec, items

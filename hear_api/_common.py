@@ -1,0 +1,163 @@
+"""What the HEAR 2021 modules share: checkpoint lookup, input checks, and the two embedding calls.
+
+Both calls are thin layers over ``mart_upstream.embedding``:
+
+* timestamps: ``frame_features`` (one frame grid, chunked, no overlapping windows recomputed), the
+  chosen layers concatenated; a frame grid coarser than 50 ms (MART: 125 ms) is linearly
+  interpolated onto a finer one (25 ms) whose points include every native frame centre;
+* scenes: ``clip_embeddings`` (MART: the whole-clip part-whole output ŝ⁰; FCN-4 models: the pooled
+  encoder output), averaged over windows of the pretraining length.
+
+See ``docs/hear.md`` for the hop and layer choices.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from torch import nn
+
+import mart_upstream
+from mart_upstream.checkpoint import CheckpointError, load_pretrained
+from mart_upstream.embedding import clip_embeddings, frame_features
+
+CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.abspath(mart_upstream.__file__)), "checkpoints")
+MAX_HOP_MS = 50.0  # HEAR: timestamps at most 50 ms apart (onset tolerance of music transcription)
+FINE_HOP_MS = 25.0  # grid used when the native frame grid is coarser than MAX_HOP_MS
+SOUNDS_PER_PASS = 4  # sounds embedded together: memory stays flat for any batch size
+SCENE_SAMPLES_PER_PASS = 64 * 16000  # audio (in windows of the pretraining length) per forward pass
+
+
+def default_checkpoint(name: str) -> str:
+    """The packaged checkpoint ``load_model("")`` reads: ``mart_upstream/checkpoints/<name>.ckpt``."""
+    return os.path.join(CHECKPOINT_DIR, f"{name}.ckpt")
+
+
+class HearModel(nn.Module):
+    """A frozen pretrained model with the attributes the HEAR API asks for.
+
+    ``layers``: indices into ``frame_features``' layers, concatenated for timestamp embeddings.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[int]):
+        super().__init__()
+        self.model = model
+        self.layers = tuple(layers)
+        self.sample_rate = int(model.frontend.cfg.sample_rate)
+        self.scene_embedding_size = int(model.embedding_dim)
+        self.timestamp_embedding_size = int(model.embedding_dim) * len(self.layers)
+        native_ms = 1000.0 * model.frame_hop / self.sample_rate
+        # integer upsampling factor: the fine grid holds every native frame centre
+        self.upsample = 1 if native_ms <= MAX_HOP_MS else math.ceil(native_ms / FINE_HOP_MS)
+        self.timestamp_hop_ms = native_ms / self.upsample
+
+
+def load_model(name: str, model_file_path: str, layers: Sequence[int]) -> HearModel:
+    path = model_file_path or default_checkpoint(name)
+    if not model_file_path and not os.path.isfile(path):
+        raise CheckpointError(
+            f"hear_api.{name}: no packaged {name} checkpoint at {path}; "
+            f"pass one: load_model('path/to/{name}.ckpt') or `-m path/to/{name}.ckpt`"
+        )
+    model, _ = load_pretrained(path, device="cpu")
+    if model.model_name != name:
+        raise CheckpointError(
+            f"{path} holds a {model.model_name!r} model; load it with hear_api.{model.model_name}, not hear_api.{name}"
+        )
+    return HearModel(model, layers).eval()
+
+
+def check_audio(audio, model: HearModel, sample_rate: Optional[int] = None) -> torch.Tensor:
+    """-> float32 [n_sounds, n_samples] at the model's rate on the model's device, or a ValueError.
+
+    Conversions (documented in docs/hear.md): other float dtypes -> float32; ``sample_rate`` given
+    and different from ``model.sample_rate`` -> resampled. Everything else is refused with the reason.
+    """
+    if not isinstance(model, HearModel):
+        raise TypeError(f"model must come from this module's load_model(), got {type(model).__name__}")
+    if not isinstance(audio, torch.Tensor):
+        raise TypeError(f"audio must be a torch.Tensor [n_sounds, n_samples], got {type(audio).__name__}")
+    if audio.dim() != 2:
+        hint = (" (stereo or multichannel? mix to mono first, e.g. audio.mean(dim=1))" if audio.dim() == 3
+                else " (one sound? use audio[None])" if audio.dim() == 1 else "")
+        raise ValueError(f"audio must be mono [n_sounds, n_samples], got shape {tuple(audio.shape)}{hint}")
+    if not torch.is_floating_point(audio):
+        raise ValueError(f"audio must be float in [-1, 1], got dtype {audio.dtype}"
+                         f"{' (int16 PCM? divide by 32768)' if audio.dtype == torch.int16 else ''}")
+    if audio.shape[0] == 0 or audio.shape[1] == 0:
+        raise ValueError(f"audio is empty: shape {tuple(audio.shape)}")
+    bad = ~torch.isfinite(audio).all(dim=1)
+    if bad.any():
+        raise ValueError(f"audio holds NaN or Inf values (sounds {bad.nonzero().flatten().tolist()[:10]})")
+    device = next(model.parameters()).device
+    audio = audio.to(device=device, dtype=torch.float32)
+    if sample_rate is not None and int(sample_rate) != model.sample_rate:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        audio = AF.resample(audio, int(sample_rate), model.sample_rate)
+    return audio
+
+
+def _sub_batches(audio: torch.Tensor):
+    for i in range(0, audio.shape[0], SOUNDS_PER_PASS):
+        yield audio[i : i + SOUNDS_PER_PASS]
+
+
+@torch.no_grad()
+def timestamp_embeddings(audio, model: HearModel,
+                         sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """-> (embeddings [n_sounds, n_timestamps, timestamp_embedding_size], centres in ms [n_sounds, n_timestamps])."""
+    audio = check_audio(audio, model, sample_rate)
+    outs = []
+    for part in _sub_batches(audio):
+        layers = frame_features(model.model, part)  # each [b, ceil(T / frame_hop), D]
+        x = torch.cat([layers[i] for i in model.layers], dim=-1)
+        if model.upsample > 1:
+            # frame i stands for samples [i, i + 1) * hop, centred at (i + 0.5) * hop; align_corners=False
+            # puts fine point k at (k + 0.5) * hop / r: native centres are hit exactly, the ends are held.
+            x = F.interpolate(x.transpose(1, 2), scale_factor=model.upsample, mode="linear",
+                              align_corners=False).transpose(1, 2)
+        outs.append(x)
+    hop_samples = model.model.frame_hop / model.upsample
+    n = max(1, math.ceil(audio.shape[1] / hop_samples))
+    emb = torch.cat(outs)[:, :n].contiguous()
+    centres = (torch.arange(n, device=emb.device, dtype=torch.float64) + 0.5) * model.timestamp_hop_ms
+    return emb.float(), centres.float().expand(audio.shape[0], n).contiguous()
+
+
+@torch.no_grad()
+def scene_embeddings(audio, model: HearModel, sample_rate: Optional[int] = None) -> torch.Tensor:
+    """-> [n_sounds, scene_embedding_size]"""
+    audio = check_audio(audio, model, sample_rate)
+    max_windows = max(1, SCENE_SAMPLES_PER_PASS // model.model.clip_samples)
+    return torch.cat([clip_embeddings(model.model, part, max_windows=max_windows)
+                      for part in _sub_batches(audio)]).float()
+
+
+def module_functions(name: str, layers: Sequence[int]):
+    """The three HEAR API functions of ``hear_api.<name>``, bound to its model name and layers."""
+
+    def load_model_(model_file_path: str = "") -> HearModel:
+        return load_model(name, model_file_path, layers)
+
+    def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel,
+                                 sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return timestamp_embeddings(audio, model, sample_rate)
+
+    def get_scene_embeddings(audio: torch.Tensor, model: HearModel,
+                             sample_rate: Optional[int] = None) -> torch.Tensor:
+        return scene_embeddings(audio, model, sample_rate)
+
+    load_model_.__name__ = load_model_.__qualname__ = "load_model"
+    load_model_.__doc__ = (f"A checkpoint from ``mart-pretrain --model {name}``; \"\" reads "
+                           f"mart_upstream/checkpoints/{name}.ckpt (a clear error if it is absent).")
+    get_timestamp_embeddings.__doc__ = ("[n_sounds, n_samples] at 16 kHz -> ([n_sounds, n_timestamps, "
+                                        "timestamp_embedding_size], centres in ms [n_sounds, n_timestamps]).")
+    get_scene_embeddings.__doc__ = "[n_sounds, n_samples] at 16 kHz -> [n_sounds, scene_embedding_size]."
+    for f in (load_model_, get_timestamp_embeddings, get_scene_embeddings):
+        f.__module__ = f"hear_api.{name}"
+    return load_model_, get_timestamp_embeddings, get_scene_embeddings
