@@ -21,13 +21,19 @@ setup(
         "tqdm",
         "pyyaml",
     ],
-    extras_require={"test": ["pytest"], "tensorboard": ["tensorboard"]},
+    extras_require={
+        "test": ["pytest"],
+        "tensorboard": ["tensorboard"],
+        # cover-song search and plots; the offline benchmark's score rendering
+        "bench": ["faiss-cpu", "matplotlib", "scikit-learn", "music21", "pyfluidsynth", "pretty_midi"],
+    },
     entry_points={
         "console_scripts": [
             "mart-pretrain=mart_upstream.pretrain:main",
             "s3prl=mart_upstream.s3prl_plugin.launcher:main",
             "mart-hear-task=benchmarks.hear_tasks:main",
             "mart-cover-song=benchmarks.cover_song.cli:main",
+            "mart-bench=benchmarks.mart_bench:main",
         ]
     },
 )

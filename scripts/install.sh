@@ -4,13 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
+# Debian packages of the offline music benchmark: the fluidsynth renderer, two General-MIDI
+# soundfonts (FluidR3_GM: MIT; TimGM6mb: GPL-2) and recorded music for pretraining (wesnoth: GPL-2).
+APT_PKGS=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont wesnoth-1.16-music)
+if ! dpkg -s "${APT_PKGS[@]}" >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PKGS[@]}" >/dev/null
+  else
+    echo "install.sh: the offline benchmark needs: sudo apt-get install ${APT_PKGS[*]} (skipped: not root)" >&2
+  fi
+fi
 PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[test]"
+"${PIP[@]}" -e ".[test,bench]"
 # S3PRL 0.4.18 and what its run_downstream imports without declaring it.
 "${PIP[@]}" "s3prl==0.4.18" tensorboardX "huggingface_hub<1.0" "transformers<5" soxr
 # HEAR 2021: the packages pin numpy==1.19.2 / numba==0.48 (no wheels for this Python), so they go
