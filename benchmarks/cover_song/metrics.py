@@ -34,14 +34,27 @@ def rank_relevance(similarity: np.ndarray, works: Sequence) -> np.ndarray:
 def retrieval_metrics(similarity: np.ndarray, works: Sequence, k: int = 10) -> Dict[str, float]:
     """MAP, precision@k, MR1 (mean rank of the first correct answer, 1-based), top-1 accuracy."""
     rel = rank_relevance(similarity, works)
-    has = rel.any(axis=1)
+    return metrics_from_relevance(rel, rel.sum(axis=1), k)
+
+
+def metrics_from_relevance(rel: np.ndarray, n_relevant: np.ndarray, k: int = 10) -> Dict[str, float]:
+    """Metrics from ranked relevance lists [Q, K] and each query's number of correct items in the collection.
+
+    With complete rankings (K = N - 1) these are the MIREX values. With truncated rankings (an
+    approximate top-K search) a correct item beyond K adds nothing to AP, and a query with none in its
+    top K counts rank K + 1 in MR1: both are then bounds (MAP from below, MR1 from below too).
+    """
+    rel = np.asarray(rel, dtype=bool)
+    n_relevant = np.asarray(n_relevant)
+    has = n_relevant > 0
     if not has.any():
         raise ValueError("no query has another version of its work: nothing to evaluate")
-    rel = rel[has]
+    rel, n_relevant = rel[has], n_relevant[has]
     ranks = np.arange(1, rel.shape[1] + 1)
     hits = np.cumsum(rel, axis=1)
-    ap = (hits / ranks * rel).sum(axis=1) / rel.sum(axis=1)
-    first = rel.argmax(axis=1) + 1
+    ap = (hits / ranks * rel).sum(axis=1) / n_relevant
+    found = rel.any(axis=1)
+    first = np.where(found, rel.argmax(axis=1) + 1, rel.shape[1] + 1)
     return {
         "map": float(ap.mean()),
         "p_at_10" if k == 10 else f"p_at_{k}": float(rel[:, :k].sum(axis=1).mean() / k),

@@ -1,0 +1,181 @@
+"""Cover-song collections as lists of ``Track(work, version, path)``.
+
+* ``read_manifest``: a CSV with columns ``work_id,version_id,path`` (paths relative to the CSV's folder).
+* ``covers80``: the LabROSA layout ``covers32k/<Work>/<version>.mp3`` with ``list1.list`` /
+  ``list2.list`` (80 works x 2 versions; all 160 are queries).
+* ``shs100k_sub``: SHS100K's published ``list`` (set_id, ver_id, title, performer, url, status; tab
+  separated) resolved against audio the user downloaded; the SHS100K-SUB protocol: works with more
+  than 5 available versions, split 8:1:1 by work with a fixed seed, split files written out.
+
+Missing audio files are counted and reported (``Collection.missing``); an empty result is an error.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from mart_upstream.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".m4a", ".opus", ".aiff")
+MANIFEST_COLUMNS = ("work_id", "version_id", "path")
+
+
+class CoverSetError(ValueError):
+    """A collection that cannot be used (missing files, bad manifest, nothing left)."""
+
+
+@dataclass
+class Track:
+    work: str
+    version: str
+    path: str
+
+
+@dataclass
+class Collection:
+    tracks: List[Track]
+    missing: List[str] = field(default_factory=list)  # listed entries without an audio file
+
+    def summary(self) -> str:
+        works = len({t.work for t in self.tracks})
+        return f"{len(self.tracks)} tracks of {works} works ({len(self.missing)} listed files missing)"
+
+
+def _finish(tracks: List[Track], missing: List[str], what: str) -> Collection:
+    if missing:
+        log.warning("%s: %d listed audio files are missing (first: %s)", what, len(missing), missing[0])
+    if not tracks:
+        raise CoverSetError(f"{what}: no audio files found ({len(missing)} listed entries missing)")
+    return Collection(tracks, missing)
+
+
+def read_manifest(path: str) -> Collection:
+    if not os.path.isfile(path):
+        raise CoverSetError(f"manifest {path} does not exist")
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not set(MANIFEST_COLUMNS) <= set(reader.fieldnames):
+            raise CoverSetError(f"manifest {path}: needs the columns {','.join(MANIFEST_COLUMNS)}, "
+                                f"got {reader.fieldnames}")
+        tracks, missing = [], []
+        for i, row in enumerate(reader, start=2):
+            if not row["work_id"] or not row["path"]:
+                raise CoverSetError(f"manifest {path} line {i}: empty work_id or path")
+            p = row["path"] if os.path.isabs(row["path"]) else os.path.join(base, row["path"])
+            (tracks.append(Track(row["work_id"], row["version_id"], p)) if os.path.isfile(p) else missing.append(p))
+    return _finish(tracks, missing, f"manifest {path}")
+
+
+def write_manifest(tracks: Sequence[Track], path: str) -> None:
+    """Atomically write ``work_id,version_id,path`` with paths relative to the CSV's folder."""
+    base = os.path.dirname(os.path.abspath(path))
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(MANIFEST_COLUMNS)
+            for t in tracks:
+                w.writerow([t.work, t.version, os.path.relpath(t.path, base)])
+
+
+def covers80(root: str) -> Collection:
+    """``root`` holds ``covers32k/`` (or is it)."""
+    top = os.path.join(root, "covers32k")
+    top = top if os.path.isdir(top) else root
+    if not os.path.isdir(top):
+        raise CoverSetError(f"Covers80: {root} is not a folder (expected covers32k/<Work>/<version>.mp3)")
+    lists = [os.path.join(top, f"list{i}.list") for i in (1, 2)]
+    entries: List[str] = []
+    if all(os.path.isfile(p) for p in lists):
+        for p in lists:
+            with open(p, encoding="utf-8") as f:
+                entries += [line.strip() for line in f if line.strip()]
+    else:  # no lists: every audio file under a work folder
+        for work in sorted(os.listdir(top)):
+            d = os.path.join(top, work)
+            if os.path.isdir(d):
+                entries += [f"{work}/{os.path.splitext(v)[0]}" for v in sorted(os.listdir(d))
+                            if v.lower().endswith(AUDIO_EXTENSIONS)]
+    tracks, missing = [], []
+    for e in entries:
+        work, version = e.split("/", 1)
+        p = _find_audio(os.path.join(top, e))
+        (tracks.append(Track(work, version, p)) if p else missing.append(os.path.join(top, e)))
+    return _finish(tracks, missing, f"Covers80 {top}")
+
+
+def _find_audio(stem: str) -> Optional[str]:
+    if os.path.isfile(stem) and stem.lower().endswith(AUDIO_EXTENSIONS):
+        return stem
+    for ext in AUDIO_EXTENSIONS:
+        if os.path.isfile(stem + ext):
+            return stem + ext
+    return None
+
+
+def read_shs100k_list(path: str) -> List[Dict[str, str]]:
+    """SHS100K's ``list``: set_id, ver_id, title, performer, url, status per tab-separated line."""
+    if not os.path.isfile(path):
+        raise CoverSetError(f"SHS100K list {path} does not exist")
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if not parts[0].strip() or (n == 1 and not parts[0].strip().isdigit()):
+                continue  # blank line or a header
+            if len(parts) < 2:
+                raise CoverSetError(f"{path} line {n}: expected set_id<TAB>ver_id[<TAB>title<TAB>performer<TAB>url...]")
+            url = parts[4] if len(parts) > 4 else ""
+            rows.append({"set_id": parts[0].strip(), "ver_id": parts[1].strip(),
+                         "youtube_id": url.split("v=")[-1].split("&")[0] if "v=" in url else ""})
+    return rows
+
+
+def shs100k_tracks(list_path: str, audio_dir: str) -> Collection:
+    """Resolve each listed version to ``AUDIO/<set>_<ver>.*``, ``AUDIO/<set>/<ver>.*`` or ``AUDIO/<youtube id>.*``."""
+    tracks, missing = [], []
+    for r in read_shs100k_list(list_path):
+        stems = [os.path.join(audio_dir, f"{r['set_id']}_{r['ver_id']}"),
+                 os.path.join(audio_dir, r["set_id"], r["ver_id"])]
+        if r["youtube_id"]:
+            stems.append(os.path.join(audio_dir, r["youtube_id"]))
+        p = next((q for q in map(_find_audio, stems) if q), None)
+        (tracks.append(Track(r["set_id"], r["ver_id"], p)) if p else missing.append(stems[0]))
+    return _finish(tracks, missing, f"SHS100K {list_path} with audio {audio_dir}")
+
+
+def shs100k_sub(list_path: str, audio_dir: str, out_dir: str, min_versions: int = 6,
+                ratios: Sequence[int] = (8, 1, 1), seed: int = 0) -> Dict[str, Collection]:
+    """SHS100K-SUB: works with at least ``min_versions`` available versions (> 5), split by work
+    ``ratios`` (train:val:test) after a seeded shuffle. Writes ``SHS100K-SUB-{TRAIN,VAL,TEST}``
+    (set_id<TAB>ver_id, as SHS100K's own split files) and ``{train,val,test}.csv`` manifests."""
+    found = shs100k_tracks(list_path, audio_dir)
+    by_work: Dict[str, List[Track]] = {}
+    for t in found.tracks:
+        by_work.setdefault(t.work, []).append(t)
+    works = sorted((w for w, ts in by_work.items() if len(ts) >= min_versions), key=lambda w: (len(w), w))
+    if len(works) < 3:
+        raise CoverSetError(f"SHS100K-SUB: only {len(works)} works have >= {min_versions} available versions; "
+                            "need at least 3 for a train/val/test split")
+    random.Random(seed).shuffle(works)
+    total = sum(ratios)
+    n_val = max(1, round(len(works) * ratios[1] / total))
+    n_test = max(1, round(len(works) * ratios[2] / total))
+    splits = {"train": works[: len(works) - n_val - n_test], "val": works[len(works) - n_val - n_test : len(works) - n_test],
+              "test": works[len(works) - n_test :]}
+    os.makedirs(out_dir, exist_ok=True)
+    out = {}
+    for name, ws in splits.items():
+        tracks = [t for w in sorted(ws, key=lambda w: (len(w), w)) for t in by_work[w]]
+        with atomic_path(os.path.join(out_dir, f"SHS100K-SUB-{name.upper()}")) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(f"{t.work}\t{t.version}\n" for t in tracks)
+        write_manifest(tracks, os.path.join(out_dir, f"{name}.csv"))
+        out[name] = Collection(tracks, [])
+    out["train"].missing = found.missing
+    return out

@@ -1,0 +1,136 @@
+"""Track embeddings from any HEAR module or S3PRL upstream, cached on disk by model and file.
+
+* ``HearSource``: ``hear_api.mart`` / ``hear_api.pemr`` / ``hearbaseline`` / any HEAR 2021 module:
+  ``pooling="scene"`` -> ``get_scene_embeddings``; ``"timestamp"`` -> the mean of
+  ``get_timestamp_embeddings`` over time.
+* ``S3prlSource``: any upstream the ``s3prl`` launcher knows (ours registered, e.g. ``mart``,
+  ``fbank``): the mean over time of one hidden state (default the last).
+
+Cache: ``CACHE/<source key>/<file key>.npy``; the source key hashes the module/upstream, the model
+file (path, size, mtime), the pooling and the crop; the file key hashes the audio path, size, mtime.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from tqdm import tqdm
+
+from mart_upstream.fileio import atomic_path
+
+from .datasets import Track
+
+log = logging.getLogger(__name__)
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def _file_id(path: str) -> Tuple[str, int, int]:
+    st = os.stat(path)
+    return os.path.abspath(path), st.st_size, int(st.st_mtime_ns)
+
+
+def load_audio(path: str, sample_rate: int, max_seconds: Optional[float] = None) -> torch.Tensor:
+    """Mono float32 [T] at ``sample_rate`` (the first ``max_seconds`` if given); a clear error otherwise."""
+    try:
+        info = sf.info(path)
+        frames = -1 if max_seconds is None else int(max_seconds * info.samplerate)
+        x, sr = sf.read(path, frames=frames, dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - libsndfile raises several types
+        raise ValueError(f"cannot read audio {path}: {e}") from None
+    if x.shape[0] == 0:
+        raise ValueError(f"audio {path} is empty")
+    wav = torch.from_numpy(x.mean(axis=1))
+    if not torch.isfinite(wav).all():
+        raise ValueError(f"audio {path} holds NaN or Inf samples")
+    return AF.resample(wav, sr, sample_rate) if sr != sample_rate else wav
+
+
+class HearSource:
+    def __init__(self, module: str, model_path: str = "", pooling: str = "scene", device: str = "cpu"):
+        if pooling not in ("scene", "timestamp"):
+            raise ValueError(f"pooling must be 'scene' or 'timestamp', got {pooling!r}")
+        try:
+            self.module = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            raise ValueError(f"HEAR module {module!r} cannot be imported: {e}") from None
+        if model_path and not os.path.isfile(model_path):
+            raise ValueError(f"model file {model_path} does not exist")
+        self.model = self.module.load_model(model_path) if model_path else self.module.load_model()
+        self.model = self.model.to(device).eval() if hasattr(self.model, "to") else self.model
+        self.sample_rate = int(self.model.sample_rate)
+        self.pooling = pooling
+        model_id = _file_id(model_path) if model_path else "default"
+        self.name = module
+        self.key = _digest("hear", module, model_id, pooling, self.sample_rate)
+
+    @torch.no_grad()
+    def __call__(self, wav: torch.Tensor) -> np.ndarray:
+        audio = wav[None]
+        if self.pooling == "scene":
+            emb = self.module.get_scene_embeddings(audio, self.model)[0]
+        else:
+            emb = self.module.get_timestamp_embeddings(audio, self.model)[0][0].mean(dim=0)
+        return emb.float().cpu().numpy()
+
+
+class S3prlSource:
+    sample_rate = 16000  # s3prl upstreams take 16 kHz
+
+    def __init__(self, upstream: str, ckpt: str = "", layer: int = -1, device: str = "cpu"):
+        from mart_upstream.s3prl_plugin import launcher
+
+        launcher.register()
+        launcher._check_upstream(upstream)
+        from s3prl import hub
+
+        if ckpt and not os.path.isfile(ckpt):
+            raise ValueError(f"checkpoint {ckpt} does not exist")
+        self.model = (getattr(hub, upstream)(ckpt) if ckpt else getattr(hub, upstream)()).to(device).eval()
+        self.device, self.layer, self.name = device, layer, upstream
+        self.key = _digest("s3prl", upstream, _file_id(ckpt) if ckpt else "default", layer)
+
+    @torch.no_grad()
+    def __call__(self, wav: torch.Tensor) -> np.ndarray:
+        hidden = self.model([wav.to(self.device)])["hidden_states"]
+        if not -len(hidden) <= self.layer < len(hidden):
+            raise ValueError(f"--layer {self.layer}: upstream {self.name} has {len(hidden)} hidden states")
+        return hidden[self.layer][0].mean(dim=0).float().cpu().numpy()
+
+
+def embed_tracks(source, tracks: Sequence[Track], cache_dir: Optional[str] = None,
+                 max_seconds: Optional[float] = None) -> Tuple[np.ndarray, List[Track], List[str]]:
+    """-> embeddings [n_ok, D], the tracks embedded, and the unreadable files (reported, skipped)."""
+    folder = os.path.join(cache_dir, _digest(source.key, max_seconds)) if cache_dir else None
+    embs, kept, bad = [], [], []
+    for t in tqdm(tracks, desc=f"embedding ({source.name})", unit="track", leave=False, disable=None):
+        cached = os.path.join(folder, _digest(*_file_id(t.path)) + ".npy") if folder else None
+        if cached and os.path.isfile(cached):
+            embs.append(np.load(cached))
+            kept.append(t)
+            continue
+        try:
+            wav = load_audio(t.path, source.sample_rate, max_seconds)
+        except ValueError as e:
+            log.warning("skipped: %s", e)
+            bad.append(t.path)
+            continue
+        e = source(wav)
+        if cached:
+            with atomic_path(cached, suffix=".npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, e)
+        embs.append(e)
+        kept.append(t)
+    if not kept:
+        raise ValueError(f"none of the {len(tracks)} audio files could be embedded")
+    return np.stack(embs), kept, bad
