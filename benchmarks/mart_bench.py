@@ -1,6 +1,6 @@
 """``mart-bench``: the offline real-music benchmark.
 
-    mart-bench data   build the rendered style / cover / pretraining sets (benchmarks.offline.data)
+    mart-bench data   build the rendered style / cover / pretraining sets (benchmarks.musicset.build)
     mart-bench run    pretrain mart, pemr, simclr and evaluate them with the references (benchmarks.offline.run)
     mart-bench speed  embedding and pretraining throughput, FLOPs, time and memory vs length (benchmarks.speed)
 
@@ -13,7 +13,7 @@ import importlib
 from typing import List, Optional
 
 SUBCOMMANDS = {
-    "data": ("benchmarks.offline.data", "build the rendered music sets"),
+    "data": ("benchmarks.musicset.build", "build the rendered music sets"),
     "run": ("benchmarks.offline.run", "pretrain and evaluate all models on the rendered sets"),
     "speed": ("benchmarks.speed", "throughput, FLOPs, time and memory of the encoders"),
 }
