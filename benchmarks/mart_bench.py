@@ -2,7 +2,7 @@
 
     mart-bench data   build the rendered style / cover / pretraining sets (benchmarks.musicset.build)
     mart-bench run    pretrain mart, pemr, simclr and evaluate them with the references (benchmarks.offline.run)
-    mart-bench speed  embedding and pretraining throughput, FLOPs, time and memory vs length (benchmarks.speedbench)
+    mart-bench speed  embedding and pretraining throughput, FLOPs, time and memory vs length (benchmarks.speed)
 
 Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
 """
@@ -15,7 +15,7 @@ from typing import List, Optional
 SUBCOMMANDS = {
     "data": ("benchmarks.musicset.build", "build the rendered music sets"),
     "run": ("benchmarks.offline.run", "pretrain and evaluate all models on the rendered sets"),
-    "speed": ("benchmarks.speedbench", "throughput, FLOPs, time and memory of the encoders"),
+    "speed": ("benchmarks.speed", "throughput, FLOPs, time and memory of the encoders"),
 }
 
 

@@ -1,29 +1,37 @@
 """``mart-bench data``: render the offline real-music benchmark sets, deterministically.
 
-    mart-bench data --out bench_data [--profile full|small] [--seed 0] [--workers 2]
+    mart-bench data --out bench_data [--profile full|small] [--seed 0] [--workers 2] [--no-recorded]
 
-* style: ``N`` classes from different corpora (``scores.STYLE_CORPORA``), clips of ``clip_seconds``
-  with GM programs drawn per part from one shared pool (timbre carries no label), split
-  train/valid/test by work -> HEAR task ``tasks/music_style-1.0.0-full`` (``mart-hear-task`` format);
+* style: classes from different corpora (``scores.STYLE_CORPORA``), clips of ``clip_seconds`` with GM
+  programs drawn per part from one shared pool (timbre carries no label), split train/valid/test by
+  work (corpus file) -> HEAR task ``tasks/music_style-1.0.0-full``; the clips also stay in ``raw/style``;
 * covers: works x versions (soundfont, program set, transposition within ±3 semitones, tempo
-  x0.8-1.2, the same excerpt) -> ``covers/manifest.csv`` for ``mart-cover-song``;
-* pretrain: clips of other works (no overlap with the two sets above), plus, when installed, the
-  recorded wesnoth music tracks resampled to 16 kHz -> ``pretrain/`` for ``mart-pretrain --data``.
+  x0.8-1.2, the same excerpt) -> ``covers/audio/<work>/<version>.wav`` and ``covers/manifest.csv``;
+* pretrain: clips of other works, plus, when installed, the recorded wesnoth music resampled to
+  16 kHz -> ``pretrain/rendered`` and ``pretrain/recorded`` for ``mart-pretrain --data``.
 
-Same seed and package versions -> the same bytes (every clip has its own seeded generator and a
-fresh synth). Everything is built in a temp folder beside ``--out`` and renamed into place.
+A work shorter than its excerpt is played again from the top, as tunes are. No work is in two
+splits or two sets. Same seed and package versions -> the same bytes: works are
+drawn by seeded shuffles of sorted corpus paths, and every clip has its own seeded generator and a
+fresh synth, so neither ``--workers`` nor scheduling changes the output. Everything is built in a temp
+folder beside ``--out`` and renamed into place, so a killed build leaves no partial output.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import itertools
 import json
+import logging
 import multiprocessing as mp
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -31,28 +39,33 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from .render import PROGRAM_POOL, SOUNDFONT_DIR, SOUNDFONTS, Performance, RenderError, check_renderer, render
-from .scores import STYLE_CORPORA, Work, list_works, parse_notes, span
+from mart_upstream.fileio import atomic_path
 
+from .render import PROGRAM_POOL, SOUNDFONT_DIR, SOUNDFONTS, Performance, RenderError, check_renderer, render, versions
+from .scores import STYLE_CORPORA, Note, Work, list_works, parse_notes, span
+
+log = logging.getLogger("mart-bench.data")
 SR = 16000
 RECORDED_DIR = "/usr/share/games/wesnoth/1.16/data/core/music"
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass
 class DataConfig:
     clip_seconds: float = 15.0  # style and cover clips (10-30 s)
     clips_per_class: int = 40
-    clips_per_work: int = 2  # style clips cut from one work (different excerpts)
-    split: Tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / valid / test works
+    clips_per_work: int = 2  # style clips per work (different excerpts); sets the number of works
+    split: Tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / valid / test share of each class's works
     cover_works: int = 60
     cover_versions: int = 4
-    max_transpose: int = 3
-    tempo_range: Tuple[float, float] = (0.8, 1.2)
-    bpm_range: Tuple[float, float] = (72.0, 132.0)
+    max_transpose: int = 3  # semitones, either way
+    tempo_range: Tuple[float, float] = (0.8, 1.2)  # cover versions' tempo factor
+    bpm_range: Tuple[float, float] = (72.0, 132.0)  # quarter notes per minute of a rendering
     pretrain_clips: int = 240
     pretrain_seconds: float = 20.0
     recorded: bool = True  # add the wesnoth recordings to the pretraining pool when installed
     min_beats: float = 16.0  # works shorter than this are not used
+    parse_timeout_s: int = 60  # a score taking longer to parse is skipped
 
 
 PROFILES = {
@@ -60,143 +73,273 @@ PROFILES = {
     "small": DataConfig(clip_seconds=10.0, clips_per_class=6, clips_per_work=1, cover_works=12,
                         pretrain_clips=16, pretrain_seconds=10.0, recorded=False),
 }
+LICENCES = {"FluidR3_GM": "MIT", "TimGM6mb": "GPL-2"}
+LICENSES_MD = """# Licences of the rendered benchmark data
+
+- Scores: the music21 corpus (https://www.music21.org). Its files come from many sources with their
+  own terms; not all of them are free for commercial use (see music21's corpus documentation).
+- Soundfonts: FluidR3_GM (Debian fluid-soundfont-gm; MIT licence) and TimGM6mb (Debian
+  timgm6mb-soundfont; GPL-2).
+- Recorded music in pretrain/recorded (when present): Battle for Wesnoth music (Debian
+  wesnoth-1.16-music; GPL-2).
+
+The rendered audio is for research benchmarking; check these terms before redistributing it.
+"""
 
 
 class DataBuildError(RuntimeError):
     pass
 
 
-def _slug(work: Work) -> str:
-    base = os.path.splitext(work.path)[0].replace(os.sep, "_").replace("/", "_")
-    base = "".join(c if c.isalnum() or c in "._-" else "-" for c in base)
-    return base + (f"_{work.number}" if work.number is not None else "")
+@dataclass
+class Chosen:
+    work: Work
+    tune: Optional[int]
+    notes: List[Note]
+
+
+def _slug(path: str) -> str:
+    base = os.path.splitext(path)[0].replace(os.sep, "_").replace("/", "_")
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in base)
 
 
 def _write_wav(path: str, x: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, x, SR, subtype="PCM_16")
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(tmp, x, SR, subtype="PCM_16", format="WAV")
 
 
-def _parse_many(works: List[Work], workers: int) -> List[Optional[list]]:
-    if workers <= 1:
-        return [parse_notes(w) for w in works]
-    with mp.get_context("fork").Pool(workers) as pool:
-        return pool.map(parse_notes, works, chunksize=4)
+def _write_json(path: str, data) -> None:
+    with atomic_path(path, suffix=".json") as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
 
 
-def _take(candidates: List[Work], n: int, used: set, min_beats: float, workers: int, desc: str):
-    """The first ``n`` usable works of ``candidates`` (in order) not in ``used`` -> [(work, notes)]."""
-    out, i = [], 0
-    pending = [w for w in candidates if w.id not in used]
+def _worker_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop(signum, frame):
+    raise SystemExit(128 + signum)  # run the clean-up of the temp folder
+
+
+class _Pool:
+    """``map`` in order over a fork pool (``workers`` > 1) or in process."""
+
+    def __init__(self, workers: int):
+        self.pool = mp.get_context("fork").Pool(workers, initializer=_worker_signals) if workers > 1 else None
+
+    def imap(self, fn, items):
+        return self.pool.imap(fn, items) if self.pool else map(fn, items)
+
+    def close(self):
+        if self.pool:
+            self.pool.terminate()
+            self.pool.join()
+
+
+# --------------------------------------------------------------------------- work selection
+
+@functools.lru_cache(maxsize=None)
+def _works(label: str, seed: int) -> Tuple[Work, ...]:
+    return tuple(list_works(label, seed))
+
+
+def _interleaved(seed: int, salt: str, used: set) -> List[Work]:
+    """Unused works of every corpus, each corpus in its own seeded order, taken in turn (balanced sets)."""
+    lists = []
+    for label in sorted(STYLE_CORPORA):
+        works = [w for w in _works(label, seed) if w.id not in used]
+        random.Random(f"{seed}-{salt}-{label}").shuffle(works)
+        lists.append(works)
+    return [w for group in itertools.zip_longest(*lists) for w in group if w is not None]
+
+
+def _parse(args) -> Tuple[Optional[List[Note]], Optional[int], str]:
+    import warnings
+
+    work, cfg = args
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # music21's notes on overfull measures and the like
+        return parse_notes(work, cfg.min_beats, cfg.parse_timeout_s)
+
+
+def _take(candidates: List[Work], n: int, used: set, cfg: DataConfig, pool: _Pool, desc: str,
+          skipped: Dict[str, str]) -> List[Chosen]:
+    """The first ``n`` usable works of ``candidates`` (in order) not used or skipped; marks them used."""
+    out: List[Chosen] = []
+    pending = [w for w in candidates if w.id not in used and w.id not in skipped]
+    i = 0
     with tqdm(total=n, desc=desc, unit="work", disable=None, leave=False) as bar:
         while len(out) < n and i < len(pending):
-            batch = pending[i : i + max(8, 2 * (n - len(out)))]
+            need = n - len(out)
+            batch = pending[i : i + need + max(2, need // 8)]  # a few spares for unusable works
             i += len(batch)
-            for w, notes in zip(batch, _parse_many(batch, workers)):
-                if notes and span(notes) >= min_beats and len(out) < n:
-                    out.append((w, notes))
+            for w, (notes, tune, reason) in zip(batch, pool.imap(_parse, [(w, cfg) for w in batch])):
+                if notes is None:
+                    log.warning("skipped %s: %s", w.id, reason)
+                    skipped[w.id] = reason
+                elif len(out) < n:
+                    out.append(Chosen(w, tune, notes))
                     used.add(w.id)
                     bar.update(1)
     return out
 
 
-def _perf(notes, rng: np.random.Generator, cfg: DataConfig, start: float, transpose: int = 0,
+# --------------------------------------------------------------------------- rendering
+
+def _looped(notes: List[Note], until: float) -> List[Note]:
+    """The work played again from the top (as tunes are) until beat ``until``."""
+    length = span(notes)
+    repeats = int(np.ceil(until / length)) if until > length else 1
+    return [(p, o + r * length, d, k) for r in range(repeats) for p, o, d, k in notes]
+
+
+def _perf(notes, rng: np.random.Generator, cfg: DataConfig, start: float, seconds: float, transpose: int = 0,
           bpm: Optional[float] = None) -> Performance:
+    """A seeded performance: tempo (unless given), one GM program per part from the shared pool, soundfont."""
+    bpm = bpm or float(rng.uniform(*cfg.bpm_range))
     n_parts = 1 + max(p for p, *_ in notes)
-    return Performance(notes, start, bpm or float(rng.uniform(*cfg.bpm_range)), transpose,
+    return Performance(_looped(notes, start + seconds * bpm / 60), start, bpm, transpose,
                        [int(rng.choice(PROGRAM_POOL)) for _ in range(n_parts)],
                        str(rng.choice(sorted(SOUNDFONTS))))
 
 
 def _starts(notes, k: int, beats: float, rng: np.random.Generator) -> List[float]:
+    """``k`` excerpt starts (in beats), one drawn in each of ``k`` equal stretches of the work."""
     last = max(0.0, span(notes) - beats)
-    return sorted(float(x) for x in rng.uniform(0, last, size=k)) if last > 0 else [0.0] * k
+    return [float(rng.uniform(last * j / k, last * (j + 1) / k)) if last > 0 else 0.0 for j in range(k)]
 
 
-def build_style(root: str, cfg: DataConfig, seed: int, used: set, workers: int) -> Dict:
+def _render_job(job) -> str:
+    perf, seconds, path, soundfont_dir = job
+    _write_wav(path, render(perf, seconds, SR, soundfont_dir))
+    return path
+
+
+def _render_all(jobs, pool: _Pool, desc: str) -> None:
+    for _ in tqdm(pool.imap(_render_job, jobs), total=len(jobs), desc=desc, unit="clip", disable=None,
+                  leave=False):
+        pass
+
+
+def _tunes(chosen: List[Chosen]) -> Dict[str, int]:
+    return {c.work.id: c.tune for c in chosen if c.tune is not None}
+
+
+# --------------------------------------------------------------------------- the three sets
+
+def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, workers: int, sf_dir: str,
+                skipped: Dict[str, str]) -> Dict:
     from benchmarks.hear_tasks.sources import MULTICLASS_METRICS
     from benchmarks.hear_tasks.taskfolder import Item, TaskSpec, build_task
 
-    items, info = [], {}
-    n_works = -(-cfg.clips_per_class // cfg.clips_per_work)
+    items, jobs, info = [], [], {}
+    n_works = -(-cfg.clips_per_class // max(1, cfg.clips_per_work))
+    beats = cfg.clip_seconds * cfg.bpm_range[1] / 60
     for ci, label in enumerate(sorted(STYLE_CORPORA)):
-        cands = list_works(label)
+        cands = list(_works(label, seed))
         random.Random(f"{seed}-{label}").shuffle(cands)
-        chosen = _take(cands, n_works, used, cfg.min_beats, workers, f"style {label}")
+        chosen = _take(cands, n_works, used, cfg, pool, f"style {label}", skipped)
         if len(chosen) < 3:
-            raise DataBuildError(f"style class {label}: only {len(chosen)} usable works")
+            raise DataBuildError(f"style class {label}: only {len(chosen)} usable works (3 needed for the splits)")
         n_val = max(1, round(len(chosen) * cfg.split[1]))
         n_test = max(1, round(len(chosen) * cfg.split[2]))
         splits = ["train"] * (len(chosen) - n_val - n_test) + ["valid"] * n_val + ["test"] * n_test
-        clips = 0
-        for wi, ((work, notes), split) in enumerate(zip(chosen, splits)):
+        per_split = dict.fromkeys(SPLITS, 0)
+        for wi, (c, split) in enumerate(zip(chosen, splits)):
+            k = cfg.clips_per_class // len(chosen) + (wi < cfg.clips_per_class % len(chosen))
             rng = np.random.default_rng([seed, 1, ci, wi])
-            k = min(cfg.clips_per_work, cfg.clips_per_class - clips)
-            for j, start in enumerate(_starts(notes, k, cfg.clip_seconds * cfg.bpm_range[1] / 60, rng)):
-                path = os.path.join(root, "raw", "style", label, f"{_slug(work)}_{j}.wav")
-                _write_wav(path, render(_perf(notes, rng, cfg, start), cfg.clip_seconds, SR))
-                items.append(Item(path, f"{label}.{_slug(work)}_{j}", [label], split))
-                clips += 1
-        info[label] = {"works": {s: sorted(w.id for (w, _), sp in zip(chosen, splits) if sp == s)
-                                 for s in ("train", "valid", "test")}, "clips": clips}
+            for j, start in enumerate(_starts(c.notes, k, beats, rng)):
+                name = f"{_slug(c.work.path)}_{j}"
+                path = os.path.join(root, "raw", "style", label, name + ".wav")
+                jobs.append((_perf(c.notes, rng, cfg, start, cfg.clip_seconds), cfg.clip_seconds, path, sf_dir))
+                items.append(Item(path, f"{label}.{name}", [label], split))
+                per_split[split] += 1
+        info[label] = {"corpora": list(STYLE_CORPORA[label][0]), "clips": sum(per_split.values()),
+                       "clips_per_split": per_split, "tunes": _tunes(chosen),
+                       "works": {s: sorted(c.work.id for c, sp in zip(chosen, splits) if sp == s) for s in SPLITS}}
+    _render_all(jobs, pool, "style clips")
     spec = TaskSpec("music_style", "1.0.0", "multiclass", "trainvaltest", cfg.clip_seconds, MULTICLASS_METRICS,
                     sorted(STYLE_CORPORA))
-    path, skipped = build_task(spec, items, os.path.join(root, "tasks"), [SR], workers=1)
-    if skipped:
-        raise DataBuildError(f"style task: {len(skipped)} rendered clips could not be read back: {skipped[:3]}")
-    return {"task": os.path.relpath(path, root), "classes": info,
-            "split_sizes": {s: sum(it.split == s for it in items) for s in ("train", "valid", "test")}}
+    path, bad = build_task(spec, items, os.path.join(root, "tasks"), [SR], workers=workers)
+    if bad:
+        raise DataBuildError(f"style task: {len(bad)} rendered clips could not be read back: {bad[:3]}")
+    return {"task": os.path.relpath(path, root), "raw": "raw/style", "clips": len(items), "classes": info,
+            "split_sizes": {s: sum(it.split == s for it in items) for s in SPLITS}}
 
 
-def _pool_works(seed: int, salt: str) -> List[Work]:
-    works = [w for label in sorted(STYLE_CORPORA) for w in list_works(label)]
-    random.Random(f"{seed}-{salt}").shuffle(works)
-    return works
-
-
-def build_covers(root: str, cfg: DataConfig, seed: int, used: set, workers: int) -> Dict:
+def build_covers(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, sf_dir: str,
+                 skipped: Dict[str, str]) -> Dict:
     from benchmarks.cover_song.datasets import Track, write_manifest
 
-    chosen = _take(_pool_works(seed, "covers"), cfg.cover_works, used, cfg.min_beats, workers, "cover works")
-    tracks = []
-    for wi, (work, notes) in enumerate(tqdm(chosen, desc="cover versions", disable=None, leave=False)):
+    chosen = _take(_interleaved(seed, "covers", used), cfg.cover_works, used, cfg, pool, "cover works", skipped)
+    if len(chosen) < cfg.cover_works:
+        raise DataBuildError(f"covers: only {len(chosen)} usable works left, {cfg.cover_works} asked for")
+    tracks, jobs = [], []
+    for wi, c in enumerate(chosen):
         base = np.random.default_rng([seed, 2, wi])
         bpm = float(base.uniform(*cfg.bpm_range))
-        start = _starts(notes, 1, cfg.clip_seconds * bpm * cfg.tempo_range[1] / 60, base)[0]
+        start = _starts(c.notes, 1, cfg.clip_seconds * bpm * cfg.tempo_range[1] / 60, base)[0]
         for v in range(cfg.cover_versions):
             rng = np.random.default_rng([seed, 2, wi, v])
             shift = int(rng.integers(-cfg.max_transpose, cfg.max_transpose + 1))
-            perf = _perf(notes, rng, cfg, start, shift, bpm * float(rng.uniform(*cfg.tempo_range)))
-            path = os.path.join(root, "covers", "audio", _slug(work), f"v{v}.wav")
-            _write_wav(path, render(perf, cfg.clip_seconds, SR))
-            tracks.append(Track(_slug(work), f"v{v}", path))
+            tempo = bpm * float(rng.uniform(*cfg.tempo_range))
+            perf = _perf(c.notes, rng, cfg, start, cfg.clip_seconds, shift, tempo)
+            path = os.path.join(root, "covers", "audio", _slug(c.work.path), f"v{v}.wav")
+            jobs.append((perf, cfg.clip_seconds, path, sf_dir))
+            tracks.append(Track(_slug(c.work.path), f"v{v}", path))
+    _render_all(jobs, pool, "cover versions")
     write_manifest(tracks, os.path.join(root, "covers", "manifest.csv"))
     return {"manifest": "covers/manifest.csv", "works": len(chosen), "versions": cfg.cover_versions,
-            "work_ids": [w.id for w, _ in chosen]}
+            "tracks": len(tracks), "work_ids": [c.work.id for c in chosen], "tunes": _tunes(chosen),
+            "works_per_corpus": _per_corpus(chosen)}
 
 
-def build_pretrain(root: str, cfg: DataConfig, seed: int, used: set, workers: int) -> Dict:
-    chosen = _take(_pool_works(seed, "pretrain"), cfg.pretrain_clips, used, cfg.min_beats, workers, "pretraining works")
-    for wi, (work, notes) in enumerate(tqdm(chosen, desc="pretraining clips", disable=None, leave=False)):
+def _per_corpus(chosen: List[Chosen]) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for c in chosen:
+        counts[c.work.label] = counts.get(c.work.label, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _convert_recording(job) -> str:
+    import torch
+    import torchaudio.functional as AF
+
+    src, dst = job
+    torch.set_num_threads(1)
+    x, sr = sf.read(src, dtype="float32", always_2d=True)
+    y = AF.resample(torch.from_numpy(x.mean(axis=1)), sr, SR).numpy()
+    _write_wav(dst, np.clip(y, -1.0, 1.0))
+    return dst
+
+
+def build_pretrain(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, sf_dir: str,
+                   skipped: Dict[str, str]) -> Dict:
+    chosen = _take(_interleaved(seed, "pretrain", used), cfg.pretrain_clips, used, cfg, pool, "pretraining works",
+                   skipped)
+    jobs = []
+    for wi, c in enumerate(chosen):
         rng = np.random.default_rng([seed, 3, wi])
-        start = _starts(notes, 1, cfg.pretrain_seconds * cfg.bpm_range[1] / 60, rng)[0]
-        _write_wav(os.path.join(root, "pretrain", "rendered", f"{_slug(work)}.wav"),
-                   render(_perf(notes, rng, cfg, start), cfg.pretrain_seconds, SR))
+        start = _starts(c.notes, 1, cfg.pretrain_seconds * cfg.bpm_range[1] / 60, rng)[0]
+        path = os.path.join(root, "pretrain", "rendered", f"{_slug(c.work.path)}.wav")
+        jobs.append((_perf(c.notes, rng, cfg, start, cfg.pretrain_seconds), cfg.pretrain_seconds, path, sf_dir))
+    if len(chosen) < cfg.pretrain_clips:
+        log.warning("pretraining: only %d usable works left, %d asked for", len(chosen), cfg.pretrain_clips)
+    _render_all(jobs, pool, "pretraining clips")
     recorded = []
     if cfg.recorded and os.path.isdir(RECORDED_DIR):
-        import torch
-        import torchaudio.functional as AF
-
-        for f in tqdm(sorted(os.listdir(RECORDED_DIR)), desc="recorded music", disable=None, leave=False):
-            if not f.endswith(".ogg"):
-                continue
-            x, sr = sf.read(os.path.join(RECORDED_DIR, f), dtype="float32", always_2d=True)
-            y = AF.resample(torch.from_numpy(x.mean(axis=1)), sr, SR).numpy()
-            _write_wav(os.path.join(root, "pretrain", "recorded", os.path.splitext(f)[0] + ".wav"), y)
-            recorded.append(f)
+        recorded = sorted(f for f in os.listdir(RECORDED_DIR) if f.endswith(".ogg"))
+        conv = [(os.path.join(RECORDED_DIR, f), os.path.join(root, "pretrain", "recorded", f[:-4] + ".wav"))
+                for f in recorded]
+        for _ in tqdm(pool.imap(_convert_recording, conv), total=len(conv), desc="recorded music", unit="track",
+                      disable=None, leave=False):
+            pass
     return {"folder": "pretrain", "rendered_clips": len(chosen), "recorded_tracks": recorded,
-            "work_ids": [w.id for w, _ in chosen]}
+            "work_ids": [c.work.id for c in chosen], "tunes": _tunes(chosen), "works_per_corpus": _per_corpus(chosen)}
 
+
+# --------------------------------------------------------------------------- the whole build
 
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
@@ -206,48 +349,47 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-LICENSES = """# Licences of the rendered benchmark data
-
-- Scores: the music21 corpus (https://www.music21.org). Its files come from many sources with their
-  own terms; not all of them are free for commercial use (see music21's corpus documentation).
-- Soundfonts: FluidR3_GM (Debian fluid-soundfont-gm; MIT licence) and TimGM6mb (Debian
-  timgm6mb-soundfont; GPL-2).
-- Recorded music in pretrain/recorded (when present): Battle for Wesnoth music (Debian
-  wesnoth-1.16-music; GPL-2).
-The rendered audio is for research benchmarking; check these terms before redistributing it.
-"""
+def _check_out(out: str, overwrite: bool) -> None:
+    if os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out) and not overwrite):
+        raise DataBuildError(f"{out} exists and is not an empty folder; remove it or pass --overwrite")
 
 
 def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, profile: str,
           soundfont_dir: str = SOUNDFONT_DIR) -> Dict:
     check_renderer(soundfont_dir)
-    if os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise DataBuildError(f"{out} exists and is not empty; remove it or pass --overwrite")
+    _check_out(out, overwrite)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-bench-data-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(os.path.abspath(out))}-", dir=parent)
+    pool = _Pool(workers)
     try:
         used: set = set()
-        import fluidsynth
-        import music21
-
+        skipped: Dict[str, str] = {}
         manifest = {
             "seed": seed, "profile": profile, "config": dataclasses.asdict(cfg), "sample_rate": SR,
-            "versions": {"music21": music21.__version__, "pyfluidsynth": getattr(fluidsynth, "__version__", "?")},
-            "soundfonts": {k: {"file": v, "sha256": _sha256(os.path.join(soundfont_dir, v)),
-                               "licence": "MIT" if k == "FluidR3_GM" else "GPL-2"} for k, v in SOUNDFONTS.items()},
-            "style": build_style(tmp, cfg, seed, used, workers),
-            "covers": build_covers(tmp, cfg, seed, used, workers),
-            "pretrain": build_pretrain(tmp, cfg, seed, used, workers),
+            "versions": versions(),
+            "soundfonts": {k: {"file": v, "sha256": _sha256(os.path.join(soundfont_dir, v)), "licence": LICENCES[k]}
+                           for k, v in SOUNDFONTS.items()},
+            "program_pool": list(PROGRAM_POOL),
+            "style": build_style(tmp, cfg, seed, used, pool, workers, soundfont_dir, skipped),
+            "covers": build_covers(tmp, cfg, seed, used, pool, soundfont_dir, skipped),
+            "pretrain": build_pretrain(tmp, cfg, seed, used, pool, soundfont_dir, skipped),
         }
-        with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-        with open(os.path.join(tmp, "LICENSES.md"), "w") as f:
-            f.write(LICENSES)
+        manifest["skipped_works"] = dict(sorted(skipped.items()))
+        _write_json(os.path.join(tmp, "manifest.json"), manifest)
+        with atomic_path(os.path.join(tmp, "LICENSES.md"), suffix=".md") as t, open(t, "w") as f:
+            f.write(LICENSES_MD)
+        pool.close()
+        _check_out(out, overwrite)  # nothing appeared there while building
         if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
+            os.replace(out, os.path.join(old, "data"))
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
     except BaseException:
+        pool.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
@@ -255,34 +397,54 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
 
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder (built beside it, renamed into place)")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="full",
+                   help="full: 8 x 40 style clips, 60 x 4 covers, 240 pretraining clips; small: a quick demo")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="processes parsing scores")
+    p.add_argument("--workers", type=int, default=2, help="processes parsing and rendering (default 2)")
     p.add_argument("--clips-per-class", type=int, help="override the profile")
     p.add_argument("--cover-works", type=int, help="override the profile")
     p.add_argument("--pretrain-clips", type=int, help="override the profile")
-    p.add_argument("--clip-seconds", type=float, help="override the profile")
+    p.add_argument("--clips-per-work", type=int, help="override the profile (style clips cut from one work)")
+    p.add_argument("--clip-seconds", type=float, help="override the profile (style and cover clips)")
     p.add_argument("--no-recorded", action="store_true", help="leave the recorded music out of the pretraining pool")
-    p.add_argument("--soundfont-dir", default=SOUNDFONT_DIR)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--soundfont-dir", default=SOUNDFONT_DIR, help=f"folder holding {', '.join(SOUNDFONTS.values())}")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+
+def _config(args) -> DataConfig:
+    over = {k: getattr(args, k) for k in ("clips_per_class", "clips_per_work", "cover_works", "pretrain_clips",
+                                          "clip_seconds") if getattr(args, k) is not None}
+    for k in ("clips_per_class", "clips_per_work", "cover_works"):
+        if k in over and over[k] < 1:
+            raise DataBuildError(f"--{k.replace('_', '-')} must be at least 1")
+    if "pretrain_clips" in over and over["pretrain_clips"] < 0:
+        raise DataBuildError("--pretrain-clips must not be negative")
+    if "clip_seconds" in over and not 1.0 <= over["clip_seconds"] <= 60.0:
+        raise DataBuildError("--clip-seconds must be within 1-60")
+    if args.no_recorded:
+        over["recorded"] = False
+    cfg = dataclasses.replace(PROFILES[args.profile], **over)
+    if cfg.clips_per_class < 3:
+        raise DataBuildError("--clips-per-class must be at least 3 (one work in each of train, valid and test)")
+    if cfg.clips_per_class < 3 * cfg.clips_per_work:  # at least one work per split
+        cfg = dataclasses.replace(cfg, clips_per_work=cfg.clips_per_class // 3)
+    return cfg
 
 
 def run(args) -> int:
-    cfg = PROFILES[args.profile]
-    over = {k: getattr(args, k) for k in ("clips_per_class", "cover_works", "pretrain_clips", "clip_seconds")
-            if getattr(args, k) is not None}
-    if args.no_recorded:
-        over["recorded"] = False
-    cfg = dataclasses.replace(cfg, **over)
-    if over.get("clips_per_class", cfg.clips_per_class) < cfg.clips_per_work:
-        cfg = dataclasses.replace(cfg, clips_per_work=1)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _stop)
+    t0 = time.time()
     try:
+        if args.workers < 1:
+            raise DataBuildError("--workers must be at least 1")
+        cfg = _config(args)
         m = build(args.out, cfg, args.seed, args.workers, args.overwrite, args.profile, args.soundfont_dir)
     except (DataBuildError, RenderError) as e:
         print(f"mart-bench data: error: {e}", file=sys.stderr)
         return 2
     s = m["style"]
-    print(f"wrote {args.out}: style {len(s['classes'])} classes, clips {s['split_sizes']}; covers "
-          f"{m['covers']['works']} works x {m['covers']['versions']} versions; pretraining "
+    print(f"wrote {args.out} in {time.time() - t0:.0f} s: style {len(s['classes'])} classes, clips {s['split_sizes']}; "
+          f"covers {m['covers']['works']} works x {m['covers']['versions']} versions; pretraining "
           f"{m['pretrain']['rendered_clips']} rendered clips + {len(m['pretrain']['recorded_tracks'])} recordings")
     return 0

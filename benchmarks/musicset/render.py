@@ -1,13 +1,15 @@
 """Note lists -> 16 kHz mono audio with fluidsynth (pyfluidsynth, in process, no audio driver).
 
 Each clip is rendered by a fresh synth with reverb and chorus off, so its samples depend only on
-its own notes, programs and soundfont (bit-identical across runs and processes).
+its own notes, programs and soundfont (bit-identical across runs and processes; a reused synth
+carries its state from one clip to the next). An idle synth per soundfont is
+kept loaded in each process so that fluidsynth's sample cache makes the fresh synths' loads cheap.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -33,12 +35,35 @@ def soundfont_path(name: str, folder: str = SOUNDFONT_DIR) -> str:
 
 
 def check_renderer(folder: str = SOUNDFONT_DIR) -> None:
+    """Raise RenderError naming what to install when pyfluidsynth, music21 or a soundfont is missing."""
     try:
         import fluidsynth  # noqa: F401  (pyfluidsynth)
     except Exception as e:  # noqa: BLE001 - ImportError or a missing libfluidsynth
         raise RenderError(f"pyfluidsynth / libfluidsynth cannot be loaded ({e}); install: {INSTALL_HINT}") from None
+    try:
+        import music21  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        raise RenderError(f"music21 cannot be imported ({e}); install: pip install music21") from None
     for name in SOUNDFONTS:
         soundfont_path(name, folder)
+
+
+def versions() -> Dict[str, str]:
+    """Versions the rendered bytes depend on: music21, pyfluidsynth and the fluidsynth library."""
+    import ctypes
+    from importlib import metadata
+
+    import fluidsynth
+    import music21
+
+    try:
+        fn = fluidsynth._fl.fluid_version_str
+        fn.restype = ctypes.c_char_p
+        lib = fn().decode()
+    except Exception:  # noqa: BLE001 - an old library without fluid_version_str
+        lib = "unknown"
+    return {"music21": music21.__version__, "pyfluidsynth": metadata.version("pyfluidsynth"),
+            "libfluidsynth": lib, "numpy": np.__version__}
 
 
 @dataclass
@@ -49,6 +74,20 @@ class Performance:
     transpose: int
     programs: Sequence[int]  # one per part (cycled)
     soundfont: str  # key of SOUNDFONTS
+
+
+_KEEP_LOADED: Dict[str, object] = {}  # soundfont path -> idle synth holding it in the sample cache
+
+
+def _keep_loaded(path: str) -> None:
+    import fluidsynth
+
+    if path not in _KEEP_LOADED:
+        holder = fluidsynth.Synth(samplerate=16000.0)
+        if holder.sfload(path) < 0:
+            holder.delete()
+            raise RenderError(f"fluidsynth could not load {path}")
+        _KEEP_LOADED[path] = holder
 
 
 def render(perf: Performance, seconds: float, sample_rate: int = 16000, folder: str = SOUNDFONT_DIR) -> np.ndarray:
@@ -70,11 +109,13 @@ def render(perf: Performance, seconds: float, sample_rate: int = 16000, folder: 
         off = min(n_total, int(round((t + dur * beat) * sample_rate)))
         events += [(on, 1, ch, key), (max(off, on + 1), 0, ch, key)]
     events.sort()
+    path = soundfont_path(perf.soundfont, folder)
+    _keep_loaded(path)
     fs = fluidsynth.Synth(samplerate=float(sample_rate), gain=0.4)
     try:
         fs.setting("synth.reverb.active", 0)
         fs.setting("synth.chorus.active", 0)
-        sfid = fs.sfload(soundfont_path(perf.soundfont, folder))
+        sfid = fs.sfload(path)
         if sfid < 0:
             raise RenderError(f"fluidsynth could not load {perf.soundfont}")
         for ch in range(16):

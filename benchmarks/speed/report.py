@@ -1,0 +1,139 @@
+"""The benchmark's outputs: ``speed.json`` (every number) and ``speed.md`` (the tables), both
+written atomically."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List
+
+from mart_upstream.fileio import atomic_path
+
+
+def _f(x, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _yes(flag) -> str:
+    return "-" if flag is None else ("yes" if flag else "**no**")
+
+
+def _length(s: float) -> str:
+    if s >= 3600 and s % 3600 == 0:
+        return f"{s / 3600:g} h"
+    if s >= 60 and s % 60 == 0:
+        return f"{s / 60:g} min"
+    return f"{s:g} s"
+
+
+def throughput_table(res: Dict) -> List[str]:
+    rows = res.get("throughput") or []
+    if not rows:
+        return []
+    b = res["settings"]["batch"]
+    clip = _length(res["settings"]["clip_seconds"])
+    out = [f"### Embedding throughput ({clip} clips, x realtime = audio seconds per wall-clock second)", "",
+           f"| model | path | params | GFLOP / audio s | audio computed per {clip} clip | x realtime b1 | "
+           f"x realtime b{b} | GFLOP/s b{b} | of matmul b1 | of matmul b{b} | CPU use |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        one, big = r["b1"], r[f"b{b}"]
+        out.append(f"| {r['model']} | {r['path']} | {r['params']:,} | {r['gflop_per_audio_s']:.2f} | "
+                   f"{r['computed_seconds_per_clip']:.1f} s | {one['x_realtime']:.1f} | {big['x_realtime']:.1f} | "
+                   f"{big['achieved_gflops']:.1f} | {one['matmul_fraction']:.1%} | {big['matmul_fraction']:.1%} | "
+                   f"{_f(big.get('cpu_utilisation'), '{:.0%}')} |")
+    out += ["", "GFLOP / audio s: matmul and convolution FLOPs (FlopCounterMode) per second of long audio. "
+            f"Audio computed: what one {clip} clip is padded to (whole windows / frame chunks, with chunk context). "
+            "Of matmul: the achieved FLOP rate of the call (its executed FLOPs / median time) divided by the "
+            "measured float32 torch.mm rate. CPU use: process CPU time / wall time / threads while timing "
+            "the batched call (below 100%: waiting, e.g. for other processes on the same cores).", ""]
+    return out
+
+
+def lengths_table(res: Dict) -> List[str]:
+    rows = res.get("lengths") or []
+    if not rows:
+        return []
+    out = ["### Time and peak memory against input length (one input, fresh process each)", "",
+           "| model | path | length | time s | ms / audio s | x realtime | CPU use | peak RSS + MB | "
+           "result MB | working MB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['model']} | {r['path']} | {_length(r['seconds'])} | failed: {r['error']} |"
+                       " | | | | | |")
+            continue
+        out.append(f"| {r['model']} | {r['path']} | {_length(r['seconds'])} | {r['time_s']:.2f} | "
+                   f"{1e3 * r['time_per_audio_s']:.2f} | {r['x_realtime']:.0f} | {r['cpu_utilisation']:.0%} | "
+                   f"{r['peak_growth_mb']:.0f} | {r['output_mb']:.0f} | {r['working_mb']:.0f} |")
+    s = res["settings"]
+    out += ["", "Peak RSS +: peak resident memory during the call above the resident memory just before it "
+            "(model built, input allocated, warmed up). Working: that minus the padded input copy and the "
+            "returned result, which must grow with the length. CPU use: process CPU time / wall time / threads.",
+            "", f"| model | path | time / audio s spread (>= {_length(s['linear_from'])}) | linear (<= "
+            f"{s['linear_max']:g}x) | spread incl. shortest | working memory growth | flat (< {s['flat_max']:.0%}) "
+            "| peak RSS growth | raw flat |", "|---|---|---:|---|---:|---|---|---|---|"]
+    for c in res.get("length_checks") or []:
+        pair = c.get("compared")
+        between = f" ({_length(pair[0])} -> {_length(pair[1])})" if pair else ""
+        out.append(f"| {c['model']} | {c['path']} | {c['time_spread_long']:.2f}x | {_yes(c['linear'])} | "
+                   f"{c['time_spread_all']:.2f}x | {_f(c.get('working_growth'), '{:+.0%}')}{between} | "
+                   f"{_yes(c.get('flat'))} | {_f(c.get('peak_growth'), '{:+.0%}')} | {_yes(c.get('flat_raw'))} |")
+    out.append("")
+    return out
+
+
+def training_table(res: Dict) -> List[str]:
+    rows = res.get("training") or []
+    if not rows:
+        return []
+    dev = res["machine"]["device"]
+    out = [f"### Pretraining throughput on {dev} (forward + backward + Adam step, random views)", "",
+           "| model | config | batch | clip s | s / step | clips / s | audio x realtime | CPU use | peak RSS + MB |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['model']} | {r['config']} | {r['batch']} | failed: {r['error']} | | | | | |")
+            continue
+        out.append(f"| {r['model']} | {r['config']} | {r['batch']} | {r['clip_seconds']:.2f} | {r['step_s']:.2f} | "
+                   f"{r['clips_per_s']:.2f} | {r['audio_x_realtime']:.1f} | {r['cpu_utilisation']:.0%} | "
+                   f"{r['peak_rss_growth_mb']:.0f} |")
+    out.append("")
+    return out
+
+
+def markdown(res: Dict) -> str:
+    m, mm = res["machine"], res["matmul"]
+    loads = [x[0] for x in (m.get("load_average_start"), m.get("load_average_end")) if x]
+    busy = m["device"] == "cpu" and loads and max(loads) > m["torch_threads"] + 0.5
+    shared = " (above the thread count: other processes shared the cores)" if busy else ""
+    out = ["## mart-bench speed", "",
+           f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, torch {m['torch']} with {m['torch_threads']} "
+           f"threads, device {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}. "
+           f"float32 matmul ({mm['size']}x{mm['size']}): {mm['gflops_start']:.1f} GFLOP/s at the start, "
+           f"{_f(mm.get('gflops_end'), '{:.1f}')} at the end; the larger is the reference. Load average "
+           f"{m['load_average_start']} at the start, {m.get('load_average_end')} at the end{shared}. "
+           f"Total {res['elapsed_s'] / 60:.1f} min.", ""]
+    end = mm.get("gflops_end")
+    if end and max(end, mm["gflops_start"]) > 1.25 * min(end, mm["gflops_start"]):
+        out += ["**The matmul rate changed by more than 25% during the run: the machine was shared, so timings "
+                "(and fractions of the matmul rate) are noisy; see the CPU use columns.**", ""]
+    if res.get("samplecnn_params"):
+        out += [f"SampleCNN (CLMR) reference: {res['samplecnn_params']:,} parameters.", ""]
+    out += throughput_table(res) + lengths_table(res) + training_table(res)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _write_text(path: str, text: str) -> None:
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the temp file is private; the result is an ordinary file
+
+
+def write(res: Dict, out_dir: str) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    md = markdown(res)
+    _write_text(os.path.join(out_dir, "speed.json"), json.dumps(res, indent=1) + "\n")
+    _write_text(os.path.join(out_dir, "speed.md"), md)
+    return md

@@ -1,0 +1,107 @@
+"""The encoders under test, built with random weights, and their embedding calls.
+
+Our models go through the one embedding path of ``mart_upstream.embedding``:
+``frames`` = ``frame_features(model, wav)`` (every layer on one frame grid) and
+``clip`` = ``clip_embeddings(model, wav)`` (one vector per clip). The SampleCNN reference gives one
+vector per 59049-sample window (``frames``) and their mean (``clip``).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from .samplecnn import SampleCNN
+
+SR = 16000
+OUR_MODELS = ("mart", "pemr", "simclr")
+REFERENCE_MODELS = ("samplecnn",)
+ALL_MODELS = OUR_MODELS + REFERENCE_MODELS
+PATHS = ("frames", "clip")
+
+# ``--tiny``: the real architectures, narrowed and shortened, for smoke tests of the benchmark itself.
+TINY_CONFIGS: Dict[str, dict] = {
+    "mart": {"clip_samples": 8000, "finest_hop": 50, "encoder": {"channels": [8, 8, 8, 8, 8, 8, 16]},
+             "pwt_head_dim": 8, "proj_hidden": 16, "proj_dim": 8},
+    "pemr": {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "d_model": 24, "head_dim": 8,
+             "proj_hidden": 16, "proj_dim": 8},
+    "simclr": {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "proj_hidden": 16, "proj_dim": 8},
+}
+
+
+def model_config(name: str, tiny: bool = False) -> Optional[dict]:
+    """The model section to build ``name`` with: None (the paper defaults) or the tiny config."""
+    return copy.deepcopy(TINY_CONFIGS[name]) if tiny and name in TINY_CONFIGS else None
+
+
+def build(name: str, device: str = "cpu", tiny: bool = False, config: Optional[dict] = None,
+          seed: int = 0) -> nn.Module:
+    """A model in eval mode with seeded random weights (speed does not depend on the weights)."""
+    torch.manual_seed(seed)
+    if name == "samplecnn":
+        model = SampleCNN()
+    elif name in OUR_MODELS:
+        from mart_upstream.models import build_model
+
+        model = build_model(name, config if config is not None else model_config(name, tiny))
+    else:
+        raise KeyError(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
+    return model.to(device).eval()
+
+
+def embed_call(model: nn.Module, path: str) -> Callable[[torch.Tensor], object]:
+    """[B, T] waveform -> the embedding call of ``path`` ("frames" or "clip")."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if isinstance(model, SampleCNN):
+        return model.window_embeddings if path == "frames" else model.clip_embeddings
+    from mart_upstream.embedding import clip_embeddings, frame_features
+
+    if path == "frames":
+        return lambda wav: frame_features(model, wav)
+    return lambda wav: clip_embeddings(model, wav)
+
+
+def window_samples(model: nn.Module, path: str) -> int:
+    """The unit of work of a path: audio of this many samples is computed at once (inputs are
+    padded up to whole units), so FLOPs per audio second are measured on it."""
+    if isinstance(model, SampleCNN):
+        return model.window
+    return model.feature_chunk if path == "frames" else model.clip_samples
+
+
+def computed_samples(model: nn.Module, path: str, n: int) -> int:
+    """Samples one row of ``n`` samples is processed as, after padding to whole windows or
+    chunks and adding the chunks' context (frames)."""
+    if isinstance(model, SampleCNN) or path == "clip":
+        size = window_samples(model, path)
+        return max(1, -(-n // size)) * size
+    hop, chunk, ctx = model.frame_hop, model.feature_chunk, model.feature_context
+    chunks = -(-max(1, -(-n // hop)) * hop // chunk)
+    return chunks * (chunk + 2 * ctx)
+
+
+def nbytes(out) -> int:
+    """Bytes held by the tensors of an embedding call's result."""
+    if isinstance(out, torch.Tensor):
+        return out.numel() * out.element_size()
+    if isinstance(out, (list, tuple)):
+        return sum(nbytes(x) for x in out)
+    return 0
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def inference_parameters(model: nn.Module) -> int:
+    """Parameters the embedding calls use: the encoder (and MART's part-whole transformer), not the
+    projection head, PEMR's predicting module or SampleCNN's tag layer."""
+    if isinstance(model, SampleCNN):
+        return num_parameters(model.blocks)
+    n = num_parameters(model.encoder) + num_parameters(model.frontend)
+    if hasattr(model, "pwt"):
+        n += num_parameters(model.pwt)
+    return n

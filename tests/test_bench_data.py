@@ -1,0 +1,136 @@
+"""mart-bench data: rendered real-music sets from the music21 corpus through fluidsynth (no mocks)."""
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+
+BENCH = os.path.join(os.path.dirname(sys.executable), "mart-bench")
+SECONDS = 4
+CLIPS = 6  # per class: 3 works (one per split) x 2 excerpts
+TINY = ["--profile", "small", "--clips-per-class", str(CLIPS), "--clips-per-work", "2", "--cover-works", "3",
+        "--pretrain-clips", "2", "--clip-seconds", str(SECONDS), "--workers", "2"]
+
+
+def _build(out, *extra):
+    return subprocess.run([BENCH, "data", *TINY, "--out", str(out), *extra], capture_output=True, text=True,
+                          timeout=600)
+
+
+def _hashes(root):
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def _audio(path):
+    x, sr = sf.read(path, dtype="int16")
+    assert sr == 16000 and x.ndim == 1 and len(x) == SECONDS * 16000, path
+    return x
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench") / "data"
+    r = _build(root)
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def test_style_task_layout_counts_and_splits(built):
+    m = json.loads((built / "manifest.json").read_text())
+    task = built / m["style"]["task"]
+    assert task.name == "music_style-1.0.0-full"
+    meta = json.loads((task / "task_metadata.json").read_text())
+    assert meta["split_mode"] == "trainvaltest" and meta["prediction_type"] == "multiclass"
+    assert meta["evaluation"][0] == "top1_acc" and meta["sample_duration"] == SECONDS
+    classes = m["style"]["classes"]
+    assert len(classes) >= 8
+    corpora = [c for info in classes.values() for c in info["corpora"]]
+    assert len(corpora) == len(set(corpora))  # every class from its own corpora
+    with open(task / "labelvocabulary.csv") as f:
+        assert sorted(row["label"] for row in csv.DictReader(f)) == sorted(classes)
+    per_label, work_split = {}, {}
+    for split in ("train", "valid", "test"):
+        entries = json.loads((task / f"{split}.json").read_text())
+        assert entries, split
+        assert sorted(os.listdir(task / "16000" / split)) == sorted(entries)
+        for name, labels in entries.items():
+            _audio(task / "16000" / split / name)
+            per_label[labels[0]] = per_label.get(labels[0], 0) + 1
+            work = name.rsplit("_", 1)[0]  # <label>.<work>_<clip>.wav
+            assert work_split.setdefault(work, split) == split, f"{work} is in two splits"
+    assert per_label == {label: CLIPS for label in classes}
+    assert len(work_split) == 3 * len(classes)  # two excerpts of each work, in the work's split
+    for label, info in classes.items():
+        assert info["clips"] == CLIPS and len(list((built / "raw" / "style" / label).glob("*.wav"))) == CLIPS
+        splits = [set(info["works"][s]) for s in ("train", "valid", "test")]
+        assert all(splits) and not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    assert sum(m["style"]["split_sizes"].values()) == CLIPS * len(classes)
+
+
+def test_covers_pretrain_and_manifest(built):
+    m = json.loads((built / "manifest.json").read_text())
+    with open(built / "covers" / "manifest.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["work_id", "version_id", "path"]
+        rows = list(reader)
+    assert len(rows) == 3 * 4 and len({r["work_id"] for r in rows}) == 3
+    audio = {}
+    for row in rows:
+        x = _audio(built / "covers" / row["path"])
+        assert abs(x.astype(float)).max() > 0.1 * 32767
+        audio.setdefault(row["work_id"], []).append(x.tobytes())
+    assert all(len(v) == 4 and len(set(v)) == 4 for v in audio.values())  # the versions differ
+    style = {w for c in m["style"]["classes"].values() for ws in c["works"].values() for w in ws}
+    covers, pretrain = set(m["covers"]["work_ids"]), set(m["pretrain"]["work_ids"])
+    assert len(covers) == 3 and len(pretrain) == 2
+    assert not (style & covers or style & pretrain or covers & pretrain)
+    wavs = list((built / "pretrain").rglob("*.wav"))
+    assert len(wavs) == 2 and all(len(sf.read(p)[0]) == 10 * 16000 for p in wavs)
+    assert set(m["versions"]) >= {"music21", "pyfluidsynth", "libfluidsynth"}
+    assert {v["licence"] for v in m["soundfonts"].values()} == {"MIT", "GPL-2"}
+    assert all(len(v["sha256"]) == 64 for v in m["soundfonts"].values())
+    licences = (built / "LICENSES.md").read_text()
+    assert "commercial" in licences and "MIT" in licences and "GPL-2" in licences and "wesnoth" in licences.lower()
+
+
+def test_same_seed_same_bytes_and_overwrite(built, tmp_path):
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "stale.txt").write_text("old")
+    r = _build(again)
+    assert r.returncode == 2 and "--overwrite" in r.stderr and (again / "stale.txt").exists()
+    r = _build(again, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert _hashes(built) == _hashes(again)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_missing_soundfont_is_named_and_nothing_is_left(tmp_path):
+    r = _build(tmp_path / "out", "--soundfont-dir", str(tmp_path / "nosf"))
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("mart-bench data: error:") and "FluidR3_GM.sf2 is missing" in line
+    assert "apt-get install fluidsynth" in line and "pip install pyfluidsynth" in line
+    assert os.listdir(tmp_path) == []
+
+
+def test_work_selection_skips_used_works_in_order():
+    from benchmarks.musicset import build
+
+    cands = list(build._works("ryans_mammoth", 0))[:8]
+    used = {cands[0].id, cands[2].id}
+    chosen = build._take(cands, 3, used, build.DataConfig(), build._Pool(1), "test", {})
+    ids = [c.work.id for c in chosen]
+    assert len(ids) == 3 and not {cands[0].id, cands[2].id} & set(ids)
+    assert ids == sorted(ids, key=[w.id for w in cands].index) and set(ids) <= used
+    assert build._works("ryans_mammoth", 0) == tuple(build.list_works("ryans_mammoth", 0))  # stable listing
