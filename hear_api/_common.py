@@ -71,13 +71,13 @@ def load_model(name: str, model_file_path: str, layers: Sequence[int]) -> HearMo
     return HearModel(model, layers).eval()
 
 
-def check_audio(audio, model: HearModel, sample_rate: Optional[int] = None) -> torch.Tensor:
+def check_audio(audio, model: nn.Module, sample_rate: Optional[int] = None, model_type: type = HearModel) -> torch.Tensor:
     """-> float32 [n_sounds, n_samples] at the model's rate on the model's device, or a ValueError.
 
     Conversions (documented in docs/hear.md): other float dtypes -> float32; ``sample_rate`` given
     and different from ``model.sample_rate`` -> resampled. Everything else is refused with the reason.
     """
-    if not isinstance(model, HearModel):
+    if not isinstance(model, model_type):
         raise TypeError(f"model must come from this module's load_model(), got {type(model).__name__}")
     if not isinstance(audio, torch.Tensor):
         raise TypeError(f"audio must be a torch.Tensor [n_sounds, n_samples], got {type(audio).__name__}")
@@ -93,7 +93,7 @@ def check_audio(audio, model: HearModel, sample_rate: Optional[int] = None) -> t
     bad = ~torch.isfinite(audio).all(dim=1)
     if bad.any():
         raise ValueError(f"audio holds NaN or Inf values (sounds {bad.nonzero().flatten().tolist()[:10]})")
-    device = next(model.parameters()).device
+    device = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
     audio = audio.to(device=device, dtype=torch.float32)
     if sample_rate is not None and int(sample_rate) != model.sample_rate:
         if sample_rate <= 0:

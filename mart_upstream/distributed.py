@@ -54,6 +54,15 @@ def local_offset(batch: int) -> int:
     return dist.get_rank() * batch if is_distributed() else 0
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank (so all ranks take the same branch)."""
+    if not is_distributed():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

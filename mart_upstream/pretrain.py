@@ -48,7 +48,9 @@ class DataConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
-    steps: int = 1000
+    steps: int = 1000  # the step budget
+    max_minutes: Optional[float] = None  # a time budget too: stop at whichever comes first (training time,
+    # summed over resumed runs; data scanning and checkpoint writing not counted)
     batch_size: int = 48  # MART §3.1, PEMR §4.1.3
     log_every: int = 10
     ckpt_every: int = 500
@@ -139,7 +141,8 @@ def build_settings(args) -> tuple:
 def train(args) -> str:
     model_cfg, cfg = build_settings(args)
     run = cfg.run
-    for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("seed", "seed"), ("device", "device"),
+    for flag, key in (("steps", "steps"), ("max_minutes", "max_minutes"), ("batch_size", "batch_size"),
+                      ("seed", "seed"), ("device", "device"),
                       ("ckpt_every", "ckpt_every"), ("log_every", "log_every")):
         if getattr(args, flag) is not None:
             setattr(run, key, getattr(args, flag))
@@ -149,6 +152,8 @@ def train(args) -> str:
         cfg.data.file_list = args.file_list
     if args.tensorboard:
         run.tensorboard = True
+    if run.max_minutes is not None and not run.max_minutes > 0:
+        raise PretrainError(f"--max-minutes must be positive, got {run.max_minutes}")
     out = args.out
     ckpt_path = os.path.join(out, "last.ckpt")
     resume_state = None
@@ -160,6 +165,7 @@ def train(args) -> str:
         model_cfg = build_config(args.model, resume_state["config"])
         saved = from_dict(PretrainConfig, resume_state["pretrain"].get("settings", {}), "checkpoint settings")
         saved.run.steps, saved.data.num_workers, saved.run.device = run.steps, cfg.data.num_workers, run.device
+        saved.run.max_minutes = run.max_minutes
         cfg, run = saved, saved.run
     elif args.resume:
         log.warning("--resume: no checkpoint at %s, starting from step 0", ckpt_path)
@@ -197,11 +203,12 @@ def train(args) -> str:
     model = build_model(args.model, model_cfg).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                              betas=tuple(cfg.optim.betas))
-    start = 0
+    start, trained_s = 0, 0.0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optim.load_state_dict(resume_state["optimizer"])
         start = int(resume_state["step"])
+        trained_s = float(resume_state["pretrain"].get("train_seconds", 0.0))
         if dist.is_main:
             log.info("resuming %s from step %d", ckpt_path, start)
     augment = AugmentationChain(cfg.augment).to(device)
@@ -228,8 +235,11 @@ def train(args) -> str:
     model.train()
     t_last, clips_since = time.perf_counter(), 0
     step = start
+    budget_s = run.max_minutes * 60 if run.max_minutes is not None else float("inf")
     batches = iter(loader)
-    while step < run.steps:
+    t_resumed = time.perf_counter()
+    out_of_time = trained_s >= budget_s
+    while step < run.steps and not out_of_time:
         batch = next(batches).to(device, non_blocking=True)  # [B, V, T]
         s = step_seed(run.seed, step, dist.rank)
         torch.manual_seed(s)  # dropout and BERT masking of this step
@@ -256,14 +266,18 @@ def train(args) -> str:
                 scalars["clips_per_s"] = rate
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", clips_s=f"{rate:.1f}")
                 metrics.add(step, scalars)
-        if step % run.ckpt_every == 0 or step == run.steps:
+        elapsed = trained_s + time.perf_counter() - t_resumed
+        out_of_time = D.any_rank(elapsed >= budget_s, device)  # every rank stops at the same step
+        if step % run.ckpt_every == 0 or step == run.steps or out_of_time:
             if dist.is_main:
+                extra["train_seconds"] = elapsed
                 save_checkpoint(ckpt_path, model, args.model, step, optim, extra)
                 metrics.flush()
             D.barrier()
     bar.close()
     if dist.is_main:
-        log.info("finished %d steps; checkpoint %s", step, ckpt_path)
+        why = f"time budget of {run.max_minutes} min" if out_of_time and step < run.steps else "step budget"
+        log.info("finished %d steps (%s); checkpoint %s", step, why, ckpt_path)
     D.cleanup()
     return ckpt_path
 
@@ -291,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder tree of audio files (wav/flac/ogg/mp3)")
     p.add_argument("--out", required=True, help="run folder; the final checkpoint is OUT/last.ckpt")
     p.add_argument("--steps", type=int)
+    p.add_argument("--max-minutes", type=float, dest="max_minutes",
+                   help="time budget: stop after this many minutes of training, or at --steps if sooner")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--config", help="YAML/JSON file with sections model, optim, data, run, augment")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt if it exists")

@@ -1,0 +1,159 @@
+"""The two evaluations of the offline benchmark, through the real harness paths.
+
+* classification (a HEAR task folder): heareval's embeddings runner, then its predictions runner
+  (a probe chosen on the validation split by heareval's own grid search), both as child processes
+  exactly as a user runs them; the test scores come from ``test.predicted-scores.json``;
+* cover songs (a manifest CSV): scene embeddings from the same HEAR module
+  (``benchmarks.cover_song.embed``), every version a query against all others, MAP / P@10 / MR1
+  (``benchmarks.cover_song.search``, MIREX definitions). The chroma reference ranks by its
+  key-invariant similarity instead of the cosine.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+from benchmarks.cover_song import datasets as cover_datasets
+from benchmarks.cover_song.embed import HearSource, embed_tracks
+from benchmarks.cover_song.metrics import retrieval_metrics
+from benchmarks.cover_song.search import evaluate as cover_evaluate
+from mart_upstream.fileio import atomic_path
+
+from .references import key_invariant_similarity
+
+log = logging.getLogger("mart-bench.run")
+STYLE_METRICS = ("top1_acc", "mAP")
+COVER_METRICS = ("map", "p_at_10", "mr1")
+
+
+@dataclass
+class Entry:
+    """One row of the table: a HEAR module and its weights (``""``: the module needs none)."""
+
+    row: str  # table row, e.g. "mart", "mart (random init)", "MFCC statistics"
+    key: str  # folder name of this entry's results, e.g. "mart-seed1"
+    module: str
+    checkpoint: str = ""
+    seed: Optional[int] = None
+    key_invariant: bool = False  # cover similarity: max over 12 chroma rotations
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+def harness_env() -> Dict[str, str]:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+               # heareval reloads its own Lightning probe checkpoints with torch.load; they hold more than tensors
+               TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def _run(cmd, log_path: str, what: str) -> None:
+    with open(log_path, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=harness_env())
+    if r.returncode != 0:
+        with open(log_path) as f:
+            tail = f.read()[-2000:]
+        raise EvalError(f"{what} failed (exit {r.returncode}); log {log_path}:\n{tail}")
+
+
+def _write_json(path: str, data) -> None:
+    with atomic_path(path, suffix=".json") as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def style_task(entry: Entry, task_dir: str, out_dir: str, grid: str = "default", grid_points: int = 8) -> Dict:
+    """heareval embeddings + predictions on one task folder -> test scores and the chosen probe."""
+    result_path = os.path.join(out_dir, "style.json")
+    if os.path.isfile(result_path):
+        with open(result_path) as f:
+            return json.load(f)
+    task_dir = os.path.abspath(task_dir)
+    emb_root = os.path.join(out_dir, "embeddings")
+    log_path = os.path.join(out_dir, "heareval.log")
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "heareval.embeddings.runner", entry.module, "--tasks-dir",
+           os.path.dirname(task_dir), "--task", os.path.basename(task_dir), "--embeddings-dir", emb_root]
+    if entry.checkpoint:
+        cmd[4:4] = ["--model", entry.checkpoint]
+    _run(cmd, log_path, f"heareval embeddings runner ({entry.key})")
+    t1 = time.perf_counter()
+    emb_dirs = glob.glob(os.path.join(emb_root, "*", os.path.basename(task_dir)))
+    if len(emb_dirs) != 1:
+        raise EvalError(f"heareval embeddings runner wrote {len(emb_dirs)} task folders under {emb_root}, expected 1")
+    _run([sys.executable, "-m", "heareval.predictions.runner", emb_dirs[0], "--grid", grid,
+          "--grid-points", str(grid_points)], log_path, f"heareval predictions runner ({entry.key})")
+    t2 = time.perf_counter()
+    with open(os.path.join(emb_dirs[0], "test.predicted-scores.json")) as f:
+        scores = json.load(f)
+    if "test" not in scores:
+        raise EvalError(f"{emb_dirs[0]}: expected a train/valid/test task (trainvaltest split), "
+                        f"got the scores {sorted(scores)}")
+    test = scores["test"]
+    out = {m: float(test[f"test_{m}"]) for m in STYLE_METRICS}
+    out.update(validation_score=float(test["validation_score"]), probe=scores.get("hparams", {}),
+               embed_s=round(t1 - t0, 1), predict_s=round(t2 - t1, 1))
+    out["probe"] = {k: v for k, v in out["probe"].items() if isinstance(v, (int, float, str))}
+    _write_json(result_path, out)
+    return out
+
+
+def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:
+    """Cover-song retrieval over the whole manifest with the entry's scene embeddings."""
+    result_path = os.path.join(out_dir, "covers.json")
+    if os.path.isfile(result_path):
+        with open(result_path) as f:
+            return json.load(f)
+    t0 = time.perf_counter()
+    collection = cover_datasets.read_manifest(manifest)
+    source = HearSource(entry.module, entry.checkpoint)
+    emb, kept, bad = embed_tracks(source, collection.tracks)
+    if bad:
+        raise EvalError(f"{len(bad)} cover tracks could not be read, e.g. {bad[0]}")
+    works = [t.work for t in kept]
+    if entry.key_invariant:
+        res = retrieval_metrics(key_invariant_similarity(emb), works)
+        res["search"] = "exact, key-invariant (max over 12 chroma rotations)"
+    else:
+        res = cover_evaluate(emb, works, method="exact")
+    out = {m: float(res[m]) for m in COVER_METRICS}
+    out.update(top1=float(res["top1"]), n_queries=int(res["n_queries"]), search=res["search"],
+               dim=int(emb.shape[1]), embed_s=round(time.perf_counter() - t0, 1))
+    _write_json(result_path, out)
+    return out
+
+
+def find_task(tasks_dir: str, name: Optional[str] = None) -> str:
+    """The classification task folder under ``tasks_dir`` (the one there, or ``name``)."""
+    if not os.path.isdir(tasks_dir):
+        raise EvalError(f"no task folder: {tasks_dir} does not exist")
+    found = sorted(d for d in os.listdir(tasks_dir) if os.path.isfile(os.path.join(tasks_dir, d, "task_metadata.json")))
+    if name:
+        if name not in found:
+            raise EvalError(f"task {name!r} not in {tasks_dir} (found: {', '.join(found) or 'none'})")
+        return os.path.join(tasks_dir, name)
+    if len(found) != 1:
+        raise EvalError(f"{tasks_dir} holds {len(found)} HEAR task folders ({', '.join(found) or 'none'}); "
+                        "name one with --task")
+    return os.path.join(tasks_dir, found[0])
+
+
+def summarise(values) -> Dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}

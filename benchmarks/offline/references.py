@@ -1,0 +1,100 @@
+"""Hand-made references for the offline benchmark, as HEAR 2021 modules (``hear_mfcc``, ``hear_chroma``).
+
+* MFCC statistics: 20 MFCCs and their deltas (torchaudio), mean and standard deviation over time
+  (80-d scene embedding); the classic timbre baseline.
+* Chroma statistics: a 12-bin chroma of the STFT power (librosa's chroma filterbank on a torch STFT),
+  each frame scaled to max 1, mean and standard deviation over time (24-d). For cover songs the
+  mean chroma is compared under all 12 transpositions (``key_invariant_similarity``), as the
+  key-invariant chroma baseline of cover-song identification does.
+
+Both go through the same harness paths as the learned encoders (heareval's runners, the cover-song
+evaluator); neither has weights, so ``load_model`` ignores its path.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+import torchaudio.transforms as T
+from torch import nn
+
+from hear_api._common import check_audio
+
+SR = 16000
+
+
+class ReferenceModel(nn.Module):
+    """Frame features (``frames``) plus their mean and standard deviation as the scene embedding."""
+
+    sample_rate = SR
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        if kind == "mfcc":
+            self.hop = 320  # 20 ms
+            self.feature = T.MFCC(SR, n_mfcc=20, melkwargs=dict(n_fft=1024, hop_length=self.hop, n_mels=128))
+            dim = 40  # MFCCs and deltas
+        elif kind == "chroma":
+            import librosa  # only its chroma filterbank
+
+            self.hop, self.n_fft = 800, 4096  # 50 ms hop; 256 ms window resolves low pitches
+            fb = librosa.filters.chroma(sr=SR, n_fft=self.n_fft, n_chroma=12)  # [12, n_fft // 2 + 1]
+            self.register_buffer("chroma_fb", torch.from_numpy(fb).float())
+            self.register_buffer("window", torch.hann_window(self.n_fft))
+            dim = 12
+        else:
+            raise ValueError(f"unknown reference {kind!r}: mfcc or chroma")
+        self.timestamp_embedding_size = dim
+        self.scene_embedding_size = 2 * dim
+        self.timestamp_hop_ms = 1000.0 * self.hop / SR
+
+    def frames(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, T] -> [B, n_frames, dim], frame i centred at i * hop."""
+        if self.kind == "mfcc":
+            m = self.feature(wav)  # [B, 20, F]
+            x = torch.cat([m, AF.compute_deltas(m)], dim=1)
+        else:
+            spec = torch.stft(wav, self.n_fft, self.hop, window=self.window, center=True,
+                              return_complex=True).abs() ** 2  # [B, n_fft // 2 + 1, F]
+            c = torch.einsum("cf,bft->bct", self.chroma_fb, spec)
+            x = c / c.amax(dim=1, keepdim=True).clamp_min(1e-10)
+        return x.transpose(1, 2)
+
+    def scene(self, wav: torch.Tensor) -> torch.Tensor:
+        x = self.frames(wav)
+        return torch.cat([x.mean(dim=1), x.std(dim=1, unbiased=False)], dim=-1)
+
+
+def key_invariant_similarity(scene: np.ndarray) -> np.ndarray:
+    """Chroma scene embeddings [N, 24] -> [N, N]: max over the 12 rotations of one mean chroma of the
+    cosine similarity between mean chromas (a transposition rotates the chroma)."""
+    c = np.asarray(scene, dtype=np.float64)[:, :12]
+    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    return np.max(np.stack([c @ np.roll(c, k, axis=1).T for k in range(12)]), axis=0)
+
+
+def module_functions(kind: str):
+    """The three HEAR API functions of ``benchmarks.offline.hear_<kind>``."""
+
+    def load_model(model_file_path: str = "") -> ReferenceModel:
+        return ReferenceModel(kind).eval()
+
+    @torch.no_grad()
+    def get_timestamp_embeddings(audio: torch.Tensor, model: ReferenceModel,
+                                 sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        audio = check_audio(audio, model, sample_rate, model_type=ReferenceModel)
+        emb = model.frames(audio)
+        centres = torch.arange(emb.shape[1], dtype=torch.float32) * model.timestamp_hop_ms
+        return emb.float(), centres.expand(audio.shape[0], -1).contiguous()
+
+    @torch.no_grad()
+    def get_scene_embeddings(audio: torch.Tensor, model: ReferenceModel,
+                             sample_rate: Optional[int] = None) -> torch.Tensor:
+        return model.scene(check_audio(audio, model, sample_rate, model_type=ReferenceModel)).float()
+
+    for f in (load_model, get_timestamp_embeddings, get_scene_embeddings):
+        f.__module__ = f"benchmarks.offline.hear_{kind}"
+    return load_model, get_timestamp_embeddings, get_scene_embeddings

@@ -1,0 +1,139 @@
+"""The benchmark's table: rows over seeds (mean ± std), comparisons, Markdown and a PNG chart."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List
+
+from mart_upstream.fileio import atomic_path
+
+from .evaluation import COVER_METRICS, STYLE_METRICS, summarise
+
+COLUMNS = [("style", m) for m in STYLE_METRICS] + [("covers", m) for m in COVER_METRICS]
+HEADERS = {("style", "top1_acc"): "style top1_acc", ("style", "mAP"): "style mAP",
+           ("covers", "map"): "cover MAP", ("covers", "p_at_10"): "cover P@10", ("covers", "mr1"): "cover MR1 (lower better)"}
+HIGHER_IS_BETTER = {("covers", "mr1"): False}
+MFCC_ROW = "MFCC statistics"
+CHROMA_ROW = "chroma statistics (key-invariant on covers)"
+
+
+def table_rows(entries: List[Dict]) -> List[Dict]:
+    """Entries (one per model and seed) -> rows in first-seen order, each metric summarised over seeds."""
+    rows: Dict[str, Dict] = {}
+    for e in entries:
+        row = rows.setdefault(e["row"], {"row": e["row"], "seeds": [], "entries": []})
+        row["entries"].append(e["key"])
+        if e.get("seed") is not None:
+            row["seeds"].append(e["seed"])
+    for row in rows.values():
+        mine = [e for e in entries if e["row"] == row["row"]]
+        for task, metric in COLUMNS:
+            values = [e[task][metric] for e in mine if task in e]
+            if values:
+                row[f"{task}_{metric}"] = summarise(values)
+    return list(rows.values())
+
+
+def _cell(stats) -> str:
+    if stats is None:
+        return "–"
+    if stats["n"] > 1:
+        return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+    return f"{stats['mean']:.3f}"
+
+
+def random_row(model: str) -> str:
+    return "mart (random init)" if model == "mart" else "FCN-4 encoder (random init; pemr, simclr)"
+
+
+def comparisons(rows: List[Dict], models=("mart", "pemr")) -> List[Dict]:
+    """Each of ``models`` against its random-init encoder, MFCC, simclr and chroma: mean over seeds better?"""
+    by_name = {r["row"]: r for r in rows}
+    out = []
+    for m in models:
+        if m not in by_name:
+            continue
+        for ref in (random_row(m), MFCC_ROW, "simclr", CHROMA_ROW):
+            if ref not in by_name:
+                continue
+            for task, metric in COLUMNS:
+                a, b = by_name[m].get(f"{task}_{metric}"), by_name[ref].get(f"{task}_{metric}")
+                if a is None or b is None:
+                    continue
+                higher = HIGHER_IS_BETTER.get((task, metric), True)
+                better = a["mean"] > b["mean"] if higher else a["mean"] < b["mean"]
+                out.append({"model": m, "reference": ref, "metric": HEADERS[(task, metric)], "model_mean": a["mean"],
+                            "reference_mean": b["mean"], "better": bool(better)})
+    return out
+
+
+def _comparison_table(comps: List[Dict]) -> List[str]:
+    pairs = list(dict.fromkeys((c["model"], c["reference"]) for c in comps))
+    metrics = list(dict.fromkeys(c["metric"] for c in comps))
+    lines = ["| model | against | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for m, ref in pairs:
+        cells = []
+        for metric in metrics:
+            c = next((c for c in comps if (c["model"], c["reference"], c["metric"]) == (m, ref, metric)), None)
+            cells.append("–" if c is None else
+                         f"{'better' if c['better'] else '**not better**'} ({c['model_mean'] - c['reference_mean']:+.3f})")
+        lines.append(f"| {m} | {ref} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(result: Dict) -> str:
+    rows, meta = result["table"], result["meta"]
+    lines = ["## mart-bench run", "",
+             f"Data: {meta['data']}. Pretraining budget per run: {meta['budget']}; seeds {meta['seeds']}. "
+             f"Classification: heareval embeddings + predictions runners (grid {meta['grid']}, "
+             f"{meta['grid_points']} points), test split. Covers: {meta['cover_tracks']} versions of "
+             f"{meta['cover_works']} works, each a query against all others. Total {meta['total_minutes']:.1f} min.",
+             "", "| model | seeds | " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
+             "|---|---:|" + "---:|" * len(COLUMNS)]
+    for r in rows:
+        cells = [_cell(r.get(f"{t}_{m}")) for t, m in COLUMNS]
+        lines.append(f"| {r['row']} | {len(r['seeds']) or '–'} | " + " | ".join(cells) + " |")
+    runs = result.get("runs", [])
+    if runs:
+        lines += ["", "Pretraining runs:", "", "| model | seed | steps | batch | training min | wall s |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['seed']} | {r['steps']} | {r['batch_size']} | {r['train_minutes']:.2f} | "
+                  f"{r['wall_s']:.0f} |" for r in runs]
+    comps = result.get("comparisons", [])
+    if comps:
+        lines += ["", f"MART and PEMR (mean over seeds) against the references: {sum(c['better'] for c in comps)} of "
+                  f"{len(comps)} comparisons better (difference of means in brackets).", ""]
+        lines += _comparison_table(comps)
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: Dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["table"]
+    panels = [("style", "top1_acc"), ("covers", "map")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.45 * len(rows) + 1.6))
+    names = [r["row"] for r in rows][::-1]
+    for ax, (task, metric) in zip(axes, panels):
+        stats = [r.get(f"{task}_{metric}") for r in rows][::-1]
+        means = [s["mean"] if s else 0.0 for s in stats]
+        errs = [s["std"] if s else 0.0 for s in stats]
+        colors = ["C0" if r["seeds"] else "C7" for r in rows][::-1]
+        ax.barh(range(len(names)), means, xerr=errs, color=colors, capsize=3)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel(HEADERS[(task, metric)] + " (test)")
+        ax.set_xlim(0, 1)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("mart-bench run: pretrained (blue, mean ± std over seeds) and references (grey)")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path, suffix=".md") as tmp, open(tmp, "w") as f:
+        f.write(text)

@@ -1,0 +1,186 @@
+"""``mart-bench run``: pretrain mart, pemr and simclr for the same budget, evaluate them and the references.
+
+    mart-bench run --out results/bench                       # builds the full data set into OUT/data
+    mart-bench run --out results/quick --quick               # small data, short runs: the README demo
+    mart-bench run --out OUT --data DIR [--task NAME]        # a set built elsewhere: DIR/tasks/<task>/,
+                                                             # DIR/covers/manifest.csv, DIR/pretrain/
+    mart-bench run --out OUT --export mart_upstream/checkpoints   # also package the best seeds
+
+Rows: each pretrained model (mean ± std over ``--seeds``), the same models with random weights, MFCC
+statistics and chroma statistics (key-invariant on covers). Everything finished is kept in OUT, so a
+killed run continues where it stopped when started again with the same arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from typing import Dict, List
+
+from mart_upstream.fileio import atomic_path
+
+from . import evaluation, export, pretraining, report
+from .evaluation import Entry, EvalError
+
+log = logging.getLogger("mart-bench.run")
+REFERENCES = [Entry(report.MFCC_ROW, "mfcc", "benchmarks.offline.hear_mfcc"),
+              Entry(report.CHROMA_ROW, "chroma", "benchmarks.offline.hear_chroma", key_invariant=True)]
+QUICK = dict(profile="small", minutes=0.5, seeds="0,1", grid="faster", grid_points=1)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="results folder (results.json, results.md, results.png)")
+    p.add_argument("--data", help="a data folder built by `mart-bench data` or in its layout; default: build "
+                                   "one into OUT/data")
+    p.add_argument("--task", help="the HEAR task folder name under DATA/tasks (when there are several)")
+    p.add_argument("--covers", help="cover manifest CSV (default DATA/covers/manifest.csv)")
+    p.add_argument("--pretrain-data", help="pretraining audio folder (default DATA/pretrain)")
+    p.add_argument("--profile", default="full", choices=["full", "small"], help="data profile when building")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a short end-to-end version: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
+    p.add_argument("--models", default=",".join(pretraining.MODELS), help="comma-separated (default: all)")
+    p.add_argument("--seeds", default="0,1,2", help="pretraining seeds (default 0,1,2)")
+    p.add_argument("--minutes", type=float, default=3.5,
+                   help="training minutes per run, the same for every model (default 3.5: about 10 min per model "
+                        "over 3 seeds on 2 CPU cores)")
+    p.add_argument("--steps", type=int, default=1_000_000,
+                   help="step cap per run; with --minutes 0 the only budget (equal steps instead of equal time)")
+    p.add_argument("--batch-size", type=int, help="override the configs' batch size (8)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="pretraining device")
+    p.add_argument("--num-workers", type=int, default=1, help="pretraining data-loading processes")
+    p.add_argument("--grid", default="default", choices=["default", "fast", "faster"], help="heareval probe grid")
+    p.add_argument("--grid-points", type=int, default=8, help="heareval grid points")
+    p.add_argument("--no-references", action="store_true", help="leave out the random-init, MFCC and chroma rows")
+    p.add_argument("--export", metavar="DIR", help="write the best seed of each model as DIR/<model>.ckpt + card")
+    p.add_argument("--workers", type=int, default=2, help="processes for building the data")
+
+
+def _apply_quick(args) -> None:
+    defaults = {"profile": "full", "minutes": 3.5, "seeds": "0,1,2", "grid": "default", "grid_points": 8}
+    for k, v in QUICK.items():
+        if getattr(args, k) == defaults[k]:  # explicit flags win over --quick
+            setattr(args, k, v)
+
+
+def _data(args) -> Dict[str, str]:
+    root = args.data
+    if not root:
+        root = os.path.join(args.out, "data")
+        if not os.path.isfile(os.path.join(root, "manifest.json")):
+            from benchmarks.musicset import build as data_build
+
+            cfg = data_build.PROFILES[args.profile]
+            log.info("building the %s data set into %s", args.profile, root)
+            data_build.build(root, cfg, 0, args.workers, overwrite=True, profile=args.profile)
+    task = evaluation.find_task(os.path.join(root, "tasks"), args.task)
+    covers = args.covers or os.path.join(root, "covers", "manifest.csv")
+    pool = args.pretrain_data or os.path.join(root, "pretrain")
+    for what, path, isdir in (("cover manifest", covers, False), ("pretraining folder", pool, True)):
+        if not (os.path.isdir(path) if isdir else os.path.isfile(path)):
+            raise EvalError(f"{what} {path} does not exist")
+    desc = f"{os.path.abspath(root)}"
+    manifest = os.path.join(root, "manifest.json")
+    if os.path.isfile(manifest):
+        with open(manifest) as f:
+            m = json.load(f)
+        desc = (f"`mart-bench data --profile {m.get('profile')} --seed {m.get('seed')}`: "
+                f"{m['pretrain'].get('rendered_clips')} rendered clips and "
+                f"{len(m['pretrain'].get('recorded_tracks', []))} recordings for pretraining")
+    return {"root": os.path.abspath(root), "task": task, "covers": covers, "pretrain": pool, "description": desc}
+
+
+def _int_list(text: str, what: str) -> List[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise EvalError(f"--{what} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise EvalError(f"--{what} is empty")
+    return values
+
+
+def _entries(args, runs: List[Dict]) -> List[Entry]:
+    out = [Entry(r["model"], f"{r['model']}-seed{r['seed']}", f"hear_api.{r['model']}", r["checkpoint"], r["seed"])
+           for r in runs]
+    if not args.no_references:
+        seed = _int_list(args.seeds, "seeds")[0]
+        done = set()
+        for m in _models(args):
+            row = report.random_row(m)  # pemr and simclr share the FCN-4 encoder: one row for both
+            if row in done:
+                continue
+            done.add(row)
+            ckpt = pretraining.random_init(m, seed, os.path.join(args.out, "random_init", f"{m}.ckpt"))
+            out.append(Entry(row, f"{m}-random", f"hear_api.{m}", ckpt, None))
+        out += REFERENCES
+    return out
+
+
+def _models(args) -> List[str]:
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(pretraining.MODELS))
+    if unknown or not models:
+        raise EvalError(f"--models: unknown {unknown}; choose from {', '.join(pretraining.MODELS)}")
+    return models
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.quick:
+        _apply_quick(args)
+    t0 = time.time()
+    try:
+        if args.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise EvalError("--device cuda: no CUDA device is available here (use --device cpu)")
+        models, seeds = _models(args), _int_list(args.seeds, "seeds")
+        budget = pretraining.Budget(args.minutes if args.minutes > 0 else None, args.steps, args.batch_size)
+        data = _data(args)
+        runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
+                                     budget, args.device, args.num_workers) for m in models for s in seeds]
+        entries = []
+        for e in _entries(args, runs):
+            folder = os.path.join(args.out, "eval", e.key)
+            log.info("evaluating %s", e.key)
+            style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
+            covers = evaluation.covers(e, data["covers"], folder)
+            entries.append({"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint,
+                            "seed": e.seed, "style": style, "covers": covers})
+            log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f", e.key,
+                     style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"])
+    except (EvalError, RuntimeError, ValueError) as e:
+        print(f"mart-bench run: error: {e}", file=sys.stderr)
+        return 2
+    rows = report.table_rows(entries)
+    cover_info = entries[0]["covers"]
+    meta = {"data": data["description"], "data_root": data["root"], "task": os.path.basename(data["task"]),
+            "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": cover_info["n_queries"],
+            "cover_works": _count_works(data["covers"]), "budget": budget.describe(), "seeds": seeds,
+            "grid": args.grid, "grid_points": args.grid_points, "device": args.device, "commit": export.commit(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "data_description": data["description"], "total_minutes": (time.time() - t0) / 60}
+    result = {"meta": meta, "runs": runs, "entries": entries, "table": rows,
+              "comparisons": report.comparisons(rows)}
+    if args.export:
+        best = export.best_seeds(entries, runs)
+        result["exported"] = export.export(best, args.export, meta)
+    with atomic_path(os.path.join(args.out, "results.json"), suffix=".json") as tmp, open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    text = report.markdown(result)
+    report.write_text(os.path.join(args.out, "results.md"), text)
+    report.plot(result, os.path.join(args.out, "results.png"))
+    print(text)
+    print(f"wrote {args.out}/results.json, results.md, results.png in {(time.time() - t0) / 60:.1f} min")
+    return 0
+
+
+def _count_works(manifest: str) -> int:
+    from benchmarks.cover_song.datasets import read_manifest
+
+    return len({t.work for t in read_manifest(manifest).tracks})
