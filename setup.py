@@ -10,7 +10,10 @@ setup(
         "mart_upstream": [
             "s3prl_plugin/downstream/*/*.yaml",
             "s3prl_plugin/downstream/*/splits/*.txt",
-        ]
+            "checkpoints/*.ckpt",  # packaged mart, pemr, simclr (mart-bench run --export), with model cards
+            "checkpoints/*.md",
+        ],
+        "benchmarks": ["offline/configs/*.yaml"],
     },
     python_requires=">=3.9",
     install_requires=[
@@ -25,7 +28,8 @@ setup(
         "test": ["pytest"],
         "tensorboard": ["tensorboard"],
         # cover-song search and plots; the offline benchmark's score rendering
-        "bench": ["faiss-cpu", "matplotlib", "scikit-learn", "music21", "pyfluidsynth", "pretty_midi"],
+        "bench": ["faiss-cpu", "matplotlib", "scikit-learn", "music21", "pyfluidsynth", "pretty_midi",
+                  "librosa"],
     },
     entry_points={
         "console_scripts": [

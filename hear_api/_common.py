@@ -21,20 +21,17 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import nn
 
-import mart_upstream
-from mart_upstream.checkpoint import CheckpointError, load_pretrained
+from mart_upstream.checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
 from mart_upstream.embedding import clip_embeddings, frame_features
 
-CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.abspath(mart_upstream.__file__)), "checkpoints")
 MAX_HOP_MS = 50.0  # HEAR: timestamps at most 50 ms apart (onset tolerance of music transcription)
 FINE_HOP_MS = 25.0  # grid used when the native frame grid is coarser than MAX_HOP_MS
 SOUNDS_PER_PASS = 4  # sounds embedded together: memory stays flat for any batch size
-SCENE_SAMPLES_PER_PASS = 64 * 16000  # audio (in windows of the pretraining length) per forward pass
 
 
 def default_checkpoint(name: str) -> str:
     """The packaged checkpoint ``load_model("")`` reads: ``mart_upstream/checkpoints/<name>.ckpt``."""
-    return os.path.join(CHECKPOINT_DIR, f"{name}.ckpt")
+    return packaged_checkpoint(name)
 
 
 class HearModel(nn.Module):
@@ -133,8 +130,7 @@ def timestamp_embeddings(audio, model: HearModel,
 def scene_embeddings(audio, model: HearModel, sample_rate: Optional[int] = None) -> torch.Tensor:
     """-> [n_sounds, scene_embedding_size]"""
     audio = check_audio(audio, model, sample_rate)
-    max_windows = max(1, SCENE_SAMPLES_PER_PASS // model.model.clip_samples)
-    return torch.cat([clip_embeddings(model.model, part, max_windows=max_windows)
+    return torch.cat([clip_embeddings(model.model, part)
                       for part in _sub_batches(audio)]).float()
 
 

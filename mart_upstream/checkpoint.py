@@ -17,6 +17,13 @@ from .models import build_config, build_model
 from .models.base import SSLModel
 
 FORMAT_VERSION = 1
+# Checkpoints installed with the package (from ``mart-bench run --export``; a model card <name>.md beside each)
+PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+
+
+def packaged_checkpoint(name: str) -> str:
+    """Path of the packaged ``name`` checkpoint (it may be absent from a build without them)."""
+    return os.path.join(PACKAGED_DIR, f"{name}.ckpt")
 
 
 class CheckpointError(RuntimeError):

@@ -8,12 +8,15 @@
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 
 from .models.base import SSLModel
+
+# audio per forward pass of clip_embeddings: 32 s (4 windows of paper MART, 8 of PEMR/SimCLR crops)
+CLIP_SAMPLES_PER_PASS = 32 * 16000
 
 
 def check_waveforms(wav: torch.Tensor) -> torch.Tensor:
@@ -42,10 +45,13 @@ def _device(model: SSLModel) -> torch.device:
 
 
 @torch.no_grad()
-def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: int = 64) -> torch.Tensor:
-    """[B, T] waveforms at the model's sample rate -> [B, D], in chunks of ``max_windows`` windows."""
+def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[int] = None,
+                    max_samples: int = CLIP_SAMPLES_PER_PASS) -> torch.Tensor:
+    """[B, T] waveforms at the model's sample rate -> [B, D], in chunks of ``max_windows`` windows
+    (default: as many as fit in ``max_samples`` of audio, so peak memory is bounded for any model)."""
     w = windows(wav, model.clip_samples)  # [B, W, L]
     b, n, L = w.shape
+    max_windows = max_windows or max(1, max_samples // L)
     flat = w.reshape(b * n, L)
     dev = _device(model)
     outs = [model.window_embedding(flat[i : i + max_windows].to(dev)) for i in range(0, b * n, max_windows)]
@@ -68,9 +74,13 @@ def frame_features(model: SSLModel, wav: torch.Tensor) -> List[torch.Tensor]:
     n_out = max(1, -(-t // hop))
     total = -(-n_out * hop // chunk) * chunk  # pad to whole chunks
     wav = F.pad(wav, (ctx, total - t + ctx)).to(_device(model))
-    parts: List[List[torch.Tensor]] = []
+    a = ctx // hop
+    out: List[torch.Tensor] = []
     for start in range(0, total, chunk):
         layers = model.window_features(wav[:, start : start + chunk + 2 * ctx])
-        a = ctx // hop
-        parts.append([x[:, a : a + chunk // hop] for x in layers])
-    return [torch.cat(p, dim=1)[:, :n_out] for p in zip(*parts)]
+        first, last = start // hop, min(n_out, (start + chunk) // hop)
+        if not out:  # the result is allocated once, so memory is the output plus one chunk's work
+            out = [x.new_empty(x.shape[0], n_out, *x.shape[2:]) for x in layers]
+        for o, x in zip(out, layers):
+            o[:, first:last] = x[:, a : a + last - first]
+    return out

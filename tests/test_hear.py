@@ -20,6 +20,7 @@ from hear_api import _common
 from hear_api import mart as hear_mart
 from hear_api import pemr as hear_pemr
 from hear_api import simclr as hear_simclr
+from mart_upstream import checkpoint as mart_checkpoint
 from mart_upstream.checkpoint import CheckpointError, save_checkpoint
 from mart_upstream.embedding import clip_embeddings, frame_features
 from mart_upstream.models import build_model
@@ -130,7 +131,7 @@ def _split_files(task, split):
 # -- load_model -----------------------------------------------------------------------------------
 def test_empty_path_reads_the_packaged_checkpoint_or_fails_clearly(tmp_path, monkeypatch):
     assert _common.default_checkpoint("mart") == os.path.join(ROOT, "mart_upstream", "checkpoints", "mart.ckpt")
-    monkeypatch.setattr(_common, "CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setattr(mart_checkpoint, "PACKAGED_DIR", str(tmp_path))
     with pytest.raises(CheckpointError, match=r"no packaged mart checkpoint at .*mart\.ckpt"):
         hear_mart.load_model("")
     _checkpoint(tmp_path, "mart")

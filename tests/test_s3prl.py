@@ -213,11 +213,15 @@ def test_upstream_processes_long_audio_in_windows(tmp_path):
     assert hs[-1].shape[1] == -(-n // 128)
 
 
-def test_upstream_without_checkpoint_is_an_error_not_random_weights():
+def test_upstream_without_checkpoint_is_an_error_not_random_weights(tmp_path, monkeypatch):
+    from mart_upstream import checkpoint
     from mart_upstream.s3prl_plugin import PluginError
     from mart_upstream.s3prl_plugin.hubconf import ENTRY_POINTS
 
     with pytest.raises(PluginError, match="-k CKPT"):
+        ENTRY_POINTS["mart_local"]()
+    monkeypatch.setattr(checkpoint, "PACKAGED_DIR", str(tmp_path))  # an install without packaged checkpoints
+    with pytest.raises(PluginError, match=r"packaged checkpoint .*mart\.ckpt is missing"):
         ENTRY_POINTS["mart"]()
     with pytest.raises(PluginError, match="not found"):
         ENTRY_POINTS["pemr_local"]("/nonexistent/pemr.ckpt")
@@ -431,7 +435,7 @@ def test_bad_input_is_one_clear_error_line(case, ckpts, tmp_path):
     args, expect = {
         "unknown_upstream": (["-u", "marty", "-d", "gtzan_genre"],
                              ["unknown upstream 'marty'", "mart_local", "fbank"]),
-        "no_checkpoint": (["-u", "mart", "-d", "gtzan_genre"], ["needs a checkpoint", "-k CKPT"]),
+        "no_checkpoint": (["-u", "mart_local", "-d", "gtzan_genre"], ["needs a checkpoint", "-k CKPT"]),
         "missing_checkpoint": (["-u", "mart_local", "-k", tmp_path / "none.ckpt", "-d", "gtzan_genre"],
                                ["checkpoint not found", "none.ckpt"]),
         "wrong_sample_rate": (["-u", "mart", "-k", ckpts["mart"], "-d", "gtzan_genre", "-o", root],

@@ -1,8 +1,8 @@
 """Upstream entry points, added to ``s3prl.hub`` by the launcher: ``-u NAME [-k CKPT]``.
 
-``mart``, ``pemr``, ``simclr``: the pretrained models by name. No released checkpoints ship with this
-version yet, so they need ``-k CKPT`` too (a checkpoint written by ``mart-pretrain``); without it they
-stop with one line saying so, never falling back to random weights.
+``mart``, ``pemr``, ``simclr``: the pretrained models by name; without ``-k`` they load the checkpoint
+installed with the package (``mart_upstream/checkpoints/<name>.ckpt``, model card beside it), with
+``-k CKPT`` a checkpoint written by ``mart-pretrain``. Never random weights: a missing file is an error.
 ``mart_local``, ``pemr_local``, ``simclr_local``: s3prl's convention for a local checkpoint, ``-k CKPT``.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict, Optional
 
-from ..checkpoint import CheckpointError, load_pretrained
+from ..checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
 from . import PluginError
 from .expert import UpstreamExpert
 
@@ -18,12 +18,14 @@ from .expert import UpstreamExpert
 def checkpoint_path(entry: str, ckpt: Optional[str]) -> str:
     """The checkpoint file an entry point will load; one-line errors when it is not given or absent."""
     model_name = entry[: -len("_local")] if entry.endswith("_local") else entry
+    if not ckpt and entry == model_name:
+        ckpt = packaged_checkpoint(model_name)
+        if not os.path.isfile(ckpt):
+            raise PluginError(f"upstream {entry}: the packaged checkpoint {ckpt} is missing from this install; "
+                              f"pass one written by mart-pretrain with -k CKPT")
     if not ckpt:
-        hint = f" (or -u {model_name}_local -k CKPT)" if entry == model_name else ""
-        raise PluginError(
-            f"upstream {entry} needs a checkpoint: no pretrained {model_name} checkpoint ships with this "
-            f"version; pass one written by mart-pretrain with -k CKPT{hint}"
-        )
+        raise PluginError(f"upstream {entry} needs a checkpoint: pass one written by mart-pretrain with -k CKPT "
+                          f"(or -u {model_name} for the packaged one)")
     path = os.path.expanduser(str(ckpt))
     if not os.path.isfile(path):
         raise PluginError(f"upstream {entry}: checkpoint not found: {ckpt}")
@@ -52,7 +54,8 @@ def _entry(model_name: str, local: bool) -> Callable[..., UpstreamExpert]:
         return load_upstream(model_name, ckpt, entry)
 
     upstream.__name__ = upstream.__qualname__ = entry
-    upstream.__doc__ = f"{model_name} frame features from a local checkpoint, -k CKPT"
+    upstream.__doc__ = (f"{model_name} frame features from a local checkpoint, -k CKPT" if local else
+                        f"{model_name} frame features from the packaged checkpoint, or -k CKPT")
     return upstream
 
 

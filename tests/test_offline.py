@@ -1,0 +1,177 @@
+"""``mart-bench run``: references, the table, and one whole run (build, pretrain, heareval, covers, export)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.offline import report
+from benchmarks.offline.references import ReferenceModel, key_invariant_similarity, module_functions
+from conftest import ROOT
+
+BIN = os.path.dirname(sys.executable)
+SR = 16000
+
+
+def _tone(freq, seconds=3.0):
+    t = torch.arange(int(SR * seconds)) / SR
+    return 0.3 * torch.sin(2 * torch.pi * freq * t) + 0.15 * torch.sin(2 * torch.pi * 2 * freq * t)
+
+
+def _env():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def _run(cmd, cwd, timeout=900, check=True):
+    r = subprocess.run([str(c) for c in cmd], cwd=str(cwd), env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+# -- references ------------------------------------------------------------------------------------
+def test_chroma_follows_pitch_class_and_key_invariance_undoes_transposition():
+    load, ts, scene = module_functions("chroma")
+    m = load()
+    a, c = 440.0, 440.0 * 2 ** (3 / 12)  # A4 and C5: three semitones apart
+    emb = scene(torch.stack([_tone(a), _tone(c), _tone(a * 2 ** (5 / 12))]), m).numpy()
+    assert emb.shape == (3, 24)
+    assert int(np.argmax(emb[0, :12])) == 9 and int(np.argmax(emb[1, :12])) == 0  # librosa chroma: C=0 ... A=9
+    plain = emb[:, :12] / np.linalg.norm(emb[:, :12], axis=1, keepdims=True)
+    sim = key_invariant_similarity(emb)
+    assert plain[0] @ plain[1] < 0.5 < sim[0, 1]  # different keys, the same line after a rotation
+    assert sim[0, 1] > 0.99 and np.allclose(sim, sim.T) and np.allclose(np.diag(sim), 1.0)
+
+
+def test_mfcc_statistics_separate_timbres_and_keep_the_frame_grid():
+    load, ts, scene = module_functions("mfcc")
+    m = load()
+    noise = 0.1 * torch.randn(SR * 2, generator=torch.Generator().manual_seed(0))
+    x = torch.stack([_tone(220, 2.0), _tone(230, 2.0), noise])
+    e = scene(x, m)
+    assert e.shape == (3, m.scene_embedding_size) == (3, 80)
+    d = torch.cdist(e, e)
+    assert d[0, 1] < d[0, 2] and d[0, 1] < d[1, 2]
+    emb, centres = ts(x, m)
+    assert emb.shape[:2] == centres.shape and emb.shape[2] == 40
+    assert torch.allclose(centres[0, 1:] - centres[0, :-1], torch.tensor(20.0))
+    with pytest.raises(TypeError, match="load_model"):
+        scene(x, torch.nn.Linear(1, 1))
+    with pytest.raises(ValueError, match="mono"):
+        scene(x[None], m)
+
+
+@pytest.mark.parametrize("kind", ["mfcc", "chroma"])
+def test_references_pass_the_hear_validator(kind, tmp_path):
+    r = _run([os.path.join(BIN, "hear-validator"), f"benchmarks.offline.hear_{kind}", "-d", "cpu"], tmp_path, 300)
+    assert "Looks good!" in r.stdout + r.stderr
+    assert ReferenceModel(kind).timestamp_hop_ms <= 50
+
+
+# -- the table ---------------------------------------------------------------------------------------
+def _entry(row, key, seed, top1, cmap, mr1):
+    return {"row": row, "key": key, "seed": seed, "style": {"top1_acc": top1, "mAP": top1 + 0.1},
+            "covers": {"map": cmap, "p_at_10": cmap / 2, "mr1": mr1}}
+
+
+def test_rows_summarise_seeds_and_comparisons_name_what_is_not_better(tmp_path):
+    entries = [_entry("mart", "mart-seed0", 0, 0.5, 0.4, 3.0), _entry("mart", "mart-seed1", 1, 0.7, 0.2, 5.0),
+               _entry("mart (random init)", "mart-random", None, 0.55, 0.35, 4.5),
+               _entry(report.MFCC_ROW, "mfcc", None, 0.3, 0.1, 9.0)]
+    rows = report.table_rows(entries)
+    assert [r["row"] for r in rows] == ["mart", "mart (random init)", report.MFCC_ROW]
+    t = rows[0]["style_top1_acc"]
+    assert t["n"] == 2 and t["mean"] == pytest.approx(0.6) and t["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    comps = {(c["reference"], c["metric"]): c["better"] for c in report.comparisons(rows)}
+    assert comps[("mart (random init)", "style top1_acc")] is True
+    assert comps[("mart (random init)", "cover MAP")] is False  # 0.30 vs 0.35
+    assert comps[("mart (random init)", "cover MR1 (lower better)")] is True  # 4.0 vs 4.5: lower is better
+    result = {"table": rows, "comparisons": report.comparisons(rows), "runs": [],
+              "meta": {"data": "d", "budget": "b", "seeds": [0, 1], "grid": "faster", "grid_points": 1,
+                       "cover_tracks": 8, "cover_works": 2, "total_minutes": 1.0}}
+    text = report.markdown(result)
+    assert "| mart | 2 | 0.600 ± 0.141 |" in text and "**not better** (-0.050)" in text
+    report.plot(result, str(tmp_path / "r.png"))
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- one whole run ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """A small rendered set, then ``mart-bench run`` on it with a 2-step budget, 2 seeds, heareval's
+    smallest grid and the export of the best seeds (about 4 minutes on 2 cores)."""
+    base = tmp_path_factory.mktemp("bench")
+    data, out = base / "data", base / "out"
+    _run([os.path.join(BIN, "mart-bench"), "data", "--out", data, "--profile", "small", "--clips-per-class", "3",
+          "--cover-works", "4", "--pretrain-clips", "6", "--clip-seconds", "6"], base)
+    cmd = [os.path.join(BIN, "mart-bench"), "run", "--data", data, "--out", out, "--minutes", "0", "--steps", "2",
+           "--seeds", "0,1", "--grid", "faster", "--grid-points", "1", "--export", out / "ckpts", "--num-workers", "0"]
+    r = _run(cmd, base, 1500)
+    return {"base": base, "data": data, "out": out, "cmd": cmd, "stdout": r.stdout}
+
+
+def test_run_writes_every_row_on_both_tasks(bench):
+    res = json.loads((bench["out"] / "results.json").read_text())
+    rows = {r["row"]: r for r in res["table"]}
+    assert list(rows) == ["mart", "pemr", "simclr", "mart (random init)", report.random_row("pemr"),
+                          report.MFCC_ROW, report.CHROMA_ROW]
+    for name, r in rows.items():
+        assert len(r["seeds"]) == (2 if name in ("mart", "pemr", "simclr") else 0)
+        for task, metric in report.COLUMNS:
+            s = r[f"{task}_{metric}"]
+            assert s["n"] == max(1, len(r["seeds"]))
+            assert (1.0 <= s["mean"] <= 15) if metric == "mr1" else (0.0 <= s["mean"] <= 1.0), (name, metric)
+    assert all(run["steps"] == 2 for run in res["runs"]) and len(res["runs"]) == 6
+    assert res["meta"]["cover_works"] == 4 and res["meta"]["cover_tracks"] == 16
+    chroma = next(e for e in res["entries"] if e["key"] == "chroma")
+    assert "key-invariant" in chroma["covers"]["search"]
+    # heareval's own score files are where the style numbers come from
+    mart0 = next(e for e in res["entries"] if e["key"] == "mart-seed0")
+    scores_file = next((bench["out"] / "eval" / "mart-seed0" / "embeddings").glob("*/*/test.predicted-scores.json"))
+    assert json.loads(scores_file.read_text())["test"]["test_top1_acc"] == pytest.approx(mart0["style"]["top1_acc"])
+    md = (bench["out"] / "results.md").read_text()
+    assert all(f"| {name} |" in md for name in rows) and "against" in md
+    assert (bench["out"] / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_exported_checkpoints_load_through_the_adapters(bench):
+    from hear_api import mart as hear_mart
+
+    ckpts = bench["out"] / "ckpts"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["mart.ckpt", "mart.md", "pemr.ckpt", "pemr.md",
+                                                       "simclr.ckpt", "simclr.md"]
+    state = torch.load(ckpts / "mart.ckpt", weights_only=True)
+    assert state["optimizer"] is None and all(v.dtype == torch.float16 for v in state["model"].values()
+                                              if v.is_floating_point())
+    card = state["pretrain"]["model_card"]
+    assert card["steps"] == 2 and card["seed"] in (0, 1) and card["commit"]
+    assert f"seed {card['seed']}, 2 steps" in (ckpts / "mart.md").read_text()
+    model = hear_mart.load_model(str(ckpts / "mart.ckpt"))
+    assert next(model.parameters()).dtype == torch.float32
+    assert hear_mart.get_scene_embeddings(torch.zeros(1, SR), model).shape == (1, model.scene_embedding_size)
+
+
+def test_a_second_run_reuses_everything_finished(bench):
+    logs = sorted(bench["out"].glob("pretrain/*/*/pretrain.log"))
+    before = [p.stat().st_size for p in logs]
+    r = _run(bench["cmd"], bench["base"], 600)
+    assert [p.stat().st_size for p in logs] == before  # no pretraining run started again
+    assert "| mart | 2 |" in r.stdout
+
+
+def test_missing_inputs_are_one_clear_error(bench, tmp_path):
+    r = _run([os.path.join(BIN, "mart-bench"), "run", "--data", tmp_path, "--out", tmp_path / "o"], tmp_path,
+             check=False)
+    assert r.returncode == 2 and "mart-bench run: error:" in r.stderr and "does not exist" in r.stderr
+    (tmp_path / "tasks").symlink_to(bench["data"] / "tasks")
+    r = _run([os.path.join(BIN, "mart-bench"), "run", "--data", tmp_path, "--out", tmp_path / "o"], tmp_path,
+             check=False)
+    assert r.returncode == 2 and "cover manifest" in r.stderr and "manifest.csv" in r.stderr
+    r = _run([os.path.join(BIN, "mart-bench"), "run", "--data", bench["data"], "--out", tmp_path / "o",
+              "--models", "mart,byol"], tmp_path, check=False)
+    assert r.returncode == 2 and "byol" in r.stderr
