@@ -93,7 +93,8 @@ def module_functions(kind: str):
     @torch.no_grad()
     def get_scene_embeddings(audio: torch.Tensor, model: ReferenceModel,
                              sample_rate: Optional[int] = None) -> torch.Tensor:
-        return model.scene(check_audio(audio, model, sample_rate, model_type=ReferenceModel)).float()
+        audio = check_audio(audio, model, sample_rate, model_type=ReferenceModel)
+        return model.scene(audio).float()
 
     for f in (load_model, get_timestamp_embeddings, get_scene_embeddings):
         f.__module__ = f"benchmarks.offline.hear_{kind}"
