@@ -369,6 +369,14 @@ def test_mart_on_gtzan_trains_writes_scores_and_resumes(ckpts, data, tmp_path):
     assert s["split"] == "test" and 0 <= s["accuracy"] <= 1
 
 
+def test_upstream_by_name_without_k_uses_the_packaged_checkpoint(data, tmp_path):
+    exp = tmp_path / "exp"
+    r = s3prl("run_downstream", "-m", "train", "-u", "pemr", "-d", "gtzan_genre", "-p", exp,
+              "-o", tiny_run([f"config.downstream_expert.datarc.root={data['gtzan']}"], steps=2))
+    assert "pemr.ckpt" in r.stdout + r.stderr  # the expert names the checkpoint it loaded
+    assert scores(exp, "test")["step"] == 2
+
+
 def test_gtzan_probe_learns_the_fixture_genres(data, tmp_path):
     """fbank_no_cmvn (no download) separates the fixture's tones: labels, pooling and training fit together.
     (fbank and mel standardise every clip over time, so their clip means, what the probes see, are zero.)"""

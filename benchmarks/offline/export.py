@@ -53,8 +53,9 @@ def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
         state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
         card = {"model": model, "seed": run["seed"], "steps": run["steps"], "batch_size": run["batch_size"],
                 "train_minutes": run["train_minutes"], "budget": run["budget"], "data": meta["data_description"],
-                "commit": meta["commit"], "config": f"benchmarks/offline/configs/{model}.yaml",
-                "selected_by": "style validation score", "scores": {k: run["entry"].get(k) for k in ("style", "covers")}}
+                "commit": run.get("commit", meta["commit"]), "config": f"benchmarks/offline/configs/{model}.yaml",
+                "selected_by": "style validation score", "scores": {k: run["entry"].get(k) for k in ("style", "covers")},
+                "random_init_scores": {k: (run.get("random_init") or {}).get(k) for k in ("style", "covers")}}
         state["pretrain"]["model_card"] = card
         path = os.path.join(out_dir, f"{model}.ckpt")
         with atomic_path(path, suffix=".ckpt", fsync=True) as tmp:
@@ -62,6 +63,14 @@ def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
         write_text(os.path.join(out_dir, f"{model}.md"), model_card(card, os.path.getsize(path)))
         written += [path, os.path.join(out_dir, f"{model}.md")]
     return written
+
+
+def _against_random(card: Dict) -> str:
+    r = card.get("random_init_scores") or {}
+    if not r.get("style") or not r.get("covers"):
+        return ""
+    return (f"\nThe same encoder with random weights scores style top1_acc {r['style']['top1_acc']:.3f}, "
+            f"cover MAP {r['covers']['map']:.3f} on the same sets.")
 
 
 def model_card(card: Dict, size: int) -> str:
@@ -79,7 +88,7 @@ def model_card(card: Dict, size: int) -> str:
 Scores on the benchmark's test sets (heareval probe on the style task; cover-song retrieval):
 style top1_acc {style.get('top1_acc', float('nan')):.3f}, style mAP {style.get('mAP', float('nan')):.3f},
 cover MAP {cov.get('map', float('nan')):.3f}, P@10 {cov.get('p_at_10', float('nan')):.3f},
-MR1 {cov.get('mr1', float('nan')):.1f}.
+MR1 {cov.get('mr1', float('nan')):.1f}.{_against_random(card)}
 
 This is a small model trained briefly on rendered scores and a few recordings: a working default
 for the harness adapters and a starting point, not a replacement for pretraining on your catalogue

@@ -62,7 +62,7 @@ def _done_marker(run_dir: str) -> str:
 
 
 def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, device: str = "cpu",
-             num_workers: int = 1, overrides: Optional[List[str]] = None) -> Dict:
+             num_workers: int = 1, overrides: Optional[List[str]] = None, commit: str = "unknown") -> Dict:
     """Train (or finish training) one run; -> {checkpoint, steps, train_minutes, wall_s}."""
     marker = _done_marker(run_dir)
     if os.path.isfile(marker):
@@ -89,7 +89,8 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
     info = {"model": model, "seed": seed, "checkpoint": ckpt, "steps": int(state["step"]),
             "train_minutes": round(float(state["pretrain"].get("train_seconds", 0.0)) / 60, 3),
             "batch_size": int(state["pretrain"]["settings"]["run"]["batch_size"]),
-            "wall_s": round(time.perf_counter() - t0, 1), "budget": budget.describe(), "data": os.path.abspath(data)}
+            "wall_s": round(time.perf_counter() - t0, 1), "budget": budget.describe(), "data": os.path.abspath(data),
+            "commit": commit}
     with atomic_path(marker, suffix=".json") as tmp, open(tmp, "w") as f:
         json.dump(info, f, indent=1)
     return info

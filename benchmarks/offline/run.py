@@ -133,6 +133,7 @@ def run(args) -> int:
     if args.quick:
         _apply_quick(args)
     t0 = time.time()
+    code = export.commit()  # the code that trains and evaluates (recorded before anything runs)
     try:
         if args.device == "cuda":
             import torch
@@ -143,7 +144,7 @@ def run(args) -> int:
         budget = pretraining.Budget(args.minutes if args.minutes > 0 else None, args.steps, args.batch_size)
         data = _data(args)
         runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
-                                     budget, args.device, args.num_workers) for m in models for s in seeds]
+                                     budget, args.device, args.num_workers, commit=code) for m in models for s in seeds]
         entries = []
         for e in _entries(args, runs):
             folder = os.path.join(args.out, "eval", e.key)
@@ -162,13 +163,15 @@ def run(args) -> int:
     meta = {"data": data["description"], "data_root": data["root"], "task": os.path.basename(data["task"]),
             "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": cover_info["n_queries"],
             "cover_works": _count_works(data["covers"]), "budget": budget.describe(), "seeds": seeds,
-            "grid": args.grid, "grid_points": args.grid_points, "device": args.device, "commit": export.commit(),
+            "grid": args.grid, "grid_points": args.grid_points, "device": args.device, "commit": code,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "data_description": data["description"], "total_minutes": (time.time() - t0) / 60}
     result = {"meta": meta, "runs": runs, "entries": entries, "table": rows,
               "comparisons": report.comparisons(rows)}
     if args.export:
         best = export.best_seeds(entries, runs)
+        for model, run_ in best.items():  # the card compares with the same encoder, untrained
+            run_["random_init"] = next((e for e in entries if e["row"] == report.random_row(model)), None)
         result["exported"] = export.export(best, args.export, meta)
     with atomic_path(os.path.join(args.out, "results.json"), suffix=".json") as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=1)

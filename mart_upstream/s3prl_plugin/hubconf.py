@@ -8,6 +8,7 @@ installed with the package (``mart_upstream/checkpoints/<name>.ckpt``, model car
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Dict, Optional
 
 from ..checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
@@ -35,6 +36,7 @@ def checkpoint_path(entry: str, ckpt: Optional[str]) -> str:
 def load_upstream(model_name: str, ckpt: Optional[str], entry: str) -> UpstreamExpert:
     """A ``model_name`` checkpoint at ``ckpt`` -> frozen UpstreamExpert on the CPU (s3prl moves it)."""
     ckpt = checkpoint_path(entry, ckpt)
+    print(f"[{entry}] - loading {ckpt}", file=sys.stderr)  # in the style of s3prl's own progress lines
     try:
         model, _ = load_pretrained(ckpt, device="cpu")
     except CheckpointError as e:
