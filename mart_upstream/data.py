@@ -21,7 +21,7 @@ import torch
 import torchaudio.functional as AF
 from tqdm import tqdm
 
-from .fileio import atomic_path
+from .fileio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,6 @@ def _is_silent(path: str) -> bool:
         if np.abs(block).max(initial=0.0) >= SILENCE_PEAK:
             return False
     return True
-
-
-def _write_json_atomic(path: str, data) -> None:
-    with atomic_path(path, suffix=".json") as tmp, open(tmp, "w") as f:
-        json.dump(data, f)
 
 
 def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: float = 0.0,
@@ -141,7 +136,7 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
     if not files:
         raise DatasetError(f"no usable audio in {root}: all {len(paths)} files were skipped ({summary})")
     if index_path:
-        _write_json_atomic(index_path, {"key": key, "files": [asdict(f) for f in files]})
+        write_json(index_path, {"key": key, "files": [asdict(f) for f in files]}, indent=None, sort_keys=False)
     return files
 
 

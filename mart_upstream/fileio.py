@@ -1,10 +1,14 @@
 """Atomic file writes: a temp file in the target folder, renamed over the target when complete."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
+
+_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -19,6 +23,7 @@ def atomic_path(path: str, suffix: str = "", fsync: bool = False) -> Iterator[st
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's file is private; the result is an ordinary file
         if fsync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -27,3 +32,23 @@ def atomic_path(path: str, suffix: str = "", fsync: bool = False) -> Iterator[st
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def staging_dir(parent: str, prefix: str) -> str:
+    """A new folder in ``parent`` to build a result in before renaming it into place, with the
+    permissions of an ordinary folder (``tempfile.mkdtemp`` makes it private)."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.chmod(path, 0o777 & ~_UMASK)
+    return path
+
+
+def write_json(path: str, data, indent: int | None = 1, sort_keys: bool = True) -> None:
+    """``json.dump`` to ``path`` atomically."""
+    with atomic_path(path, suffix=".json") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=indent, sort_keys=sort_keys)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -16,6 +16,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
+from mart_upstream.fileio import write_json
+
 from . import datasets, report, search
 from .datasets import CoverSetError
 
@@ -104,7 +106,7 @@ def cmd_scale(args) -> int:
     res = run_scale(args.n, args.dim, args.queries, args.versions, args.seed,
                     search.FaissConfig(top_k=args.top_k, nprobe=args.nprobe))
     os.makedirs(args.out, exist_ok=True)
-    report.write_json(os.path.join(args.out, "scale.json"), res)
+    write_json(os.path.join(args.out, "scale.json"), res)
     print("| N | dim | exact ms/query | FAISS ms/query | FAISS build s | recall@10 vs exact | top-1 agreement | MAP exact | MAP FAISS |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {res['n']} | {res['dim']} | {res['exact_query_ms']:.2f} | {res['faiss_query_ms']:.3f} | "

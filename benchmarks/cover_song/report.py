@@ -1,11 +1,10 @@
 """Outputs of a cover-song run: a Markdown table, JSON files and a plot, all written atomically."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Sequence
 
-from mart_upstream.fileio import atomic_path
+from mart_upstream.fileio import atomic_path, write_json, write_text
 
 COLUMNS = [("map", "MAP", "{:.3f}"), ("p_at_10", "P@10", "{:.3f}"), ("mr1", "MR1", "{:.2f}"),
            ("top1", "top-1", "{:.3f}"), ("n_queries", "queries", "{}")]
@@ -18,18 +17,6 @@ def table(rows: Dict[str, Dict]) -> str:
         cells = [fmt.format(r[k]) for k, _, fmt in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r.get('search', '')} |")
     return "\n".join(lines)
-
-
-def write_json(path: str, data) -> None:
-    with atomic_path(path, suffix=".json") as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-
-
-def write_text(path: str, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
 
 
 def plot_ranks(path: str, ranks: Dict[str, Sequence[int]], title: str = "") -> None:

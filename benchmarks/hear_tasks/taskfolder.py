@@ -29,7 +29,7 @@ import soundfile as sf
 import torch
 
 from mart_upstream.data import load_audio
-from mart_upstream.fileio import atomic_path
+from mart_upstream.fileio import atomic_path, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def build_task(spec: TaskSpec, items: List[Item], tasks_dir: str, sample_rates: 
     if os.path.exists(target) and not overwrite:
         raise TaskBuildError(f"{target} exists; remove it or pass --overwrite")
     os.makedirs(tasks_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{spec.folder_name}-", dir=tasks_dir)
+    tmp = staging_dir(tasks_dir, f".tmp-{spec.folder_name}-")
     try:
         kept, skipped = _write_audio(spec, items, tmp, rates, workers)
         if spec.split_mode == "new_split_kfold":

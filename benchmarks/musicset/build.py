@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import hashlib
 import itertools
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -39,7 +38,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from mart_upstream.fileio import atomic_path
+from mart_upstream.fileio import atomic_path, staging_dir, write_json, write_text
 
 from .render import PROGRAM_POOL, SOUNDFONT_DIR, SOUNDFONTS, Performance, RenderError, check_renderer, render, versions
 from .scores import STYLE_CORPORA, Note, Work, list_works, parse_notes, span
@@ -106,11 +105,6 @@ def _slug(path: str) -> str:
 def _write_wav(path: str, x: np.ndarray) -> None:
     with atomic_path(path, suffix=".wav") as tmp:
         sf.write(tmp, x, SR, subtype="PCM_16", format="WAV")
-
-
-def _write_json(path: str, data) -> None:
-    with atomic_path(path, suffix=".json") as tmp, open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
 
 
 def _worker_signals() -> None:
@@ -360,7 +354,7 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
     _check_out(out, overwrite)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(os.path.abspath(out))}-", dir=parent)
+    tmp = staging_dir(parent, f".tmp-{os.path.basename(os.path.abspath(out))}-")
     pool = _Pool(workers)
     try:
         used: set = set()
@@ -376,9 +370,8 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
             "pretrain": build_pretrain(tmp, cfg, seed, used, pool, soundfont_dir, skipped),
         }
         manifest["skipped_works"] = dict(sorted(skipped.items()))
-        _write_json(os.path.join(tmp, "manifest.json"), manifest)
-        with atomic_path(os.path.join(tmp, "LICENSES.md"), suffix=".md") as t, open(t, "w") as f:
-            f.write(LICENSES_MD)
+        write_json(os.path.join(tmp, "manifest.json"), manifest)
+        write_text(os.path.join(tmp, "LICENSES.md"), LICENSES_MD)
         pool.close()
         _check_out(out, overwrite)  # nothing appeared there while building
         if os.path.exists(out):

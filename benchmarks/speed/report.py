@@ -6,7 +6,7 @@ import json
 import os
 from typing import Dict, List
 
-from mart_upstream.fileio import atomic_path
+from mart_upstream.fileio import write_text
 
 
 def _f(x, fmt: str = "{:.2f}") -> str:
@@ -122,18 +122,9 @@ def markdown(res: Dict) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _write_text(path: str, text: str) -> None:
-    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the temp file is private; the result is an ordinary file
-
-
 def write(res: Dict, out_dir: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     md = markdown(res)
-    _write_text(os.path.join(out_dir, "speed.json"), json.dumps(res, indent=1) + "\n")
-    _write_text(os.path.join(out_dir, "speed.md"), md)
+    write_text(os.path.join(out_dir, "speed.json"), json.dumps(res, indent=1) + "\n")
+    write_text(os.path.join(out_dir, "speed.md"), md)
     return md
