@@ -26,8 +26,9 @@ from benchmarks.cover_song import datasets as cover_datasets
 from benchmarks.cover_song.embed import HearSource, embed_tracks
 from benchmarks.cover_song.metrics import retrieval_metrics
 from benchmarks.cover_song.search import evaluate as cover_evaluate
-from mart_upstream.fileio import atomic_path
+from mart_upstream.fileio import write_json
 
+from .pretraining import child_env
 from .references import key_invariant_similarity
 
 log = logging.getLogger("mart-bench.run")
@@ -51,37 +52,33 @@ class EvalError(RuntimeError):
     pass
 
 
-def harness_env() -> Dict[str, str]:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-               # heareval reloads its own Lightning probe checkpoints with torch.load; they hold more than tensors
-               TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
-
-
 def _run(cmd, log_path: str, what: str) -> None:
     with open(log_path, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=harness_env())
+        # heareval reloads its own Lightning probe checkpoints with torch.load; they hold more than tensors
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
+                           env=child_env(TF_CPP_MIN_LOG_LEVEL="2", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",
+                                         CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", "")))
     if r.returncode != 0:
         with open(log_path) as f:
             tail = f.read()[-2000:]
         raise EvalError(f"{what} failed (exit {r.returncode}); log {log_path}:\n{tail}")
 
 
-def _write_json(path: str, data) -> None:
-    with atomic_path(path, suffix=".json") as tmp, open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
+def _kept(path: str) -> Optional[Dict]:
+    """A result kept by an earlier, interrupted benchmark run (so nothing is evaluated twice), or None."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def style_task(entry: Entry, task_dir: str, out_dir: str, grid: str = "default", grid_points: int = 8) -> Dict:
     """heareval embeddings + predictions on one task folder -> test scores and the chosen probe."""
     result_path = os.path.join(out_dir, "style.json")
-    if os.path.isfile(result_path):
-        with open(result_path) as f:
-            return json.load(f)
+    if (kept := _kept(result_path)) is not None:
+        return kept
     task_dir = os.path.abspath(task_dir)
     emb_root = os.path.join(out_dir, "embeddings")
     log_path = os.path.join(out_dir, "heareval.log")
@@ -109,16 +106,15 @@ def style_task(entry: Entry, task_dir: str, out_dir: str, grid: str = "default",
     out.update(validation_score=float(test["validation_score"]), probe=scores.get("hparams", {}),
                embed_s=round(t1 - t0, 1), predict_s=round(t2 - t1, 1))
     out["probe"] = {k: v for k, v in out["probe"].items() if isinstance(v, (int, float, str))}
-    _write_json(result_path, out)
+    write_json(result_path, out, sort_keys=False)
     return out
 
 
 def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:
     """Cover-song retrieval over the whole manifest with the entry's scene embeddings."""
     result_path = os.path.join(out_dir, "covers.json")
-    if os.path.isfile(result_path):
-        with open(result_path) as f:
-            return json.load(f)
+    if (kept := _kept(result_path)) is not None:
+        return kept
     t0 = time.perf_counter()
     collection = cover_datasets.read_manifest(manifest)
     source = HearSource(entry.module, entry.checkpoint)
@@ -132,9 +128,9 @@ def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:
     else:
         res = cover_evaluate(emb, works, method="exact")
     out = {m: float(res[m]) for m in COVER_METRICS}
-    out.update(top1=float(res["top1"]), n_queries=int(res["n_queries"]), search=res["search"],
-               dim=int(emb.shape[1]), embed_s=round(time.perf_counter() - t0, 1))
-    _write_json(result_path, out)
+    out.update(top1=float(res["top1"]), n_queries=int(res["n_queries"]), works=len(set(works)),
+               search=res["search"], dim=int(emb.shape[1]), embed_s=round(time.perf_counter() - t0, 1))
+    write_json(result_path, out, sort_keys=False)
     return out
 
 

@@ -14,9 +14,7 @@ from typing import Dict, List
 import torch
 
 from mart_upstream.checkpoint import read_checkpoint
-from mart_upstream.fileio import atomic_path
-
-from .report import write_text
+from mart_upstream.fileio import atomic_path, write_text
 
 
 def commit() -> str:
@@ -52,7 +50,7 @@ def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
         state["optimizer"] = None
         state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
         card = {"model": model, "seed": run["seed"], "steps": run["steps"], "batch_size": run["batch_size"],
-                "train_minutes": run["train_minutes"], "budget": run["budget"], "data": meta["data_description"],
+                "train_minutes": run["train_minutes"], "budget": run["budget"], "data": meta["data"],
                 "commit": run.get("commit", meta["commit"]), "config": f"benchmarks/offline/configs/{model}.yaml",
                 "selected_by": "style validation score", "scores": {k: run["entry"].get(k) for k in ("style", "covers")},
                 "random_init_scores": {k: (run.get("random_init") or {}).get(k) for k in ("style", "covers")}}

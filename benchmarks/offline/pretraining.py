@@ -21,7 +21,7 @@ import torch
 
 from mart_upstream.checkpoint import read_checkpoint, save_checkpoint
 from mart_upstream.config import load_file
-from mart_upstream.fileio import atomic_path
+from mart_upstream.fileio import write_json
 from mart_upstream.models import build_model
 
 log = logging.getLogger("mart-bench.run")
@@ -48,13 +48,25 @@ def model_config(model: str) -> dict:
     return load_file(config_path(model)).get("model", {}) or {}
 
 
+def initial_model(model: str, seed: int):
+    """The model as ``mart-pretrain --seed SEED`` with the benchmark's config builds it, before any step."""
+    torch.manual_seed(seed)
+    return build_model(model, model_config(model))
+
+
 def random_init(model: str, seed: int, path: str) -> str:
-    """The reference 'same encoder, random weights': built as pretraining builds it for ``seed``, step 0."""
+    """The reference 'same encoder, random weights': ``initial_model`` saved as a checkpoint at step 0."""
     if not os.path.isfile(path):
-        torch.manual_seed(seed)
-        save_checkpoint(path, build_model(model, model_config(model)), model, step=0,
-                        extra={"random_init": True, "seed": seed})
+        save_checkpoint(path, initial_model(model, seed), model, step=0, extra={"random_init": True, "seed": seed})
     return path
+
+
+def child_env(**extra: str) -> Dict[str, str]:
+    """The environment of the benchmark's child processes: this checkout importable, plus ``extra``."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
 
 
 def _done_marker(run_dir: str) -> str:
@@ -80,7 +92,7 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
     log.info("pretraining %s seed %d (%s) -> %s", model, seed, budget.describe(), run_dir)
     t0 = time.perf_counter()
     with open(os.path.join(run_dir, "pretrain.log"), "a") as logf:
-        r = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=_child_env())
+        r = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=child_env())
     if r.returncode != 0:
         raise RuntimeError(f"pretraining {model} seed {seed} failed (exit {r.returncode}); "
                            f"see {os.path.join(run_dir, 'pretrain.log')}")
@@ -91,13 +103,5 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
             "batch_size": int(state["pretrain"]["settings"]["run"]["batch_size"]),
             "wall_s": round(time.perf_counter() - t0, 1), "budget": budget.describe(), "data": os.path.abspath(data),
             "commit": commit}
-    with atomic_path(marker, suffix=".json") as tmp, open(tmp, "w") as f:
-        json.dump(info, f, indent=1)
+    write_json(marker, info, sort_keys=False)
     return info
-
-
-def _child_env() -> Dict[str, str]:
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env

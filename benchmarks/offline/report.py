@@ -1,7 +1,6 @@
 """The benchmark's table: rows over seeds (mean ± std), comparisons, Markdown and a PNG chart."""
 from __future__ import annotations
 
-import os
 from typing import Dict, List
 
 from mart_upstream.fileio import atomic_path
@@ -131,9 +130,3 @@ def plot(result: Dict, path: str) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-
-
-def write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_path(path, suffix=".md") as tmp, open(tmp, "w") as f:
-        f.write(text)

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Dict, List
 
-from mart_upstream.fileio import atomic_path
+from mart_upstream.fileio import write_json, write_text
 
 from . import evaluation, export, pretraining, report
 from .evaluation import Entry, EvalError
@@ -29,6 +29,7 @@ from .evaluation import Entry, EvalError
 log = logging.getLogger("mart-bench.run")
 REFERENCES = [Entry(report.MFCC_ROW, "mfcc", "benchmarks.offline.hear_mfcc"),
               Entry(report.CHROMA_ROW, "chroma", "benchmarks.offline.hear_chroma", key_invariant=True)]
+DEFAULTS = dict(profile="full", minutes=3.5, seeds="0,1,2", grid="default", grid_points=8)
 QUICK = dict(profile="small", minutes=0.5, seeds="0,1", grid="faster", grid_points=1)
 
 
@@ -39,12 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", help="the HEAR task folder name under DATA/tasks (when there are several)")
     p.add_argument("--covers", help="cover manifest CSV (default DATA/covers/manifest.csv)")
     p.add_argument("--pretrain-data", help="pretraining audio folder (default DATA/pretrain)")
-    p.add_argument("--profile", default="full", choices=["full", "small"], help="data profile when building")
+    p.add_argument("--profile", default=DEFAULTS["profile"], choices=["full", "small"], help="data profile when building")
     p.add_argument("--quick", action="store_true",
                    help=f"a short end-to-end version: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
     p.add_argument("--models", default=",".join(pretraining.MODELS), help="comma-separated (default: all)")
-    p.add_argument("--seeds", default="0,1,2", help="pretraining seeds (default 0,1,2)")
-    p.add_argument("--minutes", type=float, default=3.5,
+    p.add_argument("--seeds", default=DEFAULTS["seeds"], help="pretraining seeds (default 0,1,2)")
+    p.add_argument("--minutes", type=float, default=DEFAULTS["minutes"],
                    help="training minutes per run, the same for every model (default 3.5: about 10 min per model "
                         "over 3 seeds on 2 CPU cores)")
     p.add_argument("--steps", type=int, default=1_000_000,
@@ -52,17 +53,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="override the configs' batch size (8)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="pretraining device")
     p.add_argument("--num-workers", type=int, default=1, help="pretraining data-loading processes")
-    p.add_argument("--grid", default="default", choices=["default", "fast", "faster"], help="heareval probe grid")
-    p.add_argument("--grid-points", type=int, default=8, help="heareval grid points")
+    p.add_argument("--grid", default=DEFAULTS["grid"], choices=["default", "fast", "faster"], help="heareval probe grid")
+    p.add_argument("--grid-points", type=int, default=DEFAULTS["grid_points"], help="heareval grid points")
     p.add_argument("--no-references", action="store_true", help="leave out the random-init, MFCC and chroma rows")
     p.add_argument("--export", metavar="DIR", help="write the best seed of each model as DIR/<model>.ckpt + card")
     p.add_argument("--workers", type=int, default=2, help="processes for building the data")
 
 
 def _apply_quick(args) -> None:
-    defaults = {"profile": "full", "minutes": 3.5, "seeds": "0,1,2", "grid": "default", "grid_points": 8}
     for k, v in QUICK.items():
-        if getattr(args, k) == defaults[k]:  # explicit flags win over --quick
+        if getattr(args, k) == DEFAULTS[k]:  # explicit flags win over --quick
             setattr(args, k, v)
 
 
@@ -103,13 +103,12 @@ def _int_list(text: str, what: str) -> List[int]:
     return values
 
 
-def _entries(args, runs: List[Dict]) -> List[Entry]:
+def _entries(args, runs: List[Dict], models: List[str], seed: int) -> List[Entry]:
     out = [Entry(r["model"], f"{r['model']}-seed{r['seed']}", f"hear_api.{r['model']}", r["checkpoint"], r["seed"])
            for r in runs]
     if not args.no_references:
-        seed = _int_list(args.seeds, "seeds")[0]
         done = set()
-        for m in _models(args):
+        for m in models:
             row = report.random_row(m)  # pemr and simclr share the FCN-4 encoder: one row for both
             if row in done:
                 continue
@@ -146,7 +145,7 @@ def run(args) -> int:
         runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
                                      budget, args.device, args.num_workers, commit=code) for m in models for s in seeds]
         entries = []
-        for e in _entries(args, runs):
+        for e in _entries(args, runs, models, seeds[0]):
             folder = os.path.join(args.out, "eval", e.key)
             log.info("evaluating %s", e.key)
             style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
@@ -159,13 +158,12 @@ def run(args) -> int:
         print(f"mart-bench run: error: {e}", file=sys.stderr)
         return 2
     rows = report.table_rows(entries)
-    cover_info = entries[0]["covers"]
     meta = {"data": data["description"], "data_root": data["root"], "task": os.path.basename(data["task"]),
-            "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": cover_info["n_queries"],
-            "cover_works": _count_works(data["covers"]), "budget": budget.describe(), "seeds": seeds,
+            "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": entries[0]["covers"]["n_queries"],
+            "cover_works": entries[0]["covers"]["works"], "budget": budget.describe(), "seeds": seeds,
             "grid": args.grid, "grid_points": args.grid_points, "device": args.device, "commit": code,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "data_description": data["description"], "total_minutes": (time.time() - t0) / 60}
+            "total_minutes": (time.time() - t0) / 60}
     result = {"meta": meta, "runs": runs, "entries": entries, "table": rows,
               "comparisons": report.comparisons(rows)}
     if args.export:
@@ -173,17 +171,10 @@ def run(args) -> int:
         for model, run_ in best.items():  # the card compares with the same encoder, untrained
             run_["random_init"] = next((e for e in entries if e["row"] == report.random_row(model)), None)
         result["exported"] = export.export(best, args.export, meta)
-    with atomic_path(os.path.join(args.out, "results.json"), suffix=".json") as tmp, open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(os.path.join(args.out, "results.json"), result, sort_keys=False)
     text = report.markdown(result)
-    report.write_text(os.path.join(args.out, "results.md"), text)
+    write_text(os.path.join(args.out, "results.md"), text)
     report.plot(result, os.path.join(args.out, "results.png"))
     print(text)
     print(f"wrote {args.out}/results.json, results.md, results.png in {(time.time() - t0) / 60:.1f} min")
     return 0
-
-
-def _count_works(manifest: str) -> int:
-    from benchmarks.cover_song.datasets import read_manifest
-
-    return len({t.work for t in read_manifest(manifest).tracks})
