@@ -16,7 +16,12 @@ from .fileio import atomic_path
 from .models import build_config, build_model
 from .models.base import SSLModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Model-config values a format-1 checkpoint was trained with where format 2 changed the default.
+_V1_DEFAULTS = {
+    "mart": {"level_window": "paper", "hcl": "paper"},
+    "pemr": {"neg_lambda": 1.0},
+}
 # Checkpoints installed with the package (from ``mart-bench run --export``; a model card <name>.md beside each)
 PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 
@@ -64,6 +69,20 @@ def read_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -
         raise CheckpointError(
             f"{path} has checkpoint format {state['format_version']}; this version reads <= {FORMAT_VERSION}"
         )
+    return _upgrade(state)
+
+
+def _upgrade(state: Dict[str, Any]) -> Dict[str, Any]:
+    """Format 1 -> 2: the model configs of older checkpoints keep the behaviour they were trained with."""
+    if state["format_version"] < 2 and isinstance(state.get("config"), dict):
+        config = dict(state["config"])
+        for key, value in _V1_DEFAULTS.get(state.get("model_name"), {}).items():
+            config.setdefault(key, value)
+        if state.get("model_name") == "pemr" and not isinstance(config.get("mask_fill", "zero"), str):
+            if float(config["mask_fill"]) != 0.0:
+                raise CheckpointError(f"pemr checkpoint with mask_fill={config['mask_fill']} cannot be upgraded")
+            config["mask_fill"] = "zero"
+        state = dict(state, config=config, format_version=2)
     return state
 
 

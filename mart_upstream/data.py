@@ -182,37 +182,112 @@ def _seed(*parts: int) -> int:
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
 
 
-class RandomCropDataset(torch.utils.data.Dataset):
-    """Key k -> ``num_crops`` random crops [num_crops, num_samples] of one file.
+SAMPLING = ("duration", "file")
 
-    epoch = k // len(files) visits the files in a seeded permutation; the crop offsets come from a
-    generator seeded with (seed, k).
+
+def read_groups(path: str, root: str, files: List[AudioFileInfo]) -> List[int]:
+    """Group id per file from a CSV with columns ``path,group`` (paths relative to ``root``).
+
+    Files of one group are renderings/versions of one work: with groups, a training example's
+    second view comes from another file of its group. Files not listed are groups of their own.
+    """
+    import csv
+
+    if not os.path.isfile(path):
+        raise DatasetError(f"groups file not found: {path}")
+    by_path = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "group"} <= set(reader.fieldnames):
+            raise DatasetError(f"{path}: a groups file needs the columns path,group; got {reader.fieldnames}")
+        for row in reader:
+            by_path[os.path.normpath(os.path.join(root, row["path"]))] = row["group"]
+    names: dict = {}
+    out = []
+    for info in files:
+        p = os.path.normpath(info.path)
+        stem = os.path.splitext(p)[0]
+        # the same audio re-encoded (e.g. .wav -> .ogg) keeps its group
+        g = by_path.get(p) or next((v for k, v in by_path.items() if os.path.splitext(k)[0] == stem), None)
+        out.append(names.setdefault(g if g is not None else f"\0{p}", len(names)))
+    return out
+
+
+class RandomCropDataset(torch.utils.data.Dataset):
+    """Key k -> ``num_crops`` random crops [num_crops, num_samples] of one file (or of one group).
+
+    ``sampling="duration"`` (default): the file of key k is drawn with probability proportional to
+    its duration, so every second of audio is equally likely to be cropped whatever the file
+    lengths. ``sampling="file"``: epoch = k // len(files) visits the files in a seeded permutation.
+    ``groups`` (a group id per file): every crop after the first comes from a file drawn uniformly
+    among the other files of the first file's group (itself when it is alone), so positive pairs
+    cross renderings. ``in_memory``: every file is decoded and resampled once, at construction.
+    All draws come from generators seeded with (seed, k): the same key gives the same crops.
     """
 
     def __init__(self, files: List[AudioFileInfo], num_samples: int, num_crops: int = 2,
-                 sample_rate: int = 16000, seed: int = 0):
+                 sample_rate: int = 16000, seed: int = 0, sampling: str = "duration",
+                 groups: Optional[List[int]] = None, in_memory: bool = False):
         if not files:
             raise DatasetError("RandomCropDataset needs at least one file")
+        if sampling not in SAMPLING:
+            raise DatasetError(f"data.sampling must be one of {SAMPLING}, got {sampling!r}")
+        if groups is not None and len(groups) != len(files):
+            raise DatasetError(f"{len(groups)} group ids for {len(files)} files")
         self.files, self.num_samples, self.num_crops = files, num_samples, num_crops
-        self.sample_rate, self.seed = sample_rate, seed
+        self.sample_rate, self.seed, self.sampling = sample_rate, seed, sampling
         self._perm_epoch, self._perm = -1, None
+        self._cum = np.cumsum([f.seconds for f in files])
+        self._members = None
+        if groups is not None:
+            members: dict = {}
+            for i, g in enumerate(groups):
+                members.setdefault(g, []).append(i)
+            self._members = [members[g] for g in groups]
+        self.audio = None
+        if in_memory:
+            self.audio = [load_audio(f.path, sample_rate) for f in
+                          tqdm(files, desc="decoding audio into memory", leave=False, disable=len(files) < 50)]
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _file(self, key: int) -> AudioFileInfo:
+    def _index(self, key: int) -> int:
+        if self.sampling == "duration":
+            g = torch.Generator().manual_seed(_seed(self.seed, -2, key))
+            u = float(torch.rand(1, generator=g)) * float(self._cum[-1])
+            return min(int(np.searchsorted(self._cum, u, side="right")), len(self.files) - 1)
         epoch, pos = divmod(key, len(self.files))
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(_seed(self.seed, epoch))
             self._perm, self._perm_epoch = torch.randperm(len(self.files), generator=g), epoch
-        return self.files[int(self._perm[pos])]
+        return int(self._perm[pos])
+
+    def _file(self, key: int) -> AudioFileInfo:
+        return self.files[self._index(int(key))]
+
+    def _crop(self, i: int, start_s: float) -> torch.Tensor:
+        if self.audio is None:
+            return load_segment(self.files[i], start_s, self.num_samples, self.sample_rate)
+        x = self.audio[i]
+        a = int(round(start_s * self.sample_rate))
+        seg = x[a:a + self.num_samples]
+        return torch.nn.functional.pad(seg, (0, self.num_samples - seg.shape[0]))
 
     def __getitem__(self, key: int) -> torch.Tensor:
-        info = self._file(int(key))
+        i = self._index(int(key))
         g = torch.Generator().manual_seed(_seed(self.seed, -1, int(key)))
-        span = max(0.0, info.seconds - self.num_samples / self.sample_rate)
-        starts = torch.rand(self.num_crops, generator=g) * span
-        return torch.stack([load_segment(info, float(s), self.num_samples, self.sample_rate) for s in starts])
+        picks = [i] * self.num_crops
+        if self._members is not None:
+            others = [j for j in self._members[i] if j != i] or [i]
+            draw = torch.randint(0, len(others), (self.num_crops,), generator=g)
+            picks = [i] + [others[int(d)] for d in draw[1:]]
+        u = torch.rand(self.num_crops, generator=g)
+        crops = []
+        for j, v in zip(picks, u):
+            span = max(0.0, self.files[j].seconds - self.num_samples / self.sample_rate)
+            crops.append(self._crop(j, float(v) * span))
+        return torch.stack(crops)
 
 
 class StepSampler(torch.utils.data.Sampler):

@@ -27,17 +27,24 @@ class LogMel(nn.Module):
     Always computed in float32 (outside autocast) on the input's device.
     """
 
-    def __init__(self, cfg: FrontendConfig, hop_length: Optional[int] = None):
+    def __init__(self, cfg: FrontendConfig, hop_length: Optional[int] = None, win_length: Optional[int] = None,
+                 normalized: bool = False):
+        """``win_length`` (default ``cfg.n_fft``) longer than ``cfg.n_fft`` gets the next power-of-two
+        FFT; ``normalized`` divides the power by the window's energy, so log-mels of different
+        window lengths share one scale."""
         super().__init__()
         self.cfg = cfg
         self.hop_length = int(hop_length or cfg.hop_length)
+        self.win_length = int(win_length or cfg.n_fft)
+        n_fft = max(cfg.n_fft, 1 << (self.win_length - 1).bit_length())
         with warnings.catch_warnings():
             # 128 mel bands over 129 FFT bins leaves some low bands empty; that is the papers' setting.
             warnings.filterwarnings("ignore", message="At least one mel filterbank")
             self.mel = torchaudio.transforms.MelSpectrogram(
                 sample_rate=cfg.sample_rate,
-                n_fft=cfg.n_fft,
-                win_length=cfg.n_fft,
+                n_fft=n_fft,
+                win_length=self.win_length,
+                normalized=normalized,
                 hop_length=self.hop_length,
                 f_min=cfg.f_min,
                 f_max=cfg.f_max,

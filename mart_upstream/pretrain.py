@@ -24,7 +24,8 @@ from .augment import AugmentationChain, AugmentConfig
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import ConfigError, apply_overrides, from_dict, load_file, merge, to_dict
 from .fileio import atomic_path
-from .data import DatasetError, RandomCropDataset, StepSampler, scan_audio_files
+from .data import DatasetError, RandomCropDataset, StepSampler, read_groups, scan_audio_files
+from .diagnostics import learning_diagnostics
 from .models import build_config, build_model, model_names
 
 log = logging.getLogger("mart_upstream.pretrain")
@@ -43,6 +44,9 @@ class DataConfig:
     min_seconds: Optional[float] = None  # default: one crop
     check_silence: bool = True
     num_workers: int = 2
+    sampling: str = "duration"  # "duration": files drawn by length; "file": each file once per epoch
+    groups: Optional[str] = None  # CSV path,group (paths relative to --data): views cross a group's files
+    in_memory: bool = False  # decode every file once into memory (fast crops; needs RAM for the whole set)
 
 
 @dataclass
@@ -56,6 +60,7 @@ class RunConfig:
     ckpt_every: int = 500
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast to bfloat16 on CUDA
+    bf16_cpu: bool = False  # autocast to bfloat16 on CPU too (the CUDA code path, testable without a GPU)
     tensorboard: bool = False
 
 
@@ -217,7 +222,14 @@ def train(args) -> str:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                       find_unused_parameters=_has_unused_parameters(args.model, model_cfg))
 
-    dataset = RandomCropDataset(files, clip, num_crops=model.num_views, sample_rate=sr, seed=run.seed)
+    groups = None
+    if cfg.data.groups:
+        path = cfg.data.groups if os.path.isabs(cfg.data.groups) else os.path.join(data_root, cfg.data.groups)
+        groups = read_groups(path, data_root, files)
+        if dist.is_main:
+            log.info("positive pairs cross files of one group: %d groups over %d files", len(set(groups)), len(files))
+    dataset = RandomCropDataset(files, clip, num_crops=model.num_views, sample_rate=sr, seed=run.seed,
+                                sampling=cfg.data.sampling, groups=groups, in_memory=cfg.data.in_memory)
     loader = DataLoader(
         dataset,
         batch_size=run.batch_size,
@@ -229,7 +241,7 @@ def train(args) -> str:
     )
     extra = {"settings": to_dict(cfg), "world_size": dist.world_size}
     metrics = MetricsLog(out, start, run.tensorboard) if dist.is_main else None
-    use_bf16 = run.bf16 and device.type == "cuda"
+    use_bf16 = run.bf16 and (device.type == "cuda" or run.bf16_cpu)
     bar = tqdm(total=run.steps, initial=start, desc=f"{args.model} pretrain", disable=not dist.is_main,
                dynamic_ncols=True)
     model.train()
@@ -262,8 +274,12 @@ def train(args) -> str:
                 now = time.perf_counter()
                 rate = clips_since / max(now - t_last, 1e-9)
                 t_last, clips_since = now, 0
-                scalars = {k: float(x.detach().float()) for k, x in losses.items()}
+                scalars = {k: float(x.detach().float()) for k, x in losses.items() if x.dim() == 0}
+                if all(k in losses for k in ("z1", "z2", "emb")):
+                    scalars.update(learning_diagnostics(losses["z1"], losses["z2"], losses["emb"]))
                 scalars["clips_per_s"] = rate
+                if device.type == "cuda":
+                    scalars["max_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", clips_s=f"{rate:.1f}")
                 metrics.add(step, scalars)
         elapsed = trained_s + time.perf_counter() - t_resumed

@@ -1,5 +1,6 @@
 """Pretraining data: scanning real folder trees, crops, resampling, deterministic sampling."""
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_load_segment_resamples_downmixes_and_matches_whole_file(tree):
 def test_random_crops_are_deterministic_and_visit_every_file_once_per_epoch(tmp_path):
     make_synthetic_dataset(str(tmp_path), n_files=5, seconds=2.0, progress=False)
     files = D.scan_audio_files(str(tmp_path), progress=False)
-    ds = D.RandomCropDataset(files, 4000, num_crops=2, seed=3)
+    ds = D.RandomCropDataset(files, 4000, num_crops=2, seed=3, sampling="file")
     a = ds[7]
     assert a.shape == (2, 4000) and torch.equal(a, ds[7]) and not torch.equal(a, ds[8])
     assert not torch.equal(a[0], a[1])
@@ -101,6 +102,49 @@ def test_random_crops_are_deterministic_and_visit_every_file_once_per_epoch(tmp_
         it = iter(dl)
         batches[workers] = [next(it) for _ in range(2)]
     assert all(torch.equal(x, y) for x, y in zip(batches[0], batches[2]))
+
+
+def _tone_files(root, seconds):
+    paths = []
+    for i, sec in enumerate(seconds):
+        p = os.path.join(root, f"f{i}.wav")
+        t = np.arange(int(sec * 16000)) / 16000
+        sf.write(p, (0.3 * np.sin(2 * np.pi * 200 * (i + 1) * t)).astype(np.float32), 16000)
+        paths.append(p)
+    return paths
+
+
+def test_duration_sampling_follows_file_lengths_and_in_memory_crops_match_disk(tmp_path):
+    _tone_files(str(tmp_path), [1.0, 1.0, 8.0])
+    files = D.scan_audio_files(str(tmp_path), progress=False)
+    ds = D.RandomCropDataset(files, 4000, seed=1)  # duration sampling is the default
+    counts = np.bincount([ds._index(k) for k in range(2000)], minlength=3) / 2000
+    assert counts == pytest.approx([0.1, 0.1, 0.8], abs=0.04)
+    by_file = D.RandomCropDataset(files, 4000, seed=1, sampling="file")
+    assert np.bincount([by_file._index(k) for k in range(300)]).tolist() == [100, 100, 100]
+    mem = D.RandomCropDataset(files, 4000, seed=1, in_memory=True)
+    for k in range(5):
+        assert torch.allclose(mem[k], ds[k], atol=1e-4)
+
+
+def test_groups_make_views_cross_files(tmp_path):
+    paths = _tone_files(str(tmp_path), [1.0, 1.0, 1.0, 1.0])
+    groups_csv = tmp_path / "groups.csv"
+    groups_csv.write_text("path,group\nf0.wav,a\nf1.wav,a\nf2.wav,b\n")  # f3 not listed: a group alone
+    files = D.scan_audio_files(str(tmp_path), progress=False)
+    groups = D.read_groups(str(groups_csv), str(tmp_path), files)
+    assert groups[0] == groups[1] and len(set(groups)) == 3
+    ds = D.RandomCropDataset(files, 4000, seed=2, groups=groups)
+    freq = lambda x: int(torch.fft.rfft(x).abs().argmax()) * 16000 // 4000  # noqa: E731
+    for k in range(20):
+        i = ds._index(k)
+        a, b = ds[k]
+        want = {0: 400, 1: 200}.get(i, freq(a))  # files 0 and 1 (200 / 400 Hz) swap; 2 and 3 stay alone
+        assert freq(b) == want
+    with pytest.raises(D.DatasetError, match="path,group"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("file,work\nf0.wav,a\n")
+        D.read_groups(str(bad), str(tmp_path), files)
 
 
 def test_step_sampler_shards_and_resumes():

@@ -82,7 +82,7 @@ def test_hierarchical_contrastive_matches_hand_computation():
     b, m, d, tau = 3, 2, 5, 0.7
     lv = [torch.randn(b, 1, d), torch.randn(b, m, d), torch.randn(b, m * m, d)]
     t0 = torch.randn(b, d)
-    got = hierarchical_contrastive(lv, t0, m, tau)
+    got = hierarchical_contrastive(lv, t0, m, tau, form="paper")
     total = 0.0
     for i in range(b):
         pw = 0.0
@@ -99,6 +99,44 @@ def test_hierarchical_contrastive_matches_hand_computation():
     got_plain = hierarchical_contrastive(lv, t0, m, tau, use_part_whole=False)
     assert got_plain.item() < got.item() + 10  # finite
     assert got_plain.item() != pytest.approx(got.item())
+
+
+def test_batch_form_of_the_part_whole_term_matches_hand_computation():
+    torch.manual_seed(4)
+    b, m, d, tau = 3, 2, 5, 0.7
+    lv = [torch.randn(b, 1, d), torch.randn(b, m, d), torch.randn(b, m * m, d)]
+    t0 = torch.randn(b, d)
+    plain = hierarchical_contrastive(lv, t0, m, tau, use_part_whole=False).item()
+    pw, count = 0.0, 0
+    for n in range(2):  # level n wholes, level n+1 parts; negatives: the other clips' wholes at level n
+        level_loss, anchors = 0.0, 0
+        for i in range(b):
+            for w in range(m**n):
+                for j in range(m):
+                    part = lv[n + 1][i, w * m + j]
+                    pos = math.exp(_sim(part, lv[n][i, w]) / tau)
+                    neg = sum(math.exp(_sim(part, lv[n][u, v]) / tau) for u in range(b) if u != i for v in range(m**n))
+                    level_loss += -math.log(pos / (pos + neg))
+                    anchors += 1
+        pw += (1 / m) * level_loss / anchors
+    got = hierarchical_contrastive(lv, t0, m, tau, form="batch").item()
+    assert got == pytest.approx(plain + pw, rel=1e-5)
+    assert hierarchical_contrastive(lv, t0, m, tau).item() == pytest.approx(got)  # the default
+
+
+def test_paper_form_is_satisfied_by_clip_collapse_and_batch_form_is_not():
+    """Every part and whole of a clip equal, cross-view pairs unrelated: eq. (5) as printed is near
+    its minimum, the batch form is not (the cross-view term still counts in full)."""
+    torch.manual_seed(5)
+    b, m, d, tau = 8, 2, 16, 0.5
+    clip = F.normalize(torch.randn(b, 1, d), dim=-1)
+    lv = [clip.expand(b, m**n, d).clone() for n in range(4)]
+    t0 = torch.randn(b, d)
+    paper = hierarchical_contrastive(lv, t0, m, tau, form="paper").item()
+    batch = hierarchical_contrastive(lv, t0, m, tau, form="batch").item()
+    plain = hierarchical_contrastive(lv, t0, m, tau, use_part_whole=False).item()
+    assert paper < 0.1 * plain
+    assert batch > plain
 
 
 def test_nt_xent_matches_hand_computation():
@@ -119,8 +157,9 @@ def test_barlow_twins_terms():
     z = torch.randn(64, 8)
     # identical views: cross-correlation diagonal is 1 -> on-diagonal term 0
     assert barlow_twins(z, z, off_diagonal_weight=0.0).item() == pytest.approx(0.0, abs=1e-4)
-    assert negative_decorrelation(z, z).item() == pytest.approx(8.0, rel=1e-3)
-    assert negative_decorrelation(z, torch.randn(64, 8)).item() < 1.0
+    assert negative_decorrelation(z, z, weight=1.0).item() == pytest.approx(8.0, rel=1e-3)
+    assert negative_decorrelation(z, z).item() == pytest.approx(8.0 * 5e-3, rel=1e-3)  # PEMR eq. (9): λ = 5e-3
+    assert negative_decorrelation(z, torch.randn(64, 8), weight=1.0).item() < 1.0
 
 
 @pytest.mark.parametrize("t,ratio", [(100, 0.1), (37, 0.1), (50, 0.25), (10, 0.0)])
@@ -166,6 +205,35 @@ def test_mart_ablations_train(ablation, tiny):
     assert torch.isfinite(out["loss"])
     has_grad = any(p.grad is not None for p in model.pwt.parameters())
     assert has_grad == ablation.get("use_pwt", True)
+
+
+@pytest.mark.parametrize("fill", ["mean", "floor", "zero"])
+def test_pemr_mask_fill(fill, tiny):
+    model = build_model("pemr", {**tiny["pemr"], "mask_fill": fill})
+    spec = torch.randn(2, 4, 6) - 6.0
+    mask = torch.tensor([[1, 0, 1, 1, 0, 1], [1, 1, 1, 1, 1, 0]], dtype=torch.float32)
+    out = model.apply_mask(spec, mask)
+    assert torch.equal(out[mask[:, None, :].expand_as(spec) == 1], spec[mask[:, None, :].expand_as(spec) == 1])
+    removed = out[0, :, 1]
+    want = {"zero": torch.zeros(4), "floor": torch.full((4,), math.log(1e-6)), "mean": spec[0].mean(dim=1)}[fill]
+    assert torch.allclose(removed, want, atol=1e-5)
+    with pytest.raises(ValueError, match="mask_fill"):
+        build_model("pemr", {**tiny["pemr"], "mask_fill": 0.0})
+
+
+@pytest.mark.parametrize("window", ["hop", "paper"])
+def test_mart_level_windows_cover_their_hops(window, tiny):
+    model = build_model("mart", {**tiny["mart"], "level_window": window})
+    for fe in model.level_frontends:
+        covers = fe.win_length >= fe.hop_length
+        assert covers == (window == "hop" or fe.hop_length <= 256)
+        assert fe.mel.mel_scale.n_mels == 128
+    # the normalised windows put a steady tone on one scale at every level
+    if window == "hop":
+        t = torch.arange(16000) / 16000
+        tone = torch.sin(2 * math.pi * 1000 * t)[None]
+        peaks = [fe(tone).amax(dim=1).median().item() for fe in model.level_frontends]
+        assert max(peaks) - min(peaks) < 1.0, peaks
 
 
 @pytest.mark.parametrize("mode", ["none", "positive", "positive_negative"])

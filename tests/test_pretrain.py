@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from conftest import ROOT, tiny_overrides
-from mart_upstream.checkpoint import CheckpointError, load_pretrained, read_checkpoint
+from mart_upstream.checkpoint import FORMAT_VERSION, CheckpointError, load_pretrained, read_checkpoint
 from mart_upstream.embedding import clip_embeddings
 from mart_upstream.pretrain import main
 from mart_upstream.synth import make_synthetic_dataset
@@ -36,7 +36,7 @@ def run(model, data, out, *extra):
 def test_pretrain_writes_a_weights_only_checkpoint_and_metrics(model, audio_dir, tmp_path):
     assert run(model, audio_dir, tmp_path, "--steps", "3") == 0
     state = torch.load(tmp_path / "last.ckpt", weights_only=True)
-    assert state["step"] == 3 and state["model_name"] == model and state["format_version"] == 1
+    assert state["step"] == 3 and state["model_name"] == model and state["format_version"] == FORMAT_VERSION
     assert state["optimizer"] is not None and state["config"]["clip_samples"] > 0
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

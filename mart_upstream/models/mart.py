@@ -15,8 +15,10 @@ from torch import nn
 from ..encoders import FCNConfig, fcn7_config
 from ..frontend import FrontendConfig, LogMel
 from ..layers import TransformerBlock
-from ..losses import hierarchical_contrastive
+from ..losses import HCL_FORMS, hierarchical_contrastive
 from .base import SSLModel
+
+LEVEL_WINDOWS = ("hop", "paper")
 
 
 @dataclass
@@ -39,8 +41,17 @@ class MartConfig:
     proj_hidden: int = 512  # head Linear(512)-ReLU-Linear(256)
     proj_dim: int = 256
     temperature: float = 0.5
+    # Each level's STFT window. "hop": win_length = max(n_fft, hop), n_fft the next power of two, power
+    # normalised by the window energy (one scale for all levels), so every level reads all its samples.
+    # "paper": the 256-sample window of MART §3.1 at every level; with hops of 1000 and 500 samples the
+    # two coarsest levels then read only 26% and 51% of their audio.
+    level_window: str = "hop"
     use_pwt: bool = True  # False: "w/o PWT" ablation (MART Table 4)
     use_hcl: bool = True  # False: "w/o HCL" ablation
+    # L^pw of eq. (3)-(5). "batch": part-whole InfoNCE with in-batch negatives added to the cross-view
+    # term (losses.part_whole_infonce). "paper": eq. (5) as printed, which the part-whole sum can
+    # satisfy without the cross-view pair agreeing (see README, "MART's part-whole term").
+    hcl: str = "batch"
 
 
 def level_lengths(clip_samples: int, parts: int, levels: int) -> List[int]:
@@ -130,7 +141,15 @@ class Mart(SSLModel):
         self.lengths = level_lengths(c.clip_samples, c.parts, c.levels)
         hops = [c.finest_hop * c.parts ** (c.levels - 1 - n) for n in range(c.levels)]
         # One frontend per level: every clip, whatever its length, gives the same number of frames.
-        self.level_frontends = nn.ModuleList(LogMel(c.frontend, hop_length=h) for h in hops)
+        if c.level_window not in LEVEL_WINDOWS:
+            raise ValueError(f"MartConfig.level_window must be one of {LEVEL_WINDOWS}, got {c.level_window!r}")
+        if c.hcl not in HCL_FORMS:
+            raise ValueError(f"MartConfig.hcl must be one of {HCL_FORMS}, got {c.hcl!r}")
+        if c.level_window == "hop":
+            self.level_frontends = nn.ModuleList(
+                LogMel(c.frontend, hop_length=h, win_length=max(c.frontend.n_fft, h), normalized=True) for h in hops)
+        else:
+            self.level_frontends = nn.ModuleList(LogMel(c.frontend, hop_length=h) for h in hops)
         self.frontend = self.level_frontends[0]
         self.pwt = PartWholeTransformer(c, self.encoder.out_dim)
 
@@ -187,5 +206,7 @@ class Mart(SSLModel):
             s_hat = self.encode_levels(views[:, 0], c.levels if c.use_hcl else 1)
         z_hat = [self.head(s) for s in s_hat]
         z_tilde0 = self.head(self.encoder(self.frontend(views[:, 1])))
-        loss = hierarchical_contrastive(z_hat, z_tilde0, c.parts, c.temperature, use_part_whole=c.use_hcl)
-        return {"loss": loss, "hcl": loss.detach()}
+        loss = hierarchical_contrastive(z_hat, z_tilde0, c.parts, c.temperature, use_part_whole=c.use_hcl,
+                                        form=c.hcl)
+        return {"loss": loss, "hcl": loss.detach(), "emb": s_hat[0][:, 0].detach(),
+                "z1": z_hat[0][:, 0].detach(), "z2": z_tilde0.detach()}

@@ -25,6 +25,7 @@ from ..losses import barlow_twins, negative_decorrelation
 from .base import SSLModel
 
 FRAME_MASKS = ("none", "positive", "positive_negative")
+MASK_FILLS = ("mean", "floor", "zero")
 
 
 @dataclass
@@ -43,8 +44,12 @@ class PemrConfig:
     mask_random: float = 0.1  # 10% by a random frame of the batch, 10% left unchanged
     frame_mask: str = "positive_negative"  # "none" | "positive" | "positive_negative"
     mask_ratio: float = 0.1  # r (PEMR §3.4, default 10%)
-    mask_fill: float = 0.0  # value of masked log-mel frames (the mask multiplies the frames)
+    # Value of masked log-mel frames. PEMR §3.4 multiplies the frames by the mask ("zero"), but 0 is a
+    # loud value in log-mel (median about -6, silence log(1e-6) = -13.8). "mean": each clip's mean
+    # log-mel per band (no information about the removed frames); "floor": silence, the log floor.
+    mask_fill: str = "mean"
     bt_lambda: float = 5e-3  # λ of eq. (8), the Barlow-Twins off-diagonal weight
+    neg_lambda: float = 5e-3  # λ of eq. (9) ("the same λ" trades L_neg off against eq. (8)'s second term)
     w_pred: float = 1.0
     w_pos: float = 1.0
     w_neg: float = 1.0
@@ -135,6 +140,8 @@ def positive_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
 
 class Pemr(SSLModel):
     def __init__(self, config: PemrConfig):
+        if config.mask_fill not in MASK_FILLS:
+            raise ValueError(f"PemrConfig.mask_fill must be one of {MASK_FILLS}, got {config.mask_fill!r}")
         if config.frame_mask not in FRAME_MASKS:
             raise ValueError(f"PemrConfig.frame_mask must be one of {FRAME_MASKS}, got {config.frame_mask!r}")
         if not 0.0 <= config.mask_ratio < 1.0:
@@ -150,8 +157,16 @@ class Pemr(SSLModel):
             return positive_mask(frame_scores(q1, q2, k2).float(), self.config.mask_ratio)
 
     def apply_mask(self, spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Keep frames where mask is 1; the others get ``mask_fill`` (spec [B, F, T], mask [B, T])."""
         m = mask[:, None, :].to(spec.dtype)  # [B, 1, T]
-        return spec * m + self.config.mask_fill * (1 - m)
+        fill = self.config.mask_fill
+        if fill == "zero":
+            return spec * m  # PEMR §3.4 literally
+        if fill == "floor":
+            value = torch.full_like(spec[:, :, :1], math.log(self.config.frontend.log_offset))
+        else:
+            value = spec.mean(dim=2, keepdim=True)
+        return spec * m + value * (1 - m)
 
     def forward(self, views: torch.Tensor) -> Dict[str, torch.Tensor]:
         c = self.config
@@ -170,13 +185,15 @@ class Pemr(SSLModel):
             if c.frame_mask == "positive_negative":
                 batch.append(self.apply_mask(f2, 1 - pos))
             batch = torch.cat(batch)
-        z = self.head(self.encoder(batch)).view(-1, b, c.proj_dim)  # [V, B, Dp]
+        h = self.encoder(batch)
+        z = self.head(h).view(-1, b, c.proj_dim)  # [V, B, Dp]
         l_pos = barlow_twins(z[0], z[1], c.bt_lambda)
         loss = loss + c.w_pos * l_pos
         out["pos"] = l_pos.detach()
         if c.frame_mask == "positive_negative":
-            l_neg = negative_decorrelation(z[0], z[2])
+            l_neg = negative_decorrelation(z[0], z[2], c.neg_lambda)  # eq. (9)
             loss = loss + c.w_neg * l_neg
             out["neg"] = l_neg.detach()
         out["loss"] = loss
+        out.update(emb=h[:b].detach(), z1=z[0].detach(), z2=z[1].detach())
         return out

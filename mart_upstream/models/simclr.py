@@ -23,7 +23,8 @@ class SimCLR(SSLModel):
     def forward(self, views):
         self.check_views(views, 2, self.clip_samples)
         b = views.shape[0]
-        z = self.head(self.encoder(self.frontend(views.flatten(0, 1))))  # [2B, Dp]
-        z = z.view(b, 2, -1)
+        h = self.encoder(self.frontend(views.flatten(0, 1)))  # [2B, D]
+        z = self.head(h).view(b, 2, -1)  # [B, 2, Dp]
         loss = nt_xent(z[:, 0], z[:, 1], self.config.temperature)
-        return {"loss": loss, "nt_xent": loss.detach()}
+        return {"loss": loss, "nt_xent": loss.detach(),
+                "emb": h.view(b, 2, -1)[:, 0].detach(), "z1": z[:, 0].detach(), "z2": z[:, 1].detach()}
