@@ -3,6 +3,8 @@
     mart-bench data   build the rendered style / cover / pretraining sets (benchmarks.musicset.build)
     mart-bench run    pretrain mart, pemr, simclr and evaluate them with the references (benchmarks.offline.run)
     mart-bench speed  embedding and pretraining throughput, FLOPs, time and memory vs length (benchmarks.speed)
+    mart-bench device-pack    the pretraining audio and wheels for a GPU machine (benchmarks.device.pack)
+    mart-bench device-unpack  a GPU run's returned parts back into a run folder (benchmarks.device.unpack)
 
 Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
 """
@@ -16,6 +18,8 @@ SUBCOMMANDS = {
     "data": ("benchmarks.musicset.build", "build the rendered music sets"),
     "run": ("benchmarks.offline.run", "pretrain and evaluate all models on the rendered sets"),
     "speed": ("benchmarks.speed", "throughput, FLOPs, time and memory of the encoders"),
+    "device-pack": ("benchmarks.device.pack", "pack the pretraining audio and wheels for a GPU machine"),
+    "device-unpack": ("benchmarks.device.unpack", "join and extract the parts a GPU run sent back"),
 }
 
 

@@ -18,19 +18,28 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    launched: bool = False  # started by torchrun: a process group and DDP, even with one process
+
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched or self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ and "RANK" in os.environ
 
 
 def init_from_env(device_type: str) -> DistInfo:
-    """Join the process group that ``torchrun`` describes in the environment (no-op otherwise)."""
+    """Join the process group that ``torchrun`` describes in the environment (no-op otherwise).
+
+    Under torchrun the group is made even for one process, so the DDP code path runs as it would on
+    many (``torchrun --nproc_per_node 1`` tests it on one GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and not launched_by_torchrun():
         return DistInfo()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), launched=True)
 
 
 def is_distributed() -> bool:

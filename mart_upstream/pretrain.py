@@ -58,6 +58,7 @@ class RunConfig:
     batch_size: int = 48  # MART §3.1, PEMR §4.1.3
     log_every: int = 10
     ckpt_every: int = 500
+    keep_steps: tuple = ()  # also keep the weights at these steps as OUT/step_<N>.ckpt (learning curves)
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast to bfloat16 on CUDA
     bf16_cpu: bool = False  # autocast to bfloat16 on CPU too (the CUDA code path, testable without a GPU)
@@ -148,7 +149,7 @@ def train(args) -> str:
     run = cfg.run
     for flag, key in (("steps", "steps"), ("max_minutes", "max_minutes"), ("batch_size", "batch_size"),
                       ("seed", "seed"), ("device", "device"),
-                      ("ckpt_every", "ckpt_every"), ("log_every", "log_every")):
+                      ("ckpt_every", "ckpt_every"), ("log_every", "log_every"), ("keep_steps", "keep_steps")):
         if getattr(args, flag) is not None:
             setattr(run, key, getattr(args, flag))
     if args.num_workers is not None:
@@ -239,7 +240,7 @@ def train(args) -> str:
         persistent_workers=cfg.data.num_workers > 0,
         worker_init_fn=_single_thread_worker,
     )
-    extra = {"settings": to_dict(cfg), "world_size": dist.world_size}
+    extra = {"settings": to_dict(cfg), "world_size": dist.world_size, "ddp": dist.enabled}
     metrics = MetricsLog(out, start, run.tensorboard) if dist.is_main else None
     use_bf16 = run.bf16 and (device.type == "cuda" or run.bf16_cpu)
     bar = tqdm(total=run.steps, initial=start, desc=f"{args.model} pretrain", disable=not dist.is_main,
@@ -284,6 +285,9 @@ def train(args) -> str:
                 metrics.add(step, scalars)
         elapsed = trained_s + time.perf_counter() - t_resumed
         out_of_time = D.any_rank(elapsed >= budget_s, device)  # every rank stops at the same step
+        if step in run.keep_steps and dist.is_main:
+            extra["train_seconds"] = elapsed
+            save_checkpoint(os.path.join(out, f"step_{step}.ckpt"), model, args.model, step, None, extra)
         if step % run.ckpt_every == 0 or step == run.steps or out_of_time:
             if dist.is_main:
                 extra["train_seconds"] = elapsed
@@ -332,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, dest="num_workers")
     p.add_argument("--ckpt-every", type=int, dest="ckpt_every")
     p.add_argument("--log-every", type=int, dest="log_every")
+    p.add_argument("--keep-steps", dest="keep_steps", type=lambda t: tuple(int(x) for x in t.split(",") if x),
+                   help="comma-separated steps whose weights are kept as OUT/step_<N>.ckpt (for learning curves)")
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument("--demo", type=int, metavar="N", default=0,
                    help="without --data: generate N synthetic music tracks into OUT/demo_audio and train on them")

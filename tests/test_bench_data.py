@@ -37,6 +37,13 @@ def _audio(path):
     return x
 
 
+def _groups(pool):
+    with open(pool / "groups.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["path", "group"]
+        return list(reader)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench") / "data"
@@ -96,6 +103,11 @@ def test_covers_pretrain_and_manifest(built):
     assert not (style & covers or style & pretrain or covers & pretrain)
     wavs = list((built / "pretrain").rglob("*.wav"))
     assert len(wavs) == 2 and all(len(sf.read(p)[0]) == 10 * 16000 for p in wavs)
+    groups = _groups(built / "pretrain")  # each clip its own group, named by its work
+    assert [r["path"] for r in groups] == sorted(p.relative_to(built / "pretrain").as_posix() for p in wavs)
+    assert all(r["path"] == f"rendered/{r['group']}.wav" for r in groups)
+    assert m["pretrain"]["renderings"] == 1 and m["pretrain"]["rendered_clips"] == m["pretrain"]["rendered_works"] == 2
+    assert m["pretrain"]["groups"] == "pretrain/groups.csv" and m["config"]["pretrain_renderings"] == 1
     assert set(m["versions"]) >= {"music21", "pyfluidsynth", "libfluidsynth"}
     assert {v["licence"] for v in m["soundfonts"].values()} == {"MIT", "GPL-2"}
     assert all(len(v["sha256"]) == 64 for v in m["soundfonts"].values())
@@ -134,3 +146,73 @@ def test_work_selection_skips_used_works_in_order():
     assert len(ids) == 3 and not {cands[0].id, cands[2].id} & set(ids)
     assert ids == sorted(ids, key=[w.id for w in cands].index) and set(ids) <= used
     assert build._works("ryans_mammoth", 0) == tuple(build.list_works("ryans_mammoth", 0))  # stable listing
+
+
+def test_pretrain_renderings_cross_soundfont_programs_tempo_and_key():
+    from benchmarks.musicset import build
+
+    notes = [(p, float(b), 1.0, 60 + 2 * p + b % 5) for p in range(3) for b in range(64)]
+    cfg = build.DataConfig(pretrain_renderings=4)
+    perfs = build._renderings(notes, cfg, 0, 5, 20.0)
+    assert len(perfs) == 4 and len({p.start_beat for p in perfs}) == 1  # one excerpt
+    assert all(a.soundfont != b.soundfont for a, b in zip(perfs, perfs[1:]))  # alternating soundfonts
+    for part in range(3):  # every part changes instrument in every rendering
+        assert len({p.programs[part] for p in perfs}) == 4
+    assert len({p.bpm for p in perfs}) == 4 and all(abs(p.transpose) <= cfg.max_transpose for p in perfs)
+    assert all(min(cfg.bpm_range) * 0.8 <= p.bpm <= max(cfg.bpm_range) * 1.2 for p in perfs)
+    again = build._renderings(notes, cfg, 0, 5, 20.0)  # the generators are (seed, work[, rendering])
+    assert [(p.bpm, p.transpose, list(p.programs), p.soundfont) for p in perfs] == \
+        [(p.bpm, p.transpose, list(p.programs), p.soundfont) for p in again]
+    other = build._renderings(notes, cfg, 1, 5, 20.0)
+    assert [p.bpm for p in other] != [p.bpm for p in perfs]
+    two = build._renderings(notes, build.DataConfig(pretrain_renderings=2), 0, 5, 20.0)
+    assert [(p.bpm, p.soundfont) for p in two] == [(p.bpm, p.soundfont) for p in perfs[:2]]  # K adds renderings
+
+
+def test_pretrain_renderings_layout_groups_and_workers(built, tmp_path):
+    import argparse
+    import dataclasses
+
+    from benchmarks.musicset import build
+
+    p = argparse.ArgumentParser()
+    build.add_arguments(p)
+    args = p.parse_args(["--out", "x", "--profile", "small", "--pretrain-renderings", "2"])
+    cfg = build._config(args)
+    assert cfg.pretrain_renderings == 2 and build.PROFILES["multi"] == dataclasses.replace(
+        build.PROFILES["full"], pretrain_renderings=3)
+    assert build._config(p.parse_args(["--out", "x"])).pretrain_renderings == 1
+    with pytest.raises(build.DataBuildError, match="--pretrain-renderings must be at least 1"):
+        build._config(p.parse_args(["--out", "x", "--pretrain-renderings", "0"]))
+
+    # the pretraining pool of the fixture's build (same works: style and covers ones are used) with 2 renderings
+    m = json.loads((built / "manifest.json").read_text())
+    used = {w for c in m["style"]["classes"].values() for ws in c["works"].values() for w in ws}
+    used |= set(m["covers"]["work_ids"])
+    cfg = dataclasses.replace(cfg, pretrain_clips=2, pretrain_seconds=SECONDS)
+    pools = {}
+    for workers in (2, 1):  # the fork pool first: a process that has rendered holds fluidsynth's state
+        root = tmp_path / f"w{workers}"
+        pool = build._Pool(workers)
+        try:
+            info = build.build_pretrain(str(root), cfg, 0, set(used), pool, build.SOUNDFONT_DIR,
+                                        dict(m["skipped_works"]))
+        finally:
+            pool.close()
+        pools[workers] = root / "pretrain"
+    assert info["work_ids"] == m["pretrain"]["work_ids"]
+    assert info["renderings"] == 2 and info["rendered_works"] == 2 and info["rendered_clips"] == 4
+    assert info["groups"] == "pretrain/groups.csv"
+    pool = pools[2]
+    slugs = sorted(os.listdir(pool / "rendered"))
+    assert len(slugs) == 2 and sorted(os.listdir(pool)) == ["groups.csv", "rendered"]
+    assert slugs == sorted(r["path"][len("rendered/"):-4] for r in _groups(built / "pretrain"))
+    for slug in slugs:
+        assert sorted(os.listdir(pool / "rendered" / slug)) == ["r0.wav", "r1.wav"]
+        r0, r1 = (_audio(pool / "rendered" / slug / f"r{k}.wav") for k in (0, 1))
+        assert abs(r0.astype(float)).max() > 0.1 * 32767 and abs(r1.astype(float)).max() > 0.1 * 32767
+        assert r0.tobytes() != r1.tobytes()
+    assert [(r["path"], r["group"]) for r in _groups(pool)] == [
+        (f"rendered/{s}/r{k}.wav", s) for s in slugs for k in (0, 1)]
+    assert _hashes(pools[1]) == _hashes(pools[2])  # --workers does not change the bytes
+    assert not [f for d, _, fs in os.walk(tmp_path) for f in fs if f.startswith(".")]

@@ -42,7 +42,24 @@ def test_pretrain_writes_a_weights_only_checkpoint_and_metrics(model, audio_dir,
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(np.isfinite(float(r["loss"])) and float(r["clips_per_s"]) > 0 for r in rows)
+    # learning diagnostics beside the loss
+    for r in rows:
+        assert -1.0 <= float(r["pos_cos"]) <= 1.0 and 0.0 <= float(r["pair_top1"]) <= 1.0
+        assert 0.0 < float(r["emb_rank"]) <= 4.0 and float(r["emb_std"]) >= 0.0
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_bf16_autocast_path_and_kept_steps(audio_dir, tmp_path):
+    """The CUDA run's bf16 autocast path, on the CPU; weights kept at chosen steps for learning curves."""
+    assert run("mart", audio_dir, tmp_path, "--steps", "3", "--keep-steps", "1,2", "run.bf16_cpu=true") == 0
+    state = read_checkpoint(str(tmp_path / "last.ckpt"))
+    assert state["pretrain"]["settings"]["run"]["bf16_cpu"] is True
+    for step in (1, 2):
+        kept = read_checkpoint(str(tmp_path / f"step_{step}.ckpt"))
+        assert kept["step"] == step and kept["optimizer"] is None
+    assert not (tmp_path / "step_3.ckpt").exists()
+    w1 = read_checkpoint(str(tmp_path / "step_1.ckpt"))["model"]
+    assert any(not torch.equal(w1[k], state["model"][k]) for k in w1 if w1[k].is_floating_point())
 
 
 def test_loader_returns_frozen_eval_encoder(audio_dir, tmp_path):
@@ -105,7 +122,18 @@ def test_two_process_ddp_on_cpu_finishes(audio_dir, tmp_path):
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     state = read_checkpoint(str(tmp_path / "last.ckpt"))
-    assert state["step"] == 3 and state["pretrain"]["world_size"] == 2
+    assert state["step"] == 3 and state["pretrain"]["world_size"] == 2 and state["pretrain"]["ddp"]
+
+
+def test_torchrun_with_one_process_still_runs_ddp(audio_dir, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+           "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", audio_dir, "--out", str(tmp_path),
+           "--steps", "2", "--batch-size", "2", *FAST, *tiny_overrides("simclr")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = read_checkpoint(str(tmp_path / "last.ckpt"))
+    assert state["pretrain"]["world_size"] == 1 and state["pretrain"]["ddp"]
 
 
 def test_empty_folder_is_a_clear_error(tmp_path, capsys):

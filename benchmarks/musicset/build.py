@@ -1,6 +1,7 @@
 """``mart-bench data``: render the offline real-music benchmark sets, deterministically.
 
-    mart-bench data --out bench_data [--profile full|small] [--seed 0] [--workers 2] [--no-recorded]
+    mart-bench data --out bench_data [--profile full|small|multi] [--seed 0] [--workers 2] [--no-recorded]
+                    [--pretrain-renderings K]
 
 * style: classes from different corpora (``scores.STYLE_CORPORA``), clips of ``clip_seconds`` with GM
   programs drawn per part from one shared pool (timbre carries no label), split train/valid/test by
@@ -8,7 +9,13 @@
 * covers: works x versions (soundfont, program set, transposition within ±3 semitones, tempo
   x0.8-1.2, the same excerpt) -> ``covers/audio/<work>/<version>.wav`` and ``covers/manifest.csv``;
 * pretrain: clips of other works, plus, when installed, the recorded wesnoth music resampled to
-  16 kHz -> ``pretrain/rendered`` and ``pretrain/recorded`` for ``mart-pretrain --data``.
+  16 kHz -> ``pretrain/rendered`` and ``pretrain/recorded`` for ``mart-pretrain --data``. With
+  ``pretrain_renderings`` K > 1 every work is rendered K times as cover versions are (the same
+  excerpt; soundfont, program set, transposition and tempo drawn per rendering; the soundfont
+  alternates and every part changes program from one rendering to the next) ->
+  ``pretrain/rendered/<work>/r<k>.wav``, so that a positive pair can cross renderings.
+  ``pretrain/groups.csv`` (``path,group``, paths relative to ``pretrain/``) names the work of every
+  file; each recording, and each rendered clip when K == 1, is its own group.
 
 A work shorter than its excerpt is played again from the top, as tunes are. No work is in two
 splits or two sets. Same seed and package versions -> the same bytes: works are
@@ -62,6 +69,7 @@ class DataConfig:
     bpm_range: Tuple[float, float] = (72.0, 132.0)  # quarter notes per minute of a rendering
     pretrain_clips: int = 240
     pretrain_seconds: float = 20.0
+    pretrain_renderings: int = 1  # renderings of each pretraining work (K > 1: rendered/<work>/r<k>.wav)
     recorded: bool = True  # add the wesnoth recordings to the pretraining pool when installed
     min_beats: float = 16.0  # works shorter than this are not used
     parse_timeout_s: int = 60  # a score taking longer to parse is skipped
@@ -71,6 +79,7 @@ PROFILES = {
     "full": DataConfig(),
     "small": DataConfig(clip_seconds=10.0, clips_per_class=6, clips_per_work=1, cover_works=12,
                         pretrain_clips=16, pretrain_seconds=10.0, recorded=False),
+    "multi": DataConfig(pretrain_renderings=3),  # full, with 3 renderings of each pretraining work
 }
 LICENCES = {"FluidR3_GM": "MIT", "TimGM6mb": "GPL-2"}
 LICENSES_MD = """# Licences of the rendered benchmark data
@@ -308,28 +317,80 @@ def _convert_recording(job) -> str:
     return dst
 
 
+def _renderings(notes, cfg: DataConfig, seed: int, wi: int, seconds: float) -> List[Performance]:
+    """``cfg.pretrain_renderings`` performances of one excerpt of a work, drawn as cover versions are.
+
+    The base generator (seed, work) draws the tempo and the excerpt; the generator of rendering r
+    (seed, work, r) its transposition, tempo factor and programs. The soundfont alternates from a drawn
+    first one, and each part gets a program it had in none of the earlier renderings (while the pool
+    has one), so no two renderings of a work share their instruments.
+    """
+    base = np.random.default_rng([seed, 3, wi])
+    bpm = float(base.uniform(*cfg.bpm_range))
+    start = _starts(notes, 1, seconds * bpm * cfg.tempo_range[1] / 60, base)[0]
+    fonts = sorted(SOUNDFONTS)
+    first = int(base.integers(len(fonts)))
+    n_parts = 1 + max(p for p, *_ in notes)
+    had: List[set] = [set() for _ in range(n_parts)]
+    out = []
+    for r in range(cfg.pretrain_renderings):
+        rng = np.random.default_rng([seed, 3, wi, r])
+        shift = int(rng.integers(-cfg.max_transpose, cfg.max_transpose + 1))
+        tempo = bpm * float(rng.uniform(*cfg.tempo_range))
+        programs = []
+        for part in range(n_parts):
+            free = [p for p in PROGRAM_POOL if p not in had[part]] or list(PROGRAM_POOL)
+            programs.append(int(rng.choice(free)))
+            had[part].add(programs[-1])
+        out.append(Performance(_looped(notes, start + seconds * tempo / 60), start, tempo, shift, programs,
+                               fonts[(first + r) % len(fonts)]))
+    return out
+
+
+def _write_groups(path: str, rows: List[Tuple[str, str]]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "group"])
+    w.writerows(sorted(rows))
+    write_text(path, buf.getvalue())
+
+
 def build_pretrain(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, sf_dir: str,
                    skipped: Dict[str, str]) -> Dict:
     chosen = _take(_interleaved(seed, "pretrain", used), cfg.pretrain_clips, used, cfg, pool, "pretraining works",
                    skipped)
-    jobs = []
+    folder = os.path.join(root, "pretrain")
+    jobs, groups = [], []
     for wi, c in enumerate(chosen):
-        rng = np.random.default_rng([seed, 3, wi])
-        start = _starts(c.notes, 1, cfg.pretrain_seconds * cfg.bpm_range[1] / 60, rng)[0]
-        path = os.path.join(root, "pretrain", "rendered", f"{_slug(c.work.path)}.wav")
-        jobs.append((_perf(c.notes, rng, cfg, start, cfg.pretrain_seconds), cfg.pretrain_seconds, path, sf_dir))
+        slug = _slug(c.work.path)
+        if cfg.pretrain_renderings == 1:  # the layout and bytes of the single-rendering pool
+            rng = np.random.default_rng([seed, 3, wi])
+            start = _starts(c.notes, 1, cfg.pretrain_seconds * cfg.bpm_range[1] / 60, rng)[0]
+            perfs = {f"rendered/{slug}.wav": _perf(c.notes, rng, cfg, start, cfg.pretrain_seconds)}
+        else:
+            perfs = {f"rendered/{slug}/r{r}.wav": perf
+                     for r, perf in enumerate(_renderings(c.notes, cfg, seed, wi, cfg.pretrain_seconds))}
+        for rel, perf in perfs.items():
+            jobs.append((perf, cfg.pretrain_seconds, os.path.join(folder, *rel.split("/")), sf_dir))
+            groups.append((rel, slug))
     if len(chosen) < cfg.pretrain_clips:
         log.warning("pretraining: only %d usable works left, %d asked for", len(chosen), cfg.pretrain_clips)
     _render_all(jobs, pool, "pretraining clips")
     recorded = []
     if cfg.recorded and os.path.isdir(RECORDED_DIR):
         recorded = sorted(f for f in os.listdir(RECORDED_DIR) if f.endswith(".ogg"))
-        conv = [(os.path.join(RECORDED_DIR, f), os.path.join(root, "pretrain", "recorded", f[:-4] + ".wav"))
+        conv = [(os.path.join(RECORDED_DIR, f), os.path.join(folder, "recorded", f[:-4] + ".wav"))
                 for f in recorded]
         for _ in tqdm(pool.imap(_convert_recording, conv), total=len(conv), desc="recorded music", unit="track",
                       disable=None, leave=False):
             pass
-    return {"folder": "pretrain", "rendered_clips": len(chosen), "recorded_tracks": recorded,
+        groups += [(f"recorded/{f[:-4]}.wav", f"recorded/{f[:-4]}") for f in recorded]
+    _write_groups(os.path.join(folder, "groups.csv"), groups)
+    return {"folder": "pretrain", "rendered_clips": len(jobs), "rendered_works": len(chosen),
+            "renderings": cfg.pretrain_renderings, "groups": "pretrain/groups.csv", "recorded_tracks": recorded,
             "work_ids": [c.work.id for c in chosen], "tunes": _tunes(chosen), "works_per_corpus": _per_corpus(chosen)}
 
 
@@ -391,12 +452,16 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder (built beside it, renamed into place)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                   help="full: 8 x 40 style clips, 60 x 4 covers, 240 pretraining clips; small: a quick demo")
+                   help="full: 8 x 40 style clips, 60 x 4 covers, 240 pretraining clips; small: a quick demo; "
+                        "multi: full with 3 renderings of each pretraining work")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes parsing and rendering (default 2)")
     p.add_argument("--clips-per-class", type=int, help="override the profile")
     p.add_argument("--cover-works", type=int, help="override the profile")
     p.add_argument("--pretrain-clips", type=int, help="override the profile")
+    p.add_argument("--pretrain-renderings", type=int, metavar="K",
+                   help="override the profile: render each pretraining work K times (soundfont, programs, "
+                        "transposition, tempo), the same excerpt, as rendered/<work>/r<k>.wav")
     p.add_argument("--clips-per-work", type=int, help="override the profile (style clips cut from one work)")
     p.add_argument("--clip-seconds", type=float, help="override the profile (style and cover clips)")
     p.add_argument("--no-recorded", action="store_true", help="leave the recorded music out of the pretraining pool")
@@ -406,8 +471,8 @@ def add_arguments(p) -> None:
 
 def _config(args) -> DataConfig:
     over = {k: getattr(args, k) for k in ("clips_per_class", "clips_per_work", "cover_works", "pretrain_clips",
-                                          "clip_seconds") if getattr(args, k) is not None}
-    for k in ("clips_per_class", "clips_per_work", "cover_works"):
+                                          "pretrain_renderings", "clip_seconds") if getattr(args, k) is not None}
+    for k in ("clips_per_class", "clips_per_work", "cover_works", "pretrain_renderings"):
         if k in over and over[k] < 1:
             raise DataBuildError(f"--{k.replace('_', '-')} must be at least 1")
     if "pretrain_clips" in over and over["pretrain_clips"] < 0:
@@ -439,5 +504,6 @@ def run(args) -> int:
     s = m["style"]
     print(f"wrote {args.out} in {time.time() - t0:.0f} s: style {len(s['classes'])} classes, clips {s['split_sizes']}; "
           f"covers {m['covers']['works']} works x {m['covers']['versions']} versions; pretraining "
-          f"{m['pretrain']['rendered_clips']} rendered clips + {len(m['pretrain']['recorded_tracks'])} recordings")
+          f"{m['pretrain']['rendered_works']} works x {m['pretrain']['renderings']} renderings + "
+          f"{len(m['pretrain']['recorded_tracks'])} recordings")
     return 0

@@ -24,10 +24,11 @@ import numpy as np
 
 from benchmarks.cover_song import datasets as cover_datasets
 from benchmarks.cover_song.embed import HearSource, embed_tracks
-from benchmarks.cover_song.metrics import retrieval_metrics
+from benchmarks.cover_song.metrics import cosine_similarity, rank_relevance, retrieval_metrics
 from benchmarks.cover_song.search import evaluate as cover_evaluate
 from mart_upstream.fileio import write_json
 
+from . import paired
 from .pretraining import child_env
 from .references import key_invariant_similarity
 
@@ -103,6 +104,9 @@ def style_task(entry: Entry, task_dir: str, out_dir: str, grid: str = "default",
                         f"got the scores {sorted(scores)}")
     test = scores["test"]
     out = {m: float(test[f"test_{m}"]) for m in STYLE_METRICS}
+    emb = paired.load_scene_embeddings(emb_dirs[0])
+    cv = paired.grouped_cv(emb["X"], emb["labels"], emb["groups"])
+    out["cv"] = dict(cv, names=emb["names"].tolist(), groups=emb["groups"].tolist())
     out.update(validation_score=float(test["validation_score"]), probe=scores.get("hparams", {}),
                embed_s=round(t1 - t0, 1), predict_s=round(t2 - t1, 1))
     out["probe"] = {k: v for k, v in out["probe"].items() if isinstance(v, (int, float, str))}
@@ -122,14 +126,17 @@ def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:
     if bad:
         raise EvalError(f"{len(bad)} cover tracks could not be read, e.g. {bad[0]}")
     works = [t.work for t in kept]
+    sim = key_invariant_similarity(emb) if entry.key_invariant else cosine_similarity(emb)
     if entry.key_invariant:
-        res = retrieval_metrics(key_invariant_similarity(emb), works)
+        res = retrieval_metrics(sim, works)
         res["search"] = "exact, key-invariant (max over 12 chroma rotations)"
     else:
         res = cover_evaluate(emb, works, method="exact")
+    ap = paired.per_query_ap(rank_relevance(sim, works))
     out = {m: float(res[m]) for m in COVER_METRICS}
     out.update(top1=float(res["top1"]), n_queries=int(res["n_queries"]), works=len(set(works)),
-               search=res["search"], dim=int(emb.shape[1]), embed_s=round(time.perf_counter() - t0, 1))
+               search=res["search"], dim=int(emb.shape[1]), embed_s=round(time.perf_counter() - t0, 1),
+               query_ap=[None if np.isnan(a) else float(a) for a in ap], query_ids=[f"{t.work}/{t.version}" for t in kept], query_works=works)
     write_json(result_path, out, sort_keys=False)
     return out
 

@@ -42,22 +42,37 @@ def best_seeds(entries: List[Dict], runs: List[Dict]) -> Dict[str, Dict]:
     return best
 
 
+def compact(state: Dict) -> Dict:
+    """A checkpoint dict without optimizer state, its floating weights as float16."""
+    out = dict(state, optimizer=None, pretrain=dict(state.get("pretrain") or {}))
+    out["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    return out
+
+
+def save_state(state: Dict, path: str) -> None:
+    """``torch.save`` a checkpoint dict atomically (a temp file, fsync, rename)."""
+    with atomic_path(path, suffix=".ckpt", fsync=True) as tmp:
+        torch.save(state, tmp)
+
+
 def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for model, run in sorted(best.items()):
-        state = read_checkpoint(run["checkpoint"])
-        state["optimizer"] = None
-        state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+        state = compact(read_checkpoint(run["checkpoint"]))
         card = {"model": model, "seed": run["seed"], "steps": run["steps"], "batch_size": run["batch_size"],
-                "train_minutes": run["train_minutes"], "budget": run["budget"], "data": meta["data"],
-                "commit": run.get("commit", meta["commit"]), "config": f"benchmarks/offline/configs/{model}.yaml",
-                "selected_by": "style validation score", "scores": {k: run["entry"].get(k) for k in ("style", "covers")},
+                "train_minutes": run["train_minutes"], "budget": run["budget"],
+                "data": run.get("train_data") or meta["data"], "commit": run.get("commit", meta["commit"]),
+                "config": run.get("config", f"benchmarks/offline/configs/{model}.yaml"),
+                "selected_by": run.get("selected_by", "style validation score"),
+                "trained_by": run.get("trained_by", "`mart-bench run`"),
+                "device": run.get("device") or meta.get("device") or "cpu", "gpu": run.get("gpu"),
+                "throughput": run.get("throughput"),
+                "scores": {k: run["entry"].get(k) for k in ("style", "covers")},
                 "random_init_scores": {k: (run.get("random_init") or {}).get(k) for k in ("style", "covers")}}
         state["pretrain"]["model_card"] = card
         path = os.path.join(out_dir, f"{model}.ckpt")
-        with atomic_path(path, suffix=".ckpt", fsync=True) as tmp:
-            torch.save(state, tmp)
+        save_state(state, path)
         write_text(os.path.join(out_dir, f"{model}.md"), model_card(card, os.path.getsize(path)))
         written += [path, os.path.join(out_dir, f"{model}.md")]
     return written
@@ -71,16 +86,46 @@ def _against_random(card: Dict) -> str:
             f"cover MAP {r['covers']['map']:.3f} on the same sets.")
 
 
+def _where(card: Dict) -> str:
+    """The training device as the card states it: CPU, or the GPU's name."""
+    device = card.get("device") or "cpu"
+    if device == "cpu":
+        return "CPU"
+    return f"{card['gpu']} ({device})" if card.get("gpu") else "GPU"
+
+
+def _speed(card: Dict) -> str:
+    t = card.get("throughput") or {}
+    if not t.get("clips_per_s"):
+        return ""
+    parts = [f"{t['clips_per_s']:.0f} clips/s"]
+    if t.get("step_time_s"):
+        parts.append(f"{t['step_time_s']:.3f} s per step")
+    if t.get("peak_mem_gb"):
+        parts.append(f"peak GPU memory {t['peak_mem_gb']:.1f} GB")
+    together = t.get("models_together") or 1
+    shared = f"; {together} models trained at once on the same device" if together > 1 else ""
+    return f"\n- Speed: {', '.join(parts)}{shared}."
+
+
 def model_card(card: Dict, size: int) -> str:
     style, cov = card["scores"].get("style") or {}, card["scores"].get("covers") or {}
+    file = str(card.get("config") or "").endswith((".yaml", ".yml", ".json"))
+    config = (f"config `{card['config']}` (the model section is also inside the checkpoint)" if file
+              else f"{card['config']} (the model section is inside the checkpoint)" if card.get("config")
+              else "the papers' default config (`mart-pretrain` without `--config`; the model section is also "
+                   "inside the checkpoint)")
+    chosen = f"\n- Chosen among the benchmark's seeds by the {card['selected_by']}." if card.get("selected_by") else ""
+    command = f" --config {card['config']}" if file else ""
     return f"""# {card['model']} (packaged checkpoint)
 
-- Model: `{card['model']}`, config `{card['config']}` (the model section is also inside the checkpoint).
-- Trained by `mart-bench run` with `mart-pretrain`: seed {card['seed']}, {card['steps']} steps of batch
-  {card['batch_size']} ({card['train_minutes']:.1f} min of training on CPU; budget {card['budget']}).
+- Model: `{card['model']}`, {config}.
+- Trained by {card.get('trained_by', '`mart-bench run`')} with `mart-pretrain`: seed {card['seed']}, \
+{card['steps']} steps of batch
+  {card['batch_size']} ({card['train_minutes']:.1f} min of training on {_where(card)}; \
+budget {card['budget']}).{_speed(card)}
 - Data: {card['data']}.
-- Code: commit {card['commit']}.
-- Chosen among the benchmark's seeds by the {card['selected_by']}.
+- Code: commit {card['commit']}.{chosen}
 - Stored without optimizer state, weights in float16 ({size / 1e6:.1f} MB); loaded into float32.
 
 Scores on the benchmark's test sets (heareval probe on the style task; cover-song retrieval):
@@ -90,5 +135,5 @@ MR1 {cov.get('mr1', float('nan')):.1f}.{_against_random(card)}
 
 This is a small model trained briefly on rendered scores and a few recordings: a working default
 for the harness adapters and a starting point, not a replacement for pretraining on your catalogue
-(`mart-pretrain --model {card['model']} --data DIR --config {card['config']}`).
+(`mart-pretrain --model {card['model']} --data DIR{command}`).
 """

@@ -5,7 +5,10 @@ from typing import Dict, List
 
 from mart_upstream.fileio import atomic_path
 
+import numpy as np
+
 from .evaluation import COVER_METRICS, STYLE_METRICS, summarise
+from .paired import paired_difference
 
 COLUMNS = [("style", m) for m in STYLE_METRICS] + [("covers", m) for m in COVER_METRICS]
 HEADERS = {("style", "top1_acc"): "style top1_acc", ("style", "mAP"): "style mAP",
@@ -65,6 +68,62 @@ def comparisons(rows: List[Dict], models=("mart", "pemr")) -> List[Dict]:
     return out
 
 
+def _paired(model_entries: List[Dict], ref: Dict) -> Dict[str, Dict]:
+    """One model's entries (its seeds) against one reference entry, item by item on the same data."""
+    out: Dict[str, Dict] = {}
+    cvs = [e["style"].get("cv") for e in model_entries if "style" in e]
+    ref_cv = ref.get("style", {}).get("cv")
+    if cvs and all(cvs) and ref_cv and all(cv["names"] == ref_cv["names"] for cv in cvs):
+        mine = np.mean([cv["correct"] for cv in cvs], axis=0)
+        d = paired_difference(mine, ref_cv["correct"], ref_cv["groups"])
+        per_seed = [float(np.mean(cv["correct"]) - np.mean(ref_cv["correct"])) for cv in cvs]
+        out["style top1_acc (grouped CV)"] = dict(d, seed_diffs=per_seed)
+        per_seed_map = [cv["mAP"] - ref_cv["mAP"] for cv in cvs]
+        out["style mAP (grouped CV)"] = {"diff": float(np.mean(per_seed_map)), "seed_diffs": per_seed_map}
+    aps = [e["covers"].get("query_ap") for e in model_entries if "covers" in e]
+    ref_ap = ref.get("covers", {}).get("query_ap")
+    if aps and all(aps) and ref_ap and all(len(a) == len(ref_ap) for a in aps):
+        a = np.array([[np.nan if v is None else v for v in ap] for ap in aps], dtype=np.float64)
+        r = np.array([np.nan if v is None else v for v in ref_ap], dtype=np.float64)
+        ok = ~np.isnan(r) & ~np.isnan(a).any(0)
+        works = np.asarray(ref["covers"]["query_works"])[ok]
+        d = paired_difference(a[:, ok].mean(0), r[ok], works)
+        out["cover MAP"] = dict(d, seed_diffs=[float(x[ok].mean() - r[ok].mean()) for x in a])
+    return out
+
+
+def paired_comparisons(entries: List[Dict], models=("mart", "pemr", "simclr")) -> List[Dict]:
+    """Each pretrained model (all its seeds) against its random-init encoder, MFCC and chroma: the mean
+    paired difference with a 95% bootstrap interval over works, and the per-seed differences."""
+    out = []
+    for m in models:
+        mine = [e for e in entries if e["row"] == m]
+        if not mine:
+            continue
+        for ref_row in (random_row(m), MFCC_ROW, CHROMA_ROW):
+            ref = next((e for e in entries if e["row"] == ref_row), None)
+            if ref is None:
+                continue
+            for metric, d in _paired(mine, ref).items():
+                spread = float(np.std(d["seed_diffs"], ddof=1)) if len(d["seed_diffs"]) > 1 else 0.0
+                ci = "ci_low" in d
+                out.append(dict(d, model=m, reference=ref_row, metric=metric, seed_spread=spread,
+                                separated=bool(ci and (d["ci_low"] > 0 or d["ci_high"] < 0)
+                                               and abs(d["diff"]) > spread)))
+    return out
+
+
+def _paired_table(comps: List[Dict]) -> List[str]:
+    lines = ["| model | against | metric | difference [95% CI over works] | per seed | separated |",
+             "|---|---|---|---|---|---|"]
+    for c in comps:
+        ci = f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if "ci_low" in c else ""
+        seeds = ", ".join(f"{x:+.3f}" for x in c["seed_diffs"])
+        verdict = ("yes, above" if c["diff"] > 0 else "yes, below") if c["separated"] else "no"
+        lines.append(f"| {c['model']} | {c['reference']} | {c['metric']} | {c['diff']:+.3f}{ci} | {seeds} | {verdict} |")
+    return lines
+
+
 def _comparison_table(comps: List[Dict]) -> List[str]:
     pairs = list(dict.fromkeys((c["model"], c["reference"]) for c in comps))
     metrics = list(dict.fromkeys(c["metric"] for c in comps))
@@ -97,6 +156,13 @@ def markdown(result: Dict) -> str:
                   "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['model']} | {r['seed']} | {r['steps']} | {r['batch_size']} | {r['train_minutes']:.2f} | "
                   f"{r['wall_s']:.0f} |" for r in runs]
+    pcomps = result.get("paired", [])
+    if pcomps:
+        lines += ["", "Paired differences on the same data (style: out-of-fold correctness of a linear probe, "
+                  "5-fold cross-validation grouped by work over all clips, 3 repeats; covers: average precision "
+                  "per query). The model's seeds are averaged item by item; the interval resamples works. "
+                  "'separated': the interval excludes 0 and the difference exceeds the spread over seeds.", ""]
+        lines += _paired_table(pcomps)
     comps = result.get("comparisons", [])
     if comps:
         lines += ["", f"MART and PEMR (mean over seeds) against the references: {sum(c['better'] for c in comps)} of "

@@ -5,6 +5,8 @@
     mart-bench run --out OUT --data DIR [--task NAME]        # a set built elsewhere: DIR/tasks/<task>/,
                                                              # DIR/covers/manifest.csv, DIR/pretrain/
     mart-bench run --out OUT --export mart_upstream/checkpoints   # also package the best seeds
+    mart-bench run --out OUT --checkpoints RUN [--export DIR]     # evaluate checkpoints trained elsewhere
+                                                             # (RUN/<model>.ckpt, e.g. from a GPU run)
 
 Rows: each pretrained model (mean ± std over ``--seeds``), the same models with random weights, MFCC
 statistics and chroma statistics (key-invariant on covers). Everything finished is kept in OUT, so a
@@ -23,7 +25,7 @@ from typing import Dict, List
 
 from mart_upstream.fileio import write_json, write_text
 
-from . import evaluation, export, pretraining, report
+from . import evaluation, export, external, pretraining, report
 from .evaluation import Entry, EvalError
 
 log = logging.getLogger("mart-bench.run")
@@ -57,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid-points", type=int, default=DEFAULTS["grid_points"], help="heareval grid points")
     p.add_argument("--no-references", action="store_true", help="leave out the random-init, MFCC and chroma rows")
     p.add_argument("--export", metavar="DIR", help="write the best seed of each model as DIR/<model>.ckpt + card")
+    p.add_argument("--checkpoints", metavar="DIR",
+                   help="evaluate DIR/*.ckpt (one per model, trained elsewhere, e.g. `mart-bench device-unpack`) "
+                        "instead of pretraining; use a new --out")
     p.add_argument("--workers", type=int, default=2, help="processes for building the data")
 
 
@@ -80,6 +85,8 @@ def _data(args) -> Dict[str, str]:
     covers = args.covers or os.path.join(root, "covers", "manifest.csv")
     pool = args.pretrain_data or os.path.join(root, "pretrain")
     for what, path, isdir in (("cover manifest", covers, False), ("pretraining folder", pool, True)):
+        if what == "pretraining folder" and args.checkpoints:
+            continue  # nothing is pretrained
         if not (os.path.isdir(path) if isdir else os.path.isfile(path)):
             raise EvalError(f"{what} {path} does not exist")
     desc = f"{os.path.abspath(root)}"
@@ -113,7 +120,11 @@ def _entries(args, runs: List[Dict], models: List[str], seed: int) -> List[Entry
             if row in done:
                 continue
             done.add(row)
-            ckpt = pretraining.random_init(m, seed, os.path.join(args.out, "random_init", f"{m}.ckpt"))
+            if args.checkpoints:  # the checkpoint's own model config and seed
+                own = next(r for r in runs if r["model"] == m)
+                ckpt = external.random_init(own, os.path.join(args.out, "random_init"))
+            else:
+                ckpt = pretraining.random_init(m, seed, os.path.join(args.out, "random_init", f"{m}.ckpt"))
             out.append(Entry(row, f"{m}-random", f"hear_api.{m}", ckpt, None))
         out += REFERENCES
     return out
@@ -139,11 +150,17 @@ def run(args) -> int:
 
             if not torch.cuda.is_available():
                 raise EvalError("--device cuda: no CUDA device is available here (use --device cpu)")
-        models, seeds = _models(args), _int_list(args.seeds, "seeds")
         budget = pretraining.Budget(args.minutes if args.minutes > 0 else None, args.steps, args.batch_size)
+        if args.checkpoints:  # trained elsewhere: read, not pretrained
+            runs = external.runs_from(args.checkpoints, code)
+            models, seeds = [r["model"] for r in runs], sorted({r["seed"] for r in runs})
+        else:
+            models, seeds = _models(args), _int_list(args.seeds, "seeds")
         data = _data(args)
-        runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
-                                     budget, args.device, args.num_workers, commit=code) for m in models for s in seeds]
+        if not args.checkpoints:
+            runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
+                                         budget, args.device, args.num_workers, commit=code)
+                    for m in models for s in seeds]
         entries = []
         for e in _entries(args, runs, models, seeds[0]):
             folder = os.path.join(args.out, "eval", e.key)
@@ -160,12 +177,14 @@ def run(args) -> int:
     rows = report.table_rows(entries)
     meta = {"data": data["description"], "data_root": data["root"], "task": os.path.basename(data["task"]),
             "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": entries[0]["covers"]["n_queries"],
-            "cover_works": entries[0]["covers"]["works"], "budget": budget.describe(), "seeds": seeds,
-            "grid": args.grid, "grid_points": args.grid_points, "device": args.device, "commit": code,
+            "cover_works": entries[0]["covers"]["works"], "seeds": seeds,
+            "budget": external.describe(runs) if args.checkpoints else budget.describe(),
+            "grid": args.grid, "grid_points": args.grid_points, "commit": code,
+            "device": ", ".join(sorted({r["device"] for r in runs})) if args.checkpoints else args.device,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "total_minutes": (time.time() - t0) / 60}
     result = {"meta": meta, "runs": runs, "entries": entries, "table": rows,
-              "comparisons": report.comparisons(rows)}
+              "comparisons": report.comparisons(rows), "paired": report.paired_comparisons(entries)}
     if args.export:
         best = export.best_seeds(entries, runs)
         for model, run_ in best.items():  # the card compares with the same encoder, untrained

@@ -208,5 +208,7 @@ class Mart(SSLModel):
         z_tilde0 = self.head(self.encoder(self.frontend(views[:, 1])))
         loss = hierarchical_contrastive(z_hat, z_tilde0, c.parts, c.temperature, use_part_whole=c.use_hcl,
                                         form=c.hcl)
-        return {"loss": loss, "hcl": loss.detach(), "emb": s_hat[0][:, 0].detach(),
+        with torch.no_grad():  # the cross-view part of the loss alone (eq. 5 with L^pw = 0), for the log
+            cross = hierarchical_contrastive(z_hat[:1], z_tilde0, c.parts, c.temperature, use_part_whole=False)
+        return {"loss": loss, "hcl": loss.detach(), "cross": cross, "emb": s_hat[0][:, 0].detach(),
                 "z1": z_hat[0][:, 0].detach(), "z2": z_tilde0.detach()}

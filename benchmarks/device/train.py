@@ -1,0 +1,510 @@
+"""``python -m benchmarks.device.train``: pretrain the models on one GPU for a time budget, from a kit.
+
+    bash scripts/device_pretrain.sh --kit .device_kit --minutes 7 --models mart,pemr,simclr --device cuda \\
+        --out runs/gpu [--smoke] [--sequential] [--bundle $OUT]
+
+Each model is ``mart-pretrain`` in its own process with the papers' settings (no ``--config``; batch
+48), ``--data KIT/audio``, seed 0 and ``--max-minutes``: by default all models at once on the one GPU,
+each for the whole budget; ``--sequential`` runs them one after the other, each for an equal share.
+A child's output goes to ``OUT/<model>/pretrain.log``; a failed model does not stop the others.
+While they train, ``nvidia-smi`` is sampled every 2 s (GPU utilisation, memory used).
+
+Then, per model: ``OUT/<model>.ckpt`` (``last.ckpt`` without optimizer state, weights in float16,
+where and how long it trained in ``pretrain.device_run``), ``OUT/<model>/metrics.csv``, and for
+the run ``OUT/device_run.json``: steps, batch, training time, clips/s (median of the logged rates
+after the first), step time, peak GPU memory, the sampled utilisation and the environment.
+
+``--smoke``: a check that takes about a minute: every model 12 steps and one ``torchrun`` run (one
+process) of simclr for 6 steps, on a few of the kit's files; throughput only, no checkpoints.
+
+``--bundle DIR``: the run folder as ``DIR/run.tar.part00``, ``part01``, ... (at most 15 MiB each)
+plus ``DIR/device_run.json``, at most 8 files (``last.ckpt``, data indexes and demo audio left out);
+``mart-bench device-unpack DIR --out RUN`` puts the folder back together.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import glob
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional
+
+from mart_upstream.fileio import atomic_path, write_json
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_KIT = os.path.join(REPO_ROOT, ".device_kit")
+MODELS = ("mart", "pemr", "simclr")
+BIG_STEPS = 1_000_000  # the time budget ends every run
+PART_BYTES = 15 * 2**20
+PART_PREFIX = "run.tar.part"
+MAX_RETURN_FILES = 8  # what a device call sends back
+LEFT_OUT = {"last.ckpt", "data_index.json", "demo_audio", "tb", "smoke_files.txt"}
+SMOKE = {"steps": 12, "minutes": 1.0, "log_every": 2, "files": 16, "ddp_steps": 6}
+PROG = "device-train"
+
+
+class DeviceRunError(RuntimeError):
+    """A problem with the run's inputs or outputs, as one clear line."""
+
+
+# -- GPU sampling ------------------------------------------------------------------------------------------
+class GpuSampler:
+    """``nvidia-smi`` every ``interval`` seconds in a background thread: mean utilisation, peak memory used."""
+
+    QUERY = ["--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
+
+    def __init__(self, interval: float = 2.0, enabled: bool = True):
+        self.exe = shutil.which("nvidia-smi") if enabled else None
+        self.interval = interval
+        self.samples: List[tuple] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        try:
+            r = subprocess.run([self.exe, *self.QUERY], capture_output=True, text=True, timeout=10)
+            rows = [[float(v) for v in line.split(",")] for line in r.stdout.strip().splitlines() if line.strip()]
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return
+        if r.returncode == 0 and rows:  # every visible GPU: mean utilisation, memory summed
+            self.samples.append((sum(u for u, _ in rows) / len(rows), sum(m for _, m in rows)))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def start(self) -> "GpuSampler":
+        if self.exe:
+            self._thread.start()
+        return self
+
+    def stop(self) -> Optional[Dict]:
+        if not self.exe:
+            return None
+        self._stop.set()
+        self._thread.join(timeout=15)
+        if not self.samples:
+            return None
+        return {"mean_util_pct": round(statistics.fmean(u for u, _ in self.samples), 1),
+                "peak_mem_used_mib": max(m for _, m in self.samples), "samples": len(self.samples),
+                "interval_s": self.interval}
+
+
+# -- the runs ----------------------------------------------------------------------------------------------
+def default_overrides() -> List[str]:
+    """The kit's audio was checked when packed, so the silence scan is skipped; every file is decoded
+    into memory once where this ``mart-pretrain`` has ``data.in_memory``."""
+    from mart_upstream.pretrain import DataConfig
+
+    out = ["data.check_silence=false"]
+    if "in_memory" in {f.name for f in dataclasses.fields(DataConfig)}:
+        out.append("data.in_memory=true")
+    else:
+        print(f"{PROG}: this mart-pretrain has no data.in_memory; crops are decoded from the files", file=sys.stderr)
+    return out
+
+
+def child_env(threads: int) -> Dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    env.setdefault("TQDM_MININTERVAL", "10")  # a progress line every 10 s, not a log full of them
+    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+@dataclasses.dataclass
+class Job:
+    name: str  # model name, or "ddp-simclr"
+    cmd: List[str]
+    run_dir: str
+    minutes: float
+    proc: Optional[subprocess.Popen] = None
+    started: float = 0.0
+    wall_s: float = 0.0
+    returncode: Optional[int] = None
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.run_dir, "pretrain.log")
+
+    def start(self, env: Dict[str, str]) -> None:
+        os.makedirs(self.run_dir, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            f.write("$ " + " ".join(self.cmd) + "\n")
+            f.flush()
+            self.proc = subprocess.Popen(self.cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        self.started = time.perf_counter()
+
+    def poll(self, deadline_s: float) -> bool:
+        """True once finished; a child past its wall-clock deadline is stopped (its last checkpoint stays)."""
+        if self.returncode is not None:
+            return True
+        code = self.proc.poll()
+        if code is None and time.perf_counter() - self.started > deadline_s:
+            with open(self.log_path, "a") as f:
+                f.write(f"\n{PROG}: stopped after {deadline_s:.0f} s of wall-clock time\n")
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
+        if code is None:
+            return False
+        self.returncode, self.wall_s = code, round(time.perf_counter() - self.started, 1)
+        return True
+
+
+def _tail(path: str, n: int = 3000) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def run_jobs(jobs: List[Job], sequential: bool, env: Dict[str, str], grace_s: float, report) -> None:
+    """Run ``jobs`` all at once (or one after the other), calling ``report(job)`` as each finishes."""
+    waves = [[j] for j in jobs] if sequential else [jobs]
+    for wave in waves:
+        for j in wave:
+            j.start(env)
+        pending = list(wave)
+        while pending:
+            time.sleep(0.5)
+            for j in [j for j in pending if j.poll(j.minutes * 60 + grace_s)]:
+                pending.remove(j)
+                report(j)
+
+
+def read_metrics(path: str) -> List[Dict[str, str]]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _floats(rows: List[Dict[str, str]], key: str) -> List[float]:
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r[key]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    return out
+
+
+def summarise(job: Job) -> Dict:
+    """A finished child -> steps, batch, training time, clips/s, step time, peak memory (from its
+    checkpoint and metrics.csv)."""
+    from mart_upstream.checkpoint import CheckpointError, read_checkpoint
+
+    rows = read_metrics(os.path.join(job.run_dir, "metrics.csv"))
+    rates = _floats(rows, "clips_per_s")
+    rates = rates[1:] if len(rates) > 1 else rates  # the first interval holds start-up and warm-up
+    info: Dict = {"status": "ok" if job.returncode == 0 else "failed", "exit_code": job.returncode,
+                  "wall_s": job.wall_s, "minutes_budget": job.minutes,
+                  "log": os.path.relpath(job.log_path, os.path.dirname(job.run_dir)),
+                  "clips_per_s": round(statistics.median(rates), 2) if rates else None}
+    mem = _floats(rows, "max_mem_gb")
+    info["peak_mem_gb"] = round(max(mem), 3) if mem else None
+    ckpt = os.path.join(job.run_dir, "last.ckpt")
+    try:
+        state = read_checkpoint(ckpt)
+    except CheckpointError as e:
+        info.update(status="failed" if job.returncode else "no checkpoint", error=str(e))
+        return info
+    pre = state.get("pretrain") or {}
+    batch = int(((pre.get("settings") or {}).get("run") or {}).get("batch_size", 0)) or None
+    steps, train_s = int(state["step"]), float(pre.get("train_seconds", 0.0))
+    info.update(steps=steps, batch_size=batch, train_seconds=round(train_s, 1), train_minutes=round(train_s / 60, 3),
+                world_size=pre.get("world_size", 1),
+                step_time_s=round(batch / info["clips_per_s"], 4) if batch and info["clips_per_s"] else None,
+                mean_step_s=round(train_s / steps, 4) if steps else None)
+    return info
+
+
+def export_checkpoint(job: Job, info: Dict, out: str, card: Dict) -> str:
+    """``OUT/<model>.ckpt``: the run's last.ckpt without optimizer state, weights in float16, and where
+    and how it was trained in ``pretrain['device_run']``."""
+    from benchmarks.offline.export import compact, save_state
+    from mart_upstream.checkpoint import read_checkpoint
+
+    state = compact(read_checkpoint(os.path.join(job.run_dir, "last.ckpt")))
+    state["pretrain"]["device_run"] = dict(card, **{k: info.get(k) for k in (
+        "steps", "batch_size", "train_minutes", "clips_per_s", "step_time_s", "peak_mem_gb")})
+    path = os.path.join(out, f"{job.name}.ckpt")
+    save_state(state, path)
+    for kept in sorted(glob.glob(os.path.join(job.run_dir, "step_*.ckpt"))):  # learning-curve points, compacted
+        save_state(compact(read_checkpoint(kept)), kept)
+    return path
+
+
+def environment(device: str) -> Dict:
+    import torch
+
+    env = {"torch": str(torch.__version__), "cuda": torch.version.cuda and str(torch.version.cuda),
+           "gpu": None, "gpu_count": 0,
+           "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+    if device == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count())
+    return env
+
+
+def _kit_summary(kit: str) -> Dict:
+    path = os.path.join(kit, "manifest.json")
+    if not os.path.isfile(path):
+        return {"path": kit, "manifest": None}
+    with open(path) as f:
+        m = json.load(f)
+    return {"path": kit, "codec": (m.get("format") or {}).get("codec"), "files": len(m.get("files", [])),
+            "total_seconds": m.get("total_seconds"), "description": (m.get("source") or {}).get("description"),
+            "commit": m.get("commit")}
+
+
+def smoke_file_list(kit_audio: str, path: str, n: int) -> str:
+    """A few of the kit's files, spread over its folders, for the smoke runs (paths relative to the kit)."""
+    found = []
+    for d, dirs, names in os.walk(kit_audio):
+        dirs.sort()
+        found += [os.path.relpath(os.path.join(d, x), kit_audio) for x in sorted(names)
+                  if x.lower().endswith((".ogg", ".mp3", ".wav", ".flac"))]
+    step = max(1, len(found) // n)
+    with atomic_path(path, suffix=".txt") as tmp, open(tmp, "w") as f:
+        f.write("\n".join(found[::step][:n]) + "\n")
+    return path
+
+
+def _workers(args, concurrent: int) -> int:
+    if args.num_workers is not None:
+        return args.num_workers
+    return max(1, min(6, ((os.cpu_count() or 2) - concurrent) // concurrent))
+
+
+def for_model(overrides: List[str], model: str) -> List[str]:
+    """Overrides for one model: ``KEY=VALUE`` applies to every model, ``MODEL:KEY=VALUE`` to that model only."""
+    out = []
+    for o in overrides:
+        head, _, rest = o.partition(":")
+        if rest and "=" not in head:
+            if head == model:
+                out.append(rest)
+        else:
+            out.append(o)
+    return out
+
+
+def build_jobs(args, models: List[str], overrides: List[str]) -> List[Job]:
+    audio = os.path.join(args.kit, "audio")
+    concurrent = 1 if args.sequential else len(models) + bool(args.smoke)
+    workers = _workers(args, concurrent)
+    share = args.minutes / len(models) if args.sequential else args.minutes
+    extra: List[str] = []
+    steps, log_every = BIG_STEPS, args.log_every
+    if args.smoke:
+        share, steps, log_every = SMOKE["minutes"], SMOKE["steps"], SMOKE["log_every"]
+        extra = ["--file-list", smoke_file_list(audio, os.path.join(args.out, "smoke_files.txt"), SMOKE["files"])]
+    common = ["--data", audio, "--device", args.device, "--seed", str(args.seed), "--num-workers", str(workers),
+              "--ckpt-every", "500", *extra]
+    jobs = []
+    for m in models:
+        cmd = [sys.executable, "-m", "mart_upstream.pretrain", "--model", m, "--out", os.path.join(args.out, m),
+               "--max-minutes", f"{share:g}", "--steps", str(steps), "--log-every", str(log_every), *common,
+               *for_model(overrides, m)]
+        jobs.append(Job(m, cmd, os.path.join(args.out, m), share))
+    if args.smoke:
+        run_dir = os.path.join(args.out, "ddp-simclr")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+               "-m", "mart_upstream.pretrain", "--model", "simclr", "--out", run_dir, "--max-minutes", f"{share:g}",
+               "--steps", str(SMOKE["ddp_steps"]), "--log-every", "1", *common, *for_model(overrides, "simclr")]
+        jobs.append(Job("ddp-simclr", cmd, run_dir, share))
+    return jobs
+
+
+# -- the bundle --------------------------------------------------------------------------------------------
+def bundle_members(run_dir: str) -> List[str]:
+    """Files of the run folder that go back (relative paths, sorted)."""
+    out = []
+    for d, dirs, names in os.walk(run_dir):
+        dirs[:] = sorted(x for x in dirs if x not in LEFT_OUT)
+        out += [os.path.relpath(os.path.join(d, n), run_dir) for n in sorted(names)
+                if n not in LEFT_OUT and not n.startswith(".tmp-")]
+    return out
+
+
+def bundle(run_dir: str, dest: str, summary_path: str) -> Dict:
+    """``dest/run.tar.partNN`` (at most 15 MiB each) and ``dest/device_run.json``: at most 8 files."""
+    os.makedirs(dest, exist_ok=True)
+    members = bundle_members(run_dir)
+    with tempfile.TemporaryDirectory(prefix="device-bundle-") as tmp:
+        tar_path = os.path.join(tmp, "run.tar")
+        with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+            for rel in members:
+                tar.add(os.path.join(run_dir, rel), arcname=rel.replace(os.sep, "/"), recursive=False)
+        size = os.path.getsize(tar_path)
+        n_parts = max(1, math.ceil(size / PART_BYTES))
+        if n_parts + 1 > MAX_RETURN_FILES:
+            big = sorted(((os.path.getsize(os.path.join(run_dir, m)), m) for m in members), reverse=True)[:3]
+            why = (f"the run folder's tar is {size / 2**20:.1f} MiB: {n_parts} parts of 15 MiB plus device_run.json "
+                   f"are more than the {MAX_RETURN_FILES} files that come back (largest: "
+                   + ", ".join(f"{m} {s / 2**20:.1f} MiB" for s, m in big) + ")")
+            _copy_summary(summary_path, dest, {"error": why})  # the numbers still come back
+            raise DeviceRunError(why)
+        for old in os.listdir(dest):  # parts of an earlier bundle would be joined with these
+            if old.startswith(PART_PREFIX):
+                os.unlink(os.path.join(dest, old))
+        sha, parts = hashlib.sha256(), []
+        with open(tar_path, "rb") as f:
+            for i in range(n_parts):
+                chunk = f.read(PART_BYTES)
+                sha.update(chunk)
+                name = f"{PART_PREFIX}{i:02d}"
+                with atomic_path(os.path.join(dest, name)) as t, open(t, "wb") as g:
+                    g.write(chunk)
+                parts.append(name)
+    return _copy_summary(summary_path, dest, {"parts": parts, "tar_bytes": size, "sha256": sha.hexdigest(),
+                                              "members": len(members)})
+
+
+def _copy_summary(summary_path: str, dest: str, bundle_info: Dict) -> Dict:
+    """``dest/device_run.json``: the run's summary with what the bundle holds."""
+    with open(summary_path) as f:
+        summary = json.load(f)
+    summary["bundle"] = bundle_info
+    write_json(os.path.join(dest, "device_run.json"), summary, sort_keys=False)
+    return bundle_info
+
+
+# -- the command -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="device_pretrain.sh", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kit", default=DEFAULT_KIT, help="kit folder from `mart-bench device-pack` (default .device_kit)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--minutes", type=float, default=7.0, help="training minutes (each model's, or shared with "
+                                                              "--sequential; default 7)")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated (default mart,pemr,simclr)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--sequential", action="store_true", help="one model after the other, minutes shared")
+    p.add_argument("--smoke", action="store_true",
+                   help="a short check: 12 steps each and a torchrun run, no checkpoints")
+    p.add_argument("--bundle", metavar="DIR", help="write the run as tar parts of at most 15 MiB to DIR")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="mart-pretrain config override, repeatable (after the defaults data.check_silence=false and, "
+                        "where supported, data.in_memory=true)")
+    p.add_argument("--no-default-overrides", action="store_true", help="leave out the default overrides")
+    p.add_argument("--num-workers", type=int, help="data-loading processes per model (default: from the CPU count)")
+    p.add_argument("--log-every", type=int, default=25, help="steps between logged rates (default 25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grace-minutes", type=float, default=4.0,
+                   help="wall-clock time a run may take beyond its budget (start-up, data loading) before it is "
+                        "stopped (default 4)")
+    return p
+
+
+def _check(args) -> List[str]:
+    import torch
+
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown or not models or len(set(models)) != len(models):
+        raise DeviceRunError(f"--models {args.models!r}: choose distinct names from {', '.join(MODELS)}")
+    if not args.minutes > 0:
+        raise DeviceRunError(f"--minutes must be positive, got {args.minutes}")
+    if not os.path.isdir(os.path.join(args.kit, "audio")):
+        raise DeviceRunError(f"{args.kit} is not a kit: no audio/ folder (build one with `mart-bench device-pack`)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise DeviceRunError("--device cuda: torch.cuda.is_available() is False here (torch "
+                             f"{torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu")
+    stale = [m for m in models + ["ddp-simclr"] if os.path.exists(os.path.join(args.out, m, "last.ckpt"))]
+    if stale:
+        raise DeviceRunError(f"{args.out} already holds a run of {', '.join(stale)}; use a new --out")
+    bad = [o for o in args.override if "=" not in o]
+    if bad:
+        raise DeviceRunError(f"--override {bad[0]!r} is not of the form key=value")
+    return models
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.kit, args.out = os.path.abspath(args.kit), os.path.abspath(args.out)
+    args.bundle = args.bundle and os.path.abspath(args.bundle)
+    t0 = time.perf_counter()
+    try:
+        models = _check(args)
+        from benchmarks.offline.export import commit
+
+        os.makedirs(args.out, exist_ok=True)
+        overrides = ([] if args.no_default_overrides else default_overrides()) + args.override
+        jobs = build_jobs(args, models, overrides)
+        env = environment(args.device)
+        kit = _kit_summary(args.kit)
+        print(f"{PROG}: {', '.join(j.name for j in jobs)} on {env['gpu'] or args.device}, "
+              f"{'smoke check' if args.smoke else f'{jobs[0].minutes:g} min each'}"
+              f"{', one after the other' if args.sequential else ', all at once'}; logs in {args.out}/<model>/",
+              flush=True)
+        results: Dict[str, Dict] = {}
+
+        def report(job: Job) -> None:
+            info = results[job.name] = summarise(job)
+            if info["status"] == "ok":
+                print(f"{PROG}: {job.name}: {info['steps']} steps of batch {info['batch_size']} in "
+                      f"{info['train_minutes']:.2f} min, {info['clips_per_s']} clips/s, wall {job.wall_s:.0f} s",
+                      flush=True)
+            else:
+                print(f"{PROG}: {job.name}: {info['status'].upper()} (exit {job.returncode}); end of "
+                      f"{job.log_path}:\n{_tail(job.log_path)}", file=sys.stderr, flush=True)
+
+        sampler = GpuSampler(enabled=args.device == "cuda").start()
+        try:
+            run_jobs(jobs, args.sequential, child_env(max(1, (os.cpu_count() or 1) // (1 if args.sequential
+                                                                                      else len(jobs)))),
+                     args.grace_minutes * 60, report)
+        finally:
+            gpu_use = sampler.stop()
+        card = {"device": args.device, "gpu": env["gpu"], "torch": env["torch"], "cuda": env["cuda"],
+                "kit": kit.get("description"), "kit_codec": kit.get("codec"), "commit": commit(),
+                "kit_commit": kit.get("commit"), "sequential": args.sequential, "minutes": args.minutes,
+                "models_together": 1 if args.sequential else len(models)}
+        if not args.smoke:
+            for j in jobs:
+                if results[j.name].get("steps"):
+                    export_checkpoint(j, results[j.name], args.out, card)
+                    results[j.name]["checkpoint"] = f"{j.name}.ckpt"
+        summary = {"models": {m: results[m] for m in models}, "ddp_smoke": results.get("ddp-simclr"),
+                   "settings": {"models": models, "minutes": args.minutes, "sequential": args.sequential,
+                                "smoke": args.smoke, "device": args.device, "seed": args.seed,
+                                "overrides": overrides, "num_workers": int(jobs[0].cmd[jobs[0].cmd.index(
+                                    "--num-workers") + 1]), "minutes_per_model": jobs[0].minutes},
+                   "environment": env, "gpu_utilisation": gpu_use, "kit": kit, "commit": card["commit"],
+                   "wall_s": round(time.perf_counter() - t0, 1)}
+        summary_path = os.path.join(args.out, "device_run.json")
+        write_json(summary_path, summary, sort_keys=False)
+        if args.bundle:
+            b = bundle(args.out, args.bundle, summary_path)
+            print(f"{PROG}: bundle {args.bundle}: {len(b['parts'])} parts, {b['tar_bytes'] / 2**20:.1f} MiB",
+                  flush=True)
+    except DeviceRunError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    failed = [n for n, r in results.items() if r["status"] != "ok"]
+    print(f"{PROG}: wrote {summary_path}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The GPU kit on CPU: packing the pool as 16 kHz Opus, the device driver end to end with its bundle,
+unpacking, and checkpoints trained elsewhere as benchmark runs."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import ROOT
+from benchmarks import mart_bench
+from benchmarks.device import train, unpack
+from benchmarks.offline import export, external
+from mart_upstream.checkpoint import load_pretrained, read_checkpoint
+from mart_upstream.models import build_model
+
+SR_IN = 22050
+POOL = {"rendered/a.wav": 3.0, "rendered/work/r0.wav": 2.0, "recorded/c.wav": 4.0}  # relative path -> seconds
+WHEELS = ["soundfile-0.14.0-py2.py3-none-manylinux_2_28_x86_64.whl",
+          "cffi-2.1.1-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.whl", "pycparser-3.0-py3-none-any.whl"]
+
+
+def _tone(seconds, freq):
+    t = np.arange(int(seconds * SR_IN)) / SR_IN
+    left = 0.4 * np.sin(2 * np.pi * freq * t)
+    return np.stack([left, 0.5 * left], axis=1).astype(np.float32)  # stereo, correlated channels
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A pool like `mart-bench data` builds: stereo 22.05 kHz WAVs, a silent file, a groups.csv."""
+    root = tmp_path_factory.mktemp("bench")
+    for i, (rel, seconds) in enumerate(POOL.items()):
+        path = root / "pretrain" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), _tone(seconds, 440 * (i + 1)), SR_IN)
+    sf.write(str(root / "pretrain" / "recorded" / "silent.wav"), np.zeros((SR_IN, 2), np.float32), SR_IN)
+    (root / "pretrain" / "groups.csv").write_text("path,group\nrendered/a.wav,a\nrecorded/c.wav,c\n")
+    wheels = root / "wheels"
+    wheels.mkdir()
+    for w in WHEELS:
+        (wheels / w).write_bytes(b"PK not really a wheel")
+    return root
+
+
+@pytest.fixture(scope="module")
+def kit(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kit") / "kit"
+    assert mart_bench.main(["device-pack", "--out", str(out), "--data", str(data), "--wheels-from",
+                            str(data / "wheels"), "--workers", "1"]) == 0
+    return out
+
+
+def test_pack_reencodes_the_pool_as_16k_mono_opus(kit, data):
+    m = json.loads((kit / "manifest.json").read_text())
+    assert m["format"]["codec"] == "Ogg/Opus" and m["format"]["sample_rate"] == 16000
+    by_path = {f["path"]: f for f in m["files"]}
+    assert sorted(by_path) == sorted(os.path.splitext(r)[0] + ".ogg" for r in POOL)
+    assert [s["source"] for s in m["skipped"]] == ["recorded/silent.wav"]
+    for i, (rel, seconds) in enumerate(POOL.items()):
+        path = kit / "audio" / (os.path.splitext(rel)[0] + ".ogg")
+        info = sf.info(str(path))
+        assert info.samplerate == 16000 and info.channels == 1 and info.format == "OGG" and info.subtype == "OPUS"
+        assert info.duration == pytest.approx(seconds, abs=0.05)
+        entry = by_path[os.path.splitext(rel)[0] + ".ogg"]
+        assert entry["seconds"] == pytest.approx(seconds, abs=0.05) and entry["bytes"] == path.stat().st_size
+        assert entry["source_rate"] == SR_IN and entry["source_channels"] == 2
+        # resampled, not relabelled: the tone is still at its frequency; a seek reads the same samples
+        x, sr = sf.read(str(path), dtype="float32")
+        spec = np.abs(np.fft.rfft(x[4000:20000]))
+        assert sr == 16000 and np.argmax(spec) == pytest.approx(440 * (i + 1), abs=3)
+        part, _ = sf.read(str(path), start=8000, frames=4000, dtype="float32")
+        assert np.abs(part - x[8000:12000]).max() < 0.05
+    assert m["total_seconds"] == pytest.approx(sum(POOL.values()), abs=0.1)
+    assert m["audio_bytes"] == sum(f["bytes"] for f in m["files"])
+    kit_files = [p for p in kit.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert m["total_bytes"] == sum(p.stat().st_size for p in kit_files)
+    assert (kit / "audio" / "groups.csv").read_bytes() == (data / "pretrain" / "groups.csv").read_bytes()
+    assert sorted(w["file"] for w in m["wheels"]) == sorted(WHEELS)
+    assert sorted(p.name for p in (kit / "wheels").iterdir()) == sorted(WHEELS)
+    assert m["source"]["pool"] == str(data / "pretrain") and m["commit"]
+    assert not [p for p in kit.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_pack_refuses_a_kit_over_the_size_limit_and_leaves_nothing(data, tmp_path, capsys):
+    out = tmp_path / "kit"
+    code = mart_bench.main(["device-pack", "--out", str(out), "--data", str(data), "--no-wheels", "--workers", "1",
+                            "--max-mib", "0.01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "over --max-mib 0.01" in err and "MiB" in err
+    assert list(tmp_path.iterdir()) == []
+    (data / "few").mkdir(exist_ok=True)
+    (data / "few" / WHEELS[0]).write_bytes(b"x")
+    code = mart_bench.main(["device-pack", "--out", str(out), "--data", str(data), "--wheels-from", str(data / "few")])
+    assert code == 2 and "no wheel for cffi, pycparser" in capsys.readouterr().err and not out.exists()
+
+
+# -- the device driver on CPU ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def devrun(kit, tmp_path_factory):
+    base = tmp_path_factory.mktemp("devrun")
+    run_dir, parts = base / "run", base / "parts"
+    cmd = [sys.executable, "-m", "benchmarks.device.train", "--kit", str(kit), "--models", "simclr", "--device", "cpu",
+           "--minutes", "0.1", "--out", str(run_dir), "--bundle", str(parts), "--num-workers", "0", "--log-every", "2",
+           "--override", "model.clip_samples=16000", "--override", "run.batch_size=4"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {"base": base, "run": run_dir, "parts": parts, "stdout": r.stdout}
+
+
+def test_driver_exports_a_small_checkpoint_and_reports_the_run(devrun):
+    run_dir = devrun["run"]
+    state = read_checkpoint(str(run_dir / "simclr.ckpt"))
+    assert state["optimizer"] is None and state["model_name"] == "simclr" and state["step"] > 0
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    assert state["pretrain"]["device_run"]["device"] == "cpu" and state["config"]["clip_samples"] == 16000
+    model, cfg = load_pretrained(str(run_dir / "simclr.ckpt"))
+    assert next(model.parameters()).dtype == torch.float32 and cfg.clip_samples == 16000
+    summary = json.loads((run_dir / "device_run.json").read_text())
+    s = summary["models"]["simclr"]
+    assert s["status"] == "ok" and s["steps"] == state["step"] and s["batch_size"] == 4
+    assert 0 < s["train_seconds"] <= 6 + 5 and s["clips_per_s"] > 0 and s["step_time_s"] > 0
+    assert s["checkpoint"] == "simclr.ckpt" and (run_dir / "simclr" / "metrics.csv").is_file()
+    assert summary["environment"]["torch"] == torch.__version__ and summary["environment"]["gpu"] is None
+    assert summary["gpu_utilisation"] is None and summary["settings"]["device"] == "cpu"
+    assert "data.check_silence=false" in summary["settings"]["overrides"]
+    assert "simclr: " in devrun["stdout"] and "clips/s" in devrun["stdout"]
+
+
+def test_bundle_parts_come_back_and_unpack_to_the_run(devrun, tmp_path):
+    files = sorted(os.listdir(devrun["parts"]))
+    parts = [p for p in files if p != "device_run.json"]
+    assert len(files) == len(parts) + 1 <= 8
+    assert all(p.startswith("run.tar.part") and (devrun["parts"] / p).stat().st_size <= 15 * 2**20 for p in parts)
+    bundle = json.loads((devrun["parts"] / "device_run.json").read_text())["bundle"]
+    assert bundle["parts"] == parts and bundle["tar_bytes"] == sum((devrun["parts"] / p).stat().st_size for p in parts)
+    out = tmp_path / "back"
+    assert mart_bench.main(["device-unpack", str(devrun["parts"]), "--out", str(out)]) == 0
+    assert (out / "simclr.ckpt").read_bytes() == (devrun["run"] / "simclr.ckpt").read_bytes()
+    assert (out / "simclr" / "metrics.csv").is_file() and (out / "simclr" / "pretrain.log").is_file()
+    assert (out / "device_run.json").is_file()
+    assert not (out / "simclr" / "last.ckpt").exists() and not (out / "simclr" / "data_index.json").exists()
+
+
+def test_unpack_refuses_missing_damaged_and_unsafe_parts(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    (run_dir / "m").mkdir(parents=True)
+    (run_dir / "m" / "metrics.csv").write_bytes(os.urandom(5000))
+    (run_dir / "m" / "last.ckpt").write_bytes(b"left out")
+    (run_dir / "device_run.json").write_text("{}")
+    monkeypatch.setattr(train, "PART_BYTES", 4096)
+    parts = tmp_path / "parts"
+    b = train.bundle(str(run_dir), str(parts), str(run_dir / "device_run.json"))
+    assert len(b["parts"]) >= 3
+    monkeypatch.setattr(train, "PART_BYTES", 1024)  # now more than 8 files: refused
+    with pytest.raises(train.DeviceRunError, match="more than the 8 files"):
+        train.bundle(str(run_dir), str(tmp_path / "many"), str(run_dir / "device_run.json"))
+    assert os.listdir(tmp_path / "many") == ["device_run.json"]  # the numbers still come back
+    data = bytearray((parts / "run.tar.part01").read_bytes())
+    data[100] ^= 0xFF
+    (parts / "run.tar.part01").write_bytes(bytes(data))
+    assert mart_bench.main(["device-unpack", str(parts), "--out", str(tmp_path / "o")]) == 2
+    assert "do not match the sha256" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    (parts / "run.tar.part01").unlink()
+    with pytest.raises(unpack.UnpackError, match="run.tar.part01 missing"):
+        unpack.unpack(str(parts), str(tmp_path / "o"))
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    with tarfile.open(evil / "run.tar.part00", "w") as tar:
+        tar.add(str(run_dir / "device_run.json"), arcname="../outside.json")
+    with pytest.raises(unpack.UnpackError, match="unsafe path"):
+        unpack.unpack(str(evil), str(tmp_path / "o"))
+    assert not (tmp_path / "outside.json").exists() and not (tmp_path / "o").exists()
+
+
+def test_cuda_requested_without_cuda_is_one_clear_error(kit, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert train.main(["--kit", str(kit), "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+    assert "--device cuda: torch.cuda.is_available() is False" in capsys.readouterr().err
+
+
+def test_device_checkpoints_become_benchmark_runs_with_their_own_random_init(devrun, tmp_path):
+    (run,) = external.runs_from(str(devrun["run"]), "abc")
+    assert {"model", "seed", "checkpoint", "steps", "train_minutes", "batch_size", "budget", "commit",
+            "wall_s"} <= set(run)
+    assert run["model"] == "simclr" and run["batch_size"] == 4 and run["device"] == "cpu" and run["steps"] > 0
+    assert run["throughput"]["clips_per_s"] > 0 and run["config"] is not None  # clip_samples was overridden
+    path = external.random_init(run, str(tmp_path))
+    init = read_checkpoint(path)
+    assert init["step"] == 0 and init["config"] == read_checkpoint(run["checkpoint"])["config"]
+    torch.manual_seed(run["seed"])
+    ref = build_model("simclr", init["config"]).state_dict()
+    assert all(torch.equal(ref[k], v) for k, v in init["model"].items())
+    # the exported card says where it trained
+    entry = {"style": {"top1_acc": 0.5, "mAP": 0.4}, "covers": {"map": 0.3, "p_at_10": 0.2, "mr1": 3.0}}
+    gpu = dict(run, device="cuda", gpu="NVIDIA H200", entry=entry,
+               throughput={"clips_per_s": 812.0, "step_time_s": 0.059, "peak_mem_gb": 12.5, "models_together": 3})
+    export.export({"simclr": gpu}, str(tmp_path / "ckpts"), {"data": "d", "commit": "c", "device": "cpu"})
+    text = (tmp_path / "ckpts" / "simclr.md").read_text()
+    assert "min of training on NVIDIA H200 (cuda)" in text and "812 clips/s" in text and "on CPU" not in text
+    assert "--config" not in text and "3 models trained at once" in text
