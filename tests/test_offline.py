@@ -134,6 +134,13 @@ def test_run_writes_every_row_on_both_tasks(bench):
     mart0 = next(e for e in res["entries"] if e["key"] == "mart-seed0")
     scores_file = next((bench["out"] / "eval" / "mart-seed0" / "embeddings").glob("*/*/test.predicted-scores.json"))
     assert json.loads(scores_file.read_text())["test"]["test_top1_acc"] == pytest.approx(mart0["style"]["top1_acc"])
+    # every entry is also scored by grouped cross-validation over all clips, and covers per query
+    for e in res["entries"]:
+        assert len(e["style"]["cv"]["correct"]) == len(e["style"]["cv"]["names"]) == 24
+        assert len(e["covers"]["query_ap"]) == 16
+    pairs = {(c["model"], c["reference"], c["metric"]) for c in res["paired"]}
+    assert ("mart", "mart (random init)", "style top1_acc (grouped CV)") in pairs
+    assert ("pemr", report.MFCC_ROW, "cover MAP") in pairs
     md = (bench["out"] / "results.md").read_text()
     assert all(f"| {name} |" in md for name in rows) and "against" in md
     assert (bench["out"] / "results.png").read_bytes()[:4] == b"\x89PNG"

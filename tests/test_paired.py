@@ -92,3 +92,51 @@ def test_paired_comparisons_name_separated_and_unseparated_models():
     assert not comps[("pemr", "cover MAP")]["separated"]
     text = "\n".join(report._paired_table(list(comps.values())))
     assert "yes, above" in text and "| no |" in text
+
+
+def test_learning_curve_points_run_from_random_init_to_the_final_step(tmp_path):
+    from benchmarks.offline import curve
+
+    assert curve.parse_steps("1000,300, 300") == [300, 1000]
+    with pytest.raises(curve.EvalError, match="positive"):
+        curve.parse_steps("0,5")
+    run_dir = tmp_path / "pemr"
+    run_dir.mkdir()
+    for s in (300, 1000, 5000):
+        (run_dir / f"step_{s}.ckpt").write_bytes(b"x")
+    run = {"model": "pemr", "seed": 0, "checkpoint": str(tmp_path / "pemr.ckpt"), "steps": 2000}
+    kept = curve.kept_checkpoints(run, [300, 1000, 3000, 5000])
+    assert sorted(kept) == [300, 1000]  # 3000 not kept, 5000 beyond the run's last step
+    entries_ = curve.entries([run], [300, 1000])
+    assert [e.key for e in entries_] == ["pemr-seed0-step300", "pemr-seed0-step1000"]
+
+    def ev(key, row, acc, cmap):
+        return {"key": key, "row": row, "style": {"cv": {"correct": [acc] * 4}}, "covers": {"map": cmap}}
+
+    main = [ev("pemr-seed0", "pemr", 0.6, 0.3), ev("pemr-random", "FCN-4 (random)", 0.2, 0.1)]
+    points = curve.curves(main, [ev("pemr-seed0-step1000", "x", 0.5, 0.25), ev("pemr-seed0-step300", "x", 0.4, 0.2)],
+                          [run], {"pemr": "FCN-4 (random)"})
+    assert points[0]["points"] == [(0, 0.2, 0.1), (300, 0.4, 0.2), (1000, 0.5, 0.25), (2000, 0.6, 0.3)]
+    text = "\n".join(curve.markdown(points))
+    assert "| pemr | 0 | 300 | 0.400 | 0.200 |" in text
+    curve.plot(points, str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_verdict_says_what_separates():
+    X, y, g = _clips()
+    names = [f"{lab}.{w}_{i}" for i, (lab, w) in enumerate(zip(y, g))]
+    noise = np.random.default_rng(7).normal(size=X.shape)
+
+    def entry(row, key, feats):
+        cv = paired.grouped_cv(feats, y, g, seed=0)
+        return {"row": row, "key": key, "style": {"cv": dict(cv, names=names, groups=g.tolist())}, "covers": {}}
+
+    entries = [entry("simclr", "simclr-seed0", noise + 0.001), entry(report.random_row("simclr"), "r", noise),
+               entry(report.MFCC_ROW, "mfcc", X)]
+    result = {"entries": entries, "runs": [{"model": "simclr", "steps": 12, "batch_size": 8}],
+              "paired": report.paired_comparisons(entries)}
+    text = "\n".join(report.verdict(result))
+    assert "MFCC statistics: style top1_acc" in text and "above chance" in text and "(chance 0.250" in text
+    assert "simclr (12 steps of batch 8): style top1_acc (grouped CV) not separated from its random init" in text
+    assert "'Not separated'" in text

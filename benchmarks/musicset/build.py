@@ -80,6 +80,9 @@ PROFILES = {
     "small": DataConfig(clip_seconds=10.0, clips_per_class=6, clips_per_work=1, cover_works=12,
                         pretrain_clips=16, pretrain_seconds=10.0, recorded=False),
     "multi": DataConfig(pretrain_renderings=3),  # full, with 3 renderings of each pretraining work
+    # `mart-bench run --quick`: small, with 2 renderings of each pretraining work
+    "quick": DataConfig(clip_seconds=8.0, clips_per_class=16, clips_per_work=1, cover_works=12,
+                        pretrain_clips=16, pretrain_seconds=10.0, recorded=False, pretrain_renderings=2),
 }
 LICENCES = {"FluidR3_GM": "MIT", "TimGM6mb": "GPL-2"}
 LICENSES_MD = """# Licences of the rendered benchmark data
@@ -452,7 +455,7 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder (built beside it, renamed into place)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                   help="full: 8 x 40 style clips, 60 x 4 covers, 240 pretraining clips; small: a quick demo; "
+                   help="full: 8 x 40 style clips, 60 x 4 covers, 240 pretraining clips; small: a tiny demo; quick: `mart-bench run --quick`; "
                         "multi: full with 3 renderings of each pretraining work")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes parsing and rendering (default 2)")

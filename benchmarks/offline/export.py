@@ -68,14 +68,51 @@ def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
                 "trained_by": run.get("trained_by", "`mart-bench run`"),
                 "device": run.get("device") or meta.get("device") or "cpu", "gpu": run.get("gpu"),
                 "throughput": run.get("throughput"),
-                "scores": {k: run["entry"].get(k) for k in ("style", "covers")},
-                "random_init_scores": {k: (run.get("random_init") or {}).get(k) for k in ("style", "covers")}}
+                "scores": _summary(run["entry"]), "random_init_scores": _summary(run.get("random_init") or {}),
+                "paired_with_random_init": _paired_summary(run["entry"], run.get("random_init"))}
         state["pretrain"]["model_card"] = card
         path = os.path.join(out_dir, f"{model}.ckpt")
         save_state(state, path)
         write_text(os.path.join(out_dir, f"{model}.md"), model_card(card, os.path.getsize(path)))
         written += [path, os.path.join(out_dir, f"{model}.md")]
     return written
+
+
+def _summary(entry: Dict) -> Dict:
+    """The scores of an evaluated entry without its per-item lists."""
+    out = {}
+    for task in ("style", "covers"):
+        scores = entry.get(task)
+        if scores:
+            out[task] = {k: v for k, v in scores.items() if isinstance(v, (int, float, str))}
+            if isinstance(scores.get("cv"), dict):
+                out[task]["cv"] = {k: scores["cv"][k] for k in ("top1_acc", "mAP", "folds", "repeats", "n")}
+    return out
+
+
+def _paired_summary(entry: Dict, random_entry) -> Dict:
+    if not random_entry:
+        return {}
+    from .report import _paired
+
+    return {metric: {k: d[k] for k in ("diff", "ci_low", "ci_high") if k in d}
+            for metric, d in _paired([entry], random_entry).items()}
+
+
+def _paired_text(card: Dict) -> str:
+    p = card.get("paired_with_random_init") or {}
+    cv = ((card.get("scores") or {}).get("style") or {}).get("cv")
+    rcv = ((card.get("random_init_scores") or {}).get("style") or {}).get("cv")
+    lines = []
+    if cv and rcv:
+        lines.append(f"Grouped {cv['folds']}-fold cross-validation over all {cv['n']} style clips ({cv['repeats']} "
+                     f"repeats, linear probe): top1_acc {cv['top1_acc']:.3f}, mAP {cv['mAP']:.3f}; random init "
+                     f"{rcv['top1_acc']:.3f}, {rcv['mAP']:.3f}.")
+    for metric, d in p.items():
+        if "ci_low" in d:
+            lines.append(f"Paired difference with the random init, {metric}: {d['diff']:+.3f} "
+                         f"(95% interval over works {d['ci_low']:+.3f} to {d['ci_high']:+.3f}).")
+    return ("\n" + "\n".join(lines)) if lines else ""
 
 
 def _against_random(card: Dict) -> str:
@@ -132,6 +169,7 @@ Scores on the benchmark's test sets (heareval probe on the style task; cover-son
 style top1_acc {style.get('top1_acc', float('nan')):.3f}, style mAP {style.get('mAP', float('nan')):.3f},
 cover MAP {cov.get('map', float('nan')):.3f}, P@10 {cov.get('p_at_10', float('nan')):.3f},
 MR1 {cov.get('mr1', float('nan')):.1f}.{_against_random(card)}
+{_paired_text(card)}
 
 This is a small model trained briefly on rendered scores and a few recordings: a working default
 for the harness adapters and a starting point, not a replacement for pretraining on your catalogue

@@ -87,6 +87,8 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
         cmd += ["--max-minutes", str(budget.minutes)]
     if budget.batch_size:
         cmd += ["--batch-size", str(budget.batch_size)]
+    if os.path.isfile(os.path.join(data, "groups.csv")):  # renderings of one work: positives cross them
+        cmd.append("data.groups=groups.csv")
     cmd += list(overrides or [])
     os.makedirs(run_dir, exist_ok=True)
     log.info("pretraining %s seed %d (%s) -> %s", model, seed, budget.describe(), run_dir)

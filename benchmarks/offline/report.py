@@ -113,13 +113,44 @@ def paired_comparisons(entries: List[Dict], models=("mart", "pemr", "simclr")) -
     return out
 
 
+def verdict(result: Dict) -> List[str]:
+    """Plain sentences: do the references separate from chance, do the pretrained models separate from
+    their random init (and if not, why this table cannot show it)."""
+    lines = []
+    entries = result.get("entries", [])
+    chance = None
+    for e in entries:
+        cv = (e.get("style") or {}).get("cv")
+        if e["row"] in (MFCC_ROW, CHROMA_ROW) and cv:
+            labels = {n.split(".")[0] for n in cv["names"]}
+            chance = 1.0 / len(labels)
+            acc = np.asarray(cv["correct"], dtype=np.float64)
+            d = paired_difference(acc, np.full_like(acc, chance), cv["groups"])
+            where = ("above chance" if d["ci_low"] > 0 else "not separated from chance")
+            lines.append(f"- {e['row']}: style top1_acc {d['diff'] + chance:.3f} (chance {chance:.3f}, 95% interval "
+                         f"{d['ci_low'] + chance:.3f}-{d['ci_high'] + chance:.3f}): {where}.")
+    runs = {r["model"]: r for r in result.get("runs", [])}
+    for c in result.get("paired", []):
+        if c["reference"] != random_row(c["model"]) or "ci_low" not in c:
+            continue
+        state = ("above" if c["diff"] > 0 else "below") if c["separated"] else "not separated from"
+        r = runs.get(c["model"], {})
+        lines.append(f"- {c['model']} ({r.get('steps', '?')} steps of batch {r.get('batch_size', '?')}): {c['metric']} "
+                     f"{state} its random init ({c['diff']:+.3f}).")
+    if any("not separated from its random init" in x for x in lines):
+        lines.append("- 'Not separated' means this measurement cannot show that pretraining changed the encoder "
+                     "at this budget (the papers train for about 10^5 steps of batch 48); docs/offline_bench.md "
+                     "has longer GPU runs evaluated the same way.")
+    return ["", "What this table can tell:", ""] + lines if lines else []
+
+
 def _paired_table(comps: List[Dict]) -> List[str]:
     lines = ["| model | against | metric | difference [95% CI over works] | per seed | separated |",
              "|---|---|---|---|---|---|"]
     for c in comps:
         ci = f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if "ci_low" in c else ""
         seeds = ", ".join(f"{x:+.3f}" for x in c["seed_diffs"])
-        verdict = ("yes, above" if c["diff"] > 0 else "yes, below") if c["separated"] else "no"
+        verdict = (("yes, above" if c["diff"] > 0 else "yes, below") if c["separated"] else "no") if ci else "–"
         lines.append(f"| {c['model']} | {c['reference']} | {c['metric']} | {c['diff']:+.3f}{ci} | {seeds} | {verdict} |")
     return lines
 
@@ -163,6 +194,11 @@ def markdown(result: Dict) -> str:
                   "per query). The model's seeds are averaged item by item; the interval resamples works. "
                   "'separated': the interval excludes 0 and the difference exceeds the spread over seeds.", ""]
         lines += _paired_table(pcomps)
+        lines += verdict(result)
+    if result.get("curve"):
+        from .curve import markdown as curve_markdown
+
+        lines += curve_markdown(result["curve"])
     comps = result.get("comparisons", [])
     if comps:
         lines += ["", f"MART and PEMR (mean over seeds) against the references: {sum(c['better'] for c in comps)} of "

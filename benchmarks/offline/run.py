@@ -25,14 +25,16 @@ from typing import Dict, List
 
 from mart_upstream.fileio import write_json, write_text
 
-from . import evaluation, export, external, pretraining, report
+from . import curve, evaluation, export, external, pretraining, report
 from .evaluation import Entry, EvalError
 
 log = logging.getLogger("mart-bench.run")
 REFERENCES = [Entry(report.MFCC_ROW, "mfcc", "benchmarks.offline.hear_mfcc"),
               Entry(report.CHROMA_ROW, "chroma", "benchmarks.offline.hear_chroma", key_invariant=True)]
-DEFAULTS = dict(profile="full", minutes=3.5, seeds="0,1,2", grid="default", grid_points=8)
-QUICK = dict(profile="small", minutes=0.5, seeds="0,1", grid="faster", grid_points=1)
+# the "multi" pool renders every pretraining work 3 times: positive pairs cross renderings (docs/offline_bench.md)
+DEFAULTS = dict(profile="multi", minutes=3.5, seeds="0,1,2", grid="default", grid_points=8)
+# quick: 8 x 16 style clips of 8 s (enough for grouped cross-validation to tell references from chance)
+QUICK = dict(profile="quick", minutes=0.5, seeds="0,1", grid="faster", grid_points=1)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", help="the HEAR task folder name under DATA/tasks (when there are several)")
     p.add_argument("--covers", help="cover manifest CSV (default DATA/covers/manifest.csv)")
     p.add_argument("--pretrain-data", help="pretraining audio folder (default DATA/pretrain)")
-    p.add_argument("--profile", default=DEFAULTS["profile"], choices=["full", "small"], help="data profile when building")
+    p.add_argument("--profile", default=DEFAULTS["profile"], choices=["multi", "full", "quick", "small"],
+                   help="data profile when building (default multi)")
     p.add_argument("--quick", action="store_true",
                    help=f"a short end-to-end version: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
     p.add_argument("--models", default=",".join(pretraining.MODELS), help="comma-separated (default: all)")
@@ -62,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", metavar="DIR",
                    help="evaluate DIR/*.ckpt (one per model, trained elsewhere, e.g. `mart-bench device-unpack`) "
                         "instead of pretraining; use a new --out")
+    p.add_argument("--curve", metavar="STEPS",
+                   help="comma-separated steps: keep and evaluate each run's weights there too (a learning curve; "
+                        "with --checkpoints, DIR/<model>/step_<N>.ckpt)")
     p.add_argument("--workers", type=int, default=2, help="processes for building the data")
 
 
@@ -157,18 +163,22 @@ def run(args) -> int:
         else:
             models, seeds = _models(args), _int_list(args.seeds, "seeds")
         data = _data(args)
+        steps = curve.parse_steps(args.curve)
         if not args.checkpoints:
+            keep = [f"run.keep_steps=[{','.join(map(str, steps))}]"] if steps else []
             runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
-                                         budget, args.device, args.num_workers, commit=code)
+                                         budget, args.device, args.num_workers, overrides=keep, commit=code)
                     for m in models for s in seeds]
-        entries = []
-        for e in _entries(args, runs, models, seeds[0]):
+        entries, curve_entries = [], []
+        main_entries = _entries(args, runs, models, seeds[0])
+        for e in main_entries + curve.entries(runs, steps):
             folder = os.path.join(args.out, "eval", e.key)
             log.info("evaluating %s", e.key)
             style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
             covers = evaluation.covers(e, data["covers"], folder)
-            entries.append({"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint,
-                            "seed": e.seed, "style": style, "covers": covers})
+            (entries if e in main_entries else curve_entries).append(
+                {"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint, "seed": e.seed,
+                 "style": style, "covers": covers})
             log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f", e.key,
                      style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"])
     except (EvalError, RuntimeError, ValueError) as e:
@@ -185,6 +195,10 @@ def run(args) -> int:
             "total_minutes": (time.time() - t0) / 60}
     result = {"meta": meta, "runs": runs, "entries": entries, "table": rows,
               "comparisons": report.comparisons(rows), "paired": report.paired_comparisons(entries)}
+    if steps:
+        result["curve"] = curve.curves(entries, curve_entries, runs, {m: report.random_row(m) for m in models})
+        result["curve_entries"] = curve_entries
+        curve.plot(result["curve"], os.path.join(args.out, "curve.png"))
     if args.export:
         best = export.best_seeds(entries, runs)
         for model, run_ in best.items():  # the card compares with the same encoder, untrained
