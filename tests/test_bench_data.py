@@ -9,6 +9,8 @@ import sys
 import pytest
 import soundfile as sf
 
+from conftest import ROOT
+
 BENCH = os.path.join(os.path.dirname(sys.executable), "mart-bench")
 SECONDS = 4
 CLIPS = 6  # per class: 3 works (one per split) x 2 excerpts
@@ -190,16 +192,30 @@ def test_pretrain_renderings_layout_groups_and_workers(built, tmp_path):
     used = {w for c in m["style"]["classes"].values() for ws in c["works"].values() for w in ws}
     used |= set(m["covers"]["work_ids"])
     cfg = dataclasses.replace(cfg, pretrain_clips=2, pretrain_seconds=SECONDS)
-    pools = {}
-    for workers in (2, 1):  # the fork pool first: a process that has rendered holds fluidsynth's state
-        root = tmp_path / f"w{workers}"
-        pool = build._Pool(workers)
-        try:
-            info = build.build_pretrain(str(root), cfg, 0, set(used), pool, build.SOUNDFONT_DIR,
-                                        dict(m["skipped_works"]))
-        finally:
-            pool.close()
-        pools[workers] = root / "pretrain"
+    # In a fresh process: forking a process whose torch or fluidsynth threads are running can hang.
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"cfg": dataclasses.asdict(cfg), "used": sorted(used), "skipped": m["skipped_works"],
+                               "out": str(tmp_path)}))
+    script = """
+import dataclasses, json, sys
+from benchmarks.musicset import build
+job = json.load(open(sys.argv[1]))
+cfg = build.DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["cfg"].items()})
+for workers in (2, 1):  # the fork pool first: a process that has rendered holds fluidsynth's state
+    pool = build._Pool(workers)
+    try:
+        info = build.build_pretrain(job["out"] + f"/w{workers}", cfg, 0, set(job["used"]), pool,
+                                    build.SOUNDFONT_DIR, dict(job["skipped"]))
+    finally:
+        pool.close()
+json.dump(info, open(job["out"] + "/info.json", "w"))
+"""
+    r = subprocess.run([sys.executable, "-c", script, str(job)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((tmp_path / "info.json").read_text())
+    (tmp_path / "info.json").unlink()
+    job.unlink()
+    pools = {w: tmp_path / f"w{w}" / "pretrain" for w in (2, 1)}
     assert info["work_ids"] == m["pretrain"]["work_ids"]
     assert info["renderings"] == 2 and info["rendered_works"] == 2 and info["rendered_clips"] == 4
     assert info["groups"] == "pretrain/groups.csv"
