@@ -140,3 +140,12 @@ def test_verdict_says_what_separates():
     assert "MFCC statistics: style top1_acc" in text and "above chance" in text and "(chance 0.250" in text
     assert "simclr (12 steps of batch 8): style top1_acc (grouped CV) not separated from its random init" in text
     assert "'Not separated'" in text
+
+
+def test_grouped_cv_fits_its_folds_to_small_tasks():
+    X, y, g = _clips(n_works=12, per_work=2, classes=4)  # 3 works per class: 3 folds
+    res = paired.grouped_cv(X, y, g, repeats=1)
+    assert res["folds"] == 3 and len(res["fold_top1_acc"]) == 3
+    X, y, g = _clips(n_works=4, per_work=3, classes=4)  # one work per class: nothing to hold out
+    with pytest.raises(ValueError, match="at least 2 works per class"):
+        paired.grouped_cv(X, y, g)

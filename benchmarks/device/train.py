@@ -149,12 +149,28 @@ class Job:
             self.proc = subprocess.Popen(self.cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         self.started = time.perf_counter()
 
+    def training_started(self) -> Optional[float]:
+        """When the child's first training step began (its progress bar appeared in the log), or None.
+
+        The deadline counts from there, so scanning and decoding the kit into memory do not eat the
+        grace time."""
+        if getattr(self, "_train_t0", None) is None:
+            try:
+                with open(self.log_path, errors="replace") as f:
+                    if " pretrain:" in f.read():
+                        self._train_t0 = time.perf_counter()
+            except OSError:
+                pass
+        return getattr(self, "_train_t0", None)
+
     def poll(self, deadline_s: float) -> bool:
-        """True once finished; a child past its wall-clock deadline is stopped (its last checkpoint stays)."""
+        """True once finished; a child past its wall-clock deadline (from its first training step, or from
+        its start while it has not begun training) is stopped (its last checkpoint stays)."""
         if self.returncode is not None:
             return True
         code = self.proc.poll()
-        if code is None and time.perf_counter() - self.started > deadline_s:
+        t0 = self.training_started() or self.started
+        if code is None and time.perf_counter() - t0 > deadline_s:
             with open(self.log_path, "a") as f:
                 f.write(f"\n{PROG}: stopped after {deadline_s:.0f} s of wall-clock time\n")
             self.proc.send_signal(signal.SIGTERM)

@@ -105,8 +105,12 @@ def style_task(entry: Entry, task_dir: str, out_dir: str, grid: str = "default",
     test = scores["test"]
     out = {m: float(test[f"test_{m}"]) for m in STYLE_METRICS}
     emb = paired.load_scene_embeddings(emb_dirs[0])
-    cv = paired.grouped_cv(emb["X"], emb["labels"], emb["groups"])
-    out["cv"] = dict(cv, names=emb["names"].tolist(), groups=emb["groups"].tolist())
+    try:
+        cv = paired.grouped_cv(emb["X"], emb["labels"], emb["groups"])
+        out["cv"] = dict(cv, names=emb["names"].tolist(), groups=emb["groups"].tolist())
+    except ValueError as e:  # a task too small to cross-validate: heareval's scores only
+        log.warning("%s: no grouped cross-validation (%s)", entry.key, e)
+        out["cv"] = None
     out.update(validation_score=float(test["validation_score"]), probe=scores.get("hparams", {}),
                embed_s=round(t1 - t0, 1), predict_s=round(t2 - t1, 1))
     out["probe"] = {k: v for k, v in out["probe"].items() if isinstance(v, (int, float, str))}

@@ -55,6 +55,11 @@ def grouped_cv(X: np.ndarray, labels: Sequence[str], groups: Sequence[str], fold
     labels, groups = np.asarray(labels), np.asarray(groups)
     classes = np.unique(labels)
     y = np.searchsorted(classes, labels)
+    # a small task: at most as many folds as the rarest class has works (at least 2)
+    works_per_class = min(len(np.unique(groups[y == c])) for c in range(len(classes)))
+    if works_per_class < 2:
+        raise ValueError(f"grouped cross-validation needs at least 2 works per class; a class has {works_per_class}")
+    folds = min(folds, works_per_class)
     correct = np.zeros((repeats, len(y)))
     fold_acc, maps = [], []
     for r in range(repeats):
