@@ -1,8 +1,10 @@
 """Atomic file writes: a temp file in the target folder, renamed over the target when complete."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
@@ -40,6 +42,27 @@ def staging_dir(parent: str, prefix: str) -> str:
     path = tempfile.mkdtemp(prefix=prefix, dir=parent)
     os.chmod(path, 0o777 & ~_UMASK)
     return path
+
+
+def replace_dir(staged: str, target: str) -> None:
+    """Put the finished folder ``staged`` at ``target``, replacing any folder there: the old one is
+    moved aside first and removed only once the new one is in place."""
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(os.path.abspath(target)))
+        os.replace(target, os.path.join(old, "replaced"))
+        os.replace(staged, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(staged, target)
+
+
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: str, data, indent: int | None = 1, sort_keys: bool = True) -> None:

@@ -114,25 +114,24 @@ def test_killed_run_resumes_from_its_last_checkpoint(audio_dir, tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == killed_at + 2
 
 
-def test_two_process_ddp_on_cpu_finishes(audio_dir, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", audio_dir, "--out", str(tmp_path),
-           "--steps", "3", "--batch-size", "2", *FAST, *tiny_overrides("simclr")]
+def _torchrun(processes, data, out, steps):
+    """``mart-pretrain`` of tiny simclr under torchrun (gloo on CPU) -> its checkpoint."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", data, "--out", str(out),
+           "--steps", str(steps), "--batch-size", "2", *FAST, *tiny_overrides("simclr")]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    state = read_checkpoint(str(tmp_path / "last.ckpt"))
+    return read_checkpoint(str(out / "last.ckpt"))
+
+
+def test_two_process_ddp_on_cpu_finishes(audio_dir, tmp_path):
+    state = _torchrun(2, audio_dir, tmp_path, 3)
     assert state["step"] == 3 and state["pretrain"]["world_size"] == 2 and state["pretrain"]["ddp"]
 
 
 def test_torchrun_with_one_process_still_runs_ddp(audio_dir, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-           "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", audio_dir, "--out", str(tmp_path),
-           "--steps", "2", "--batch-size", "2", *FAST, *tiny_overrides("simclr")]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    state = read_checkpoint(str(tmp_path / "last.ckpt"))
+    state = _torchrun(1, audio_dir, tmp_path, 2)
     assert state["pretrain"]["world_size"] == 1 and state["pretrain"]["ddp"]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -37,7 +36,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mart_upstream.data import AUDIO_EXTENSIONS, SILENCE_PEAK
-from mart_upstream.fileio import staging_dir, write_json
+from mart_upstream.fileio import replace_dir, sha256_file, staging_dir, write_json
 
 log = logging.getLogger("mart-bench.device")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -158,14 +157,6 @@ def encode_file(job: Tuple[str, str, str, str, float]) -> Dict:
     return dict(entry, path=out_rel, seconds=round(info.frames / SR, 3), bytes=os.path.getsize(dst))
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def _wheel_package(filename: str) -> str:
     return filename.split("-")[0].lower().replace("_", "-")
 
@@ -202,7 +193,7 @@ def fetch_wheels(dest: str, wheels_from: Optional[str] = None) -> List[Dict]:
     out = []
     for f in sorted(glob.glob(os.path.join(dest, "*.whl"))):
         out.append({"file": os.path.basename(f), "package": _wheel_package(os.path.basename(f)),
-                    "bytes": os.path.getsize(f), "sha256": _sha256(f)})
+                    "bytes": os.path.getsize(f), "sha256": sha256_file(f)})
     return out
 
 
@@ -218,7 +209,7 @@ def describe_source(data: Optional[str], pool: str) -> Dict:
         out["description"] = (f"the pretraining pool of `mart-bench data --profile {m.get('profile')} --seed "
                               f"{m.get('seed')}`: {p.get('rendered_clips')} rendered clips and "
                               f"{len(p.get('recorded_tracks', []))} recordings")
-        out["data_manifest_sha256"] = _sha256(manifest)
+        out["data_manifest_sha256"] = sha256_file(manifest)
     return out
 
 
@@ -232,13 +223,7 @@ def _place(tmp: str, out: str) -> None:
                                and not os.path.isfile(os.path.join(out, "manifest.json"))):
         raise PackError(f"{out} exists and is neither empty nor a kit (no manifest.json); remove it or pick "
                         "another --out")
-    if os.path.isdir(out):
-        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(os.path.abspath(out)))
-        os.replace(out, os.path.join(old, "kit"))
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
+    replace_dir(tmp, out)
 
 
 def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0, kbps: float = 16.0,

@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from typing import Dict, List
 
-from mart_upstream.fileio import staging_dir
+from mart_upstream.fileio import replace_dir, staging_dir
 
 from .train import PART_PREFIX
 
@@ -94,13 +94,7 @@ def unpack(parts_dir: str, out: str, force: bool = False) -> List[str]:
                     tar.extractall(tmp, members=members, filter="data")
             except tarfile.TarError as e:
                 raise UnpackError(f"the parts in {parts_dir} do not join into a readable tar: {e}") from e
-        if os.path.isdir(out):
-            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
-            os.replace(out, os.path.join(old, "run"))
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -29,7 +28,7 @@ import soundfile as sf
 import torch
 
 from mart_upstream.data import load_audio
-from mart_upstream.fileio import atomic_path, staging_dir
+from mart_upstream.fileio import atomic_path, replace_dir, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +175,7 @@ def build_task(spec: TaskSpec, items: List[Item], tasks_dir: str, sample_rates: 
         if spec.nfolds:
             metadata["nfolds"] = spec.nfolds
         _write_json(os.path.join(tmp, "task_metadata.json"), metadata)
-        if os.path.exists(target):
-            old = tempfile.mkdtemp(prefix=f".old-{spec.folder_name}-", dir=tasks_dir)
-            os.replace(target, os.path.join(old, "task"))
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

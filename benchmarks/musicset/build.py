@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
 import logging
 import multiprocessing as mp
@@ -36,7 +35,6 @@ import random
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -45,7 +43,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from mart_upstream.fileio import atomic_path, staging_dir, write_json, write_text
+from mart_upstream.fileio import atomic_path, replace_dir, sha256_file, staging_dir, write_json, write_text
 
 from .render import PROGRAM_POOL, SOUNDFONT_DIR, SOUNDFONTS, Performance, RenderError, check_renderer, render, versions
 from .scores import STYLE_CORPORA, Note, Work, list_works, parse_notes, span
@@ -399,14 +397,6 @@ def build_pretrain(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool
 
 # --------------------------------------------------------------------------- the whole build
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def _check_out(out: str, overwrite: bool) -> None:
     if os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out) and not overwrite):
         raise DataBuildError(f"{out} exists and is not an empty folder; remove it or pass --overwrite")
@@ -426,7 +416,7 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
         manifest = {
             "seed": seed, "profile": profile, "config": dataclasses.asdict(cfg), "sample_rate": SR,
             "versions": versions(),
-            "soundfonts": {k: {"file": v, "sha256": _sha256(os.path.join(soundfont_dir, v)), "licence": LICENCES[k]}
+            "soundfonts": {k: {"file": v, "sha256": sha256_file(os.path.join(soundfont_dir, v)), "licence": LICENCES[k]}
                            for k, v in SOUNDFONTS.items()},
             "program_pool": list(PROGRAM_POOL),
             "style": build_style(tmp, cfg, seed, used, pool, workers, soundfont_dir, skipped),
@@ -438,13 +428,7 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
         write_text(os.path.join(tmp, "LICENSES.md"), LICENSES_MD)
         pool.close()
         _check_out(out, overwrite)  # nothing appeared there while building
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
-            os.replace(out, os.path.join(old, "data"))
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         pool.close()
         shutil.rmtree(tmp, ignore_errors=True)

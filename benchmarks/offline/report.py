@@ -129,13 +129,17 @@ def verdict(result: Dict) -> List[str]:
             where = ("above chance" if d["ci_low"] > 0 else "not separated from chance")
             lines.append(f"- {e['row']}: style top1_acc {d['diff'] + chance:.3f} (chance {chance:.3f}, 95% interval "
                          f"{d['ci_low'] + chance:.3f}-{d['ci_high'] + chance:.3f}): {where}.")
-    runs = {r["model"]: r for r in result.get("runs", [])}
+    runs: Dict[str, Dict] = {}
+    for r in result.get("runs", []):
+        runs.setdefault(r["model"], {"steps": set(), "batch_size": r.get("batch_size", "?")})["steps"].add(r.get("steps"))
     for c in result.get("paired", []):
         if c["reference"] != random_row(c["model"]) or "ci_low" not in c:
             continue
         state = ("above" if c["diff"] > 0 else "below") if c["separated"] else "not separated from"
-        r = runs.get(c["model"], {})
-        lines.append(f"- {c['model']} ({r.get('steps', '?')} steps of batch {r.get('batch_size', '?')}): {c['metric']} "
+        r = runs.get(c["model"], {"steps": set(), "batch_size": "?"})
+        steps = sorted(x for x in r["steps"] if x is not None)
+        steps_text = "?" if not steps else str(steps[0]) if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
+        lines.append(f"- {c['model']} ({steps_text} steps of batch {r['batch_size']}): {c['metric']} "
                      f"{state} its random init ({c['diff']:+.3f}).")
     if any("not separated from its random init" in x for x in lines):
         lines.append("- 'Not separated' means this measurement cannot show that pretraining changed the encoder "
