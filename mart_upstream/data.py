@@ -195,20 +195,20 @@ def read_groups(path: str, root: str, files: List[AudioFileInfo]) -> List[int]:
 
     if not os.path.isfile(path):
         raise DatasetError(f"groups file not found: {path}")
-    by_path = {}
+    by_path: dict = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "group"} <= set(reader.fieldnames):
             raise DatasetError(f"{path}: a groups file needs the columns path,group; got {reader.fieldnames}")
         for row in reader:
             by_path[os.path.normpath(os.path.join(root, row["path"]))] = row["group"]
+    # the same audio re-encoded (e.g. .wav -> .ogg) keeps its group: listed paths are matched by stem too
+    by_stem = {os.path.splitext(k)[0]: v for k, v in by_path.items()}
     names: dict = {}
     out = []
     for info in files:
         p = os.path.normpath(info.path)
-        stem = os.path.splitext(p)[0]
-        # the same audio re-encoded (e.g. .wav -> .ogg) keeps its group
-        g = by_path.get(p) or next((v for k, v in by_path.items() if os.path.splitext(k)[0] == stem), None)
+        g = by_path.get(p) or by_stem.get(os.path.splitext(p)[0])
         out.append(names.setdefault(g if g is not None else f"\0{p}", len(names)))
     return out
 

@@ -91,7 +91,8 @@ def hierarchical_contrastive(
     temperature: float = 0.5,
     use_part_whole: bool = True,
     form: str = "batch",
-) -> torch.Tensor:
+    return_cross: bool = False,
+):
     """MART eq. (5)-(6).
 
     s_hat: per-level projections of the part-whole transformer outputs, [B, M^i, D] (level 0 first).
@@ -103,6 +104,7 @@ def hierarchical_contrastive(
     form="batch" (default): the cross-view term alone (L^pw = 0 in eq. 5) plus
     ``part_whole_infonce``, the part-whole attraction with in-batch negatives.
     use_part_whole=False drops L^pw (the "w/o HCL" ablation, MART Table 4).
+    return_cross=True returns (loss, the cross-view term alone, detached) for the training log.
     """
     if form not in HCL_FORMS:
         raise ValueError(f"hierarchical_contrastive: form must be one of {HCL_FORMS}, got {form!r}")
@@ -118,13 +120,15 @@ def hierarchical_contrastive(
     to_hat = to_hat.scatter(1, idx[:, None], float("-inf"))  # u ≠ b
     pos = to_tilde.gather(1, idx[:, None]).squeeze(1)
     log_neg = torch.logsumexp(torch.cat([to_tilde, to_hat], dim=1), dim=1)  # eq. (6)
+    cross = (log_neg - pos).mean()  # eq. (5) with L^pw = 0
     if use_part_whole and form == "paper":
         log_pw = torch.log(part_whole_term(levels, parts_per_whole, temperature))
-        return (torch.logaddexp(log_pw, log_neg) - torch.logaddexp(log_pw, pos)).mean()  # eq. (5)
-    cross = (log_neg - pos).mean()  # eq. (5) with L^pw = 0
-    if use_part_whole and len(levels) > 1:
-        return cross + part_whole_infonce(levels, parts_per_whole, temperature)
-    return cross
+        loss = (torch.logaddexp(log_pw, log_neg) - torch.logaddexp(log_pw, pos)).mean()  # eq. (5)
+    elif use_part_whole and len(levels) > 1:
+        loss = cross + part_whole_infonce(levels, parts_per_whole, temperature)
+    else:
+        loss = cross
+    return (loss, cross.detach()) if return_cross else loss
 
 
 def _standardise(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -122,6 +122,8 @@ def test_batch_form_of_the_part_whole_term_matches_hand_computation():
     got = hierarchical_contrastive(lv, t0, m, tau, form="batch").item()
     assert got == pytest.approx(plain + pw, rel=1e-5)
     assert hierarchical_contrastive(lv, t0, m, tau).item() == pytest.approx(got)  # the default
+    loss, cross = hierarchical_contrastive(lv, t0, m, tau, return_cross=True)
+    assert loss.item() == pytest.approx(got) and cross.item() == pytest.approx(plain)
 
 
 def test_paper_form_is_satisfied_by_clip_collapse_and_batch_form_is_not():

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
+from benchmarks.offline.pretraining import initial_model
 from mart_upstream.checkpoint import packaged_checkpoint, read_checkpoint
-from mart_upstream.models import build_model
 
 NAMES = ["mart", "pemr", "simclr"]
 BIN = os.path.dirname(sys.executable)
@@ -37,8 +37,8 @@ def test_hear_load_model_default_reads_trained_weights(name):
     mod = importlib.import_module(f"hear_api.{name}")
     model = mod.load_model()
     state = read_checkpoint(packaged_checkpoint(name))
-    torch.manual_seed(state["pretrain"]["model_card"]["seed"])  # the run's own start: its config, its seed
-    init = build_model(name, state["config"]).state_dict()
+    # the run's own start: its config, its seed
+    init = initial_model(name, state["pretrain"]["model_card"]["seed"], state["config"]).state_dict()
     trained = model.model.state_dict()
     moved = [k for k in init if init[k].is_floating_point() and not torch.allclose(init[k], trained[k].float(), atol=1e-3)]
     assert len(moved) > len(init) // 2, "the packaged weights look like the random initialisation"

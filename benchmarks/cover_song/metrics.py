@@ -49,10 +49,8 @@ def metrics_from_relevance(rel: np.ndarray, n_relevant: np.ndarray, k: int = 10)
     has = n_relevant > 0
     if not has.any():
         raise ValueError("no query has another version of its work: nothing to evaluate")
+    ap = average_precision(rel, n_relevant)[has]
     rel, n_relevant = rel[has], n_relevant[has]
-    ranks = np.arange(1, rel.shape[1] + 1)
-    hits = np.cumsum(rel, axis=1)
-    ap = (hits / ranks * rel).sum(axis=1) / n_relevant
     found = rel.any(axis=1)
     first = np.where(found, rel.argmax(axis=1) + 1, rel.shape[1] + 1)
     return {
@@ -62,6 +60,16 @@ def metrics_from_relevance(rel: np.ndarray, n_relevant: np.ndarray, k: int = 10)
         "top1": float(rel[:, 0].mean()),
         "n_queries": int(has.sum()),
     }
+
+
+def average_precision(rel: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """Average precision of every query from its ranked relevance list [Q, K] and its number of correct
+    items in the collection [Q]; NaN for a query with none."""
+    rel = np.asarray(rel, dtype=bool)
+    n_relevant = np.asarray(n_relevant)
+    hits = np.cumsum(rel, axis=1)
+    ap = (hits / np.arange(1, rel.shape[1] + 1) * rel).sum(axis=1)
+    return np.where(n_relevant > 0, ap / np.maximum(n_relevant, 1), np.nan)
 
 
 def cosine_similarity(emb: np.ndarray) -> np.ndarray:

@@ -108,15 +108,8 @@ class GpuSampler:
 # -- the runs ----------------------------------------------------------------------------------------------
 def default_overrides() -> List[str]:
     """The kit's audio was checked when packed, so the silence scan is skipped; every file is decoded
-    into memory once where this ``mart-pretrain`` has ``data.in_memory``."""
-    from mart_upstream.pretrain import DataConfig
-
-    out = ["data.check_silence=false"]
-    if "in_memory" in {f.name for f in dataclasses.fields(DataConfig)}:
-        out.append("data.in_memory=true")
-    else:
-        print(f"{PROG}: this mart-pretrain has no data.in_memory; crops are decoded from the files", file=sys.stderr)
-    return out
+    into memory once."""
+    return ["data.check_silence=false", "data.in_memory=true"]
 
 
 def child_env(threads: int) -> Dict[str, str]:
@@ -136,6 +129,8 @@ class Job:
     started: float = 0.0
     wall_s: float = 0.0
     returncode: Optional[int] = None
+    train_started_at: Optional[float] = None  # when its progress bar first appeared in its log
+    log_offset: int = 0  # where this child's own output starts in the (appended) log
 
     @property
     def log_path(self) -> str:
@@ -146,6 +141,7 @@ class Job:
         with open(self.log_path, "a") as f:
             f.write("$ " + " ".join(self.cmd) + "\n")
             f.flush()
+            self.log_offset = f.tell()
             self.proc = subprocess.Popen(self.cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         self.started = time.perf_counter()
 
@@ -154,14 +150,15 @@ class Job:
 
         The deadline counts from there, so scanning and decoding the kit into memory do not eat the
         grace time."""
-        if getattr(self, "_train_t0", None) is None:
+        if self.train_started_at is None:
             try:
-                with open(self.log_path, errors="replace") as f:
-                    if " pretrain:" in f.read():
-                        self._train_t0 = time.perf_counter()
+                with open(self.log_path, "rb") as f:
+                    f.seek(self.log_offset)
+                    if b" pretrain:" in f.read():
+                        self.train_started_at = time.perf_counter()
             except OSError:
                 pass
-        return getattr(self, "_train_t0", None)
+        return self.train_started_at
 
     def poll(self, deadline_s: float) -> bool:
         """True once finished; a child past its wall-clock deadline (from its first training step, or from

@@ -24,8 +24,7 @@ import numpy as np
 
 from benchmarks.cover_song import datasets as cover_datasets
 from benchmarks.cover_song.embed import HearSource, embed_tracks
-from benchmarks.cover_song.metrics import cosine_similarity, rank_relevance, retrieval_metrics
-from benchmarks.cover_song.search import evaluate as cover_evaluate
+from benchmarks.cover_song.metrics import average_precision, cosine_similarity, metrics_from_relevance, rank_relevance
 from mart_upstream.fileio import write_json
 
 from . import paired
@@ -130,17 +129,16 @@ def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:
     if bad:
         raise EvalError(f"{len(bad)} cover tracks could not be read, e.g. {bad[0]}")
     works = [t.work for t in kept]
+    # exact search: every query ranked once; the metrics and each query's AP come from the same lists
     sim = key_invariant_similarity(emb) if entry.key_invariant else cosine_similarity(emb)
-    if entry.key_invariant:
-        res = retrieval_metrics(sim, works)
-        res["search"] = "exact, key-invariant (max over 12 chroma rotations)"
-    else:
-        res = cover_evaluate(emb, works, method="exact")
-    ap = paired.per_query_ap(rank_relevance(sim, works))
+    rel = rank_relevance(sim, works)
+    res = metrics_from_relevance(rel, rel.sum(axis=1))
+    ap = average_precision(rel, rel.sum(axis=1))
     out = {m: float(res[m]) for m in COVER_METRICS}
     out.update(top1=float(res["top1"]), n_queries=int(res["n_queries"]), works=len(set(works)),
-               search=res["search"], dim=int(emb.shape[1]), embed_s=round(time.perf_counter() - t0, 1),
-               query_ap=[None if np.isnan(a) else float(a) for a in ap], query_ids=[f"{t.work}/{t.version}" for t in kept], query_works=works)
+               search="exact, key-invariant (max over 12 chroma rotations)" if entry.key_invariant else "exact",
+               dim=int(emb.shape[1]), embed_s=round(time.perf_counter() - t0, 1),
+               query_ap=[None if np.isnan(a) else float(a) for a in ap], query_works=works)
     write_json(result_path, out, sort_keys=False)
     return out
 

@@ -93,10 +93,10 @@ def _summary(entry: Dict) -> Dict:
 def _paired_summary(entry: Dict, random_entry) -> Dict:
     if not random_entry:
         return {}
-    from .report import _paired
+    from .report import paired_metrics
 
     return {metric: {k: d[k] for k in ("diff", "ci_low", "ci_high") if k in d}
-            for metric, d in _paired([entry], random_entry).items()}
+            for metric, d in paired_metrics([entry], random_entry).items()}
 
 
 def _paired_text(card: Dict) -> str:

@@ -16,12 +16,11 @@ import json
 import os
 from typing import Dict, List
 
-import torch
-
-from mart_upstream.checkpoint import read_checkpoint, save_checkpoint
+from mart_upstream.checkpoint import read_checkpoint
 from mart_upstream.config import to_dict
-from mart_upstream.models import build_config, build_model
+from mart_upstream.models import build_config
 
+from . import pretraining
 from .evaluation import EvalError
 from .pretraining import MODELS, Budget
 
@@ -107,13 +106,8 @@ def random_init(run: Dict, folder: str) -> str:
     state = read_checkpoint(run["checkpoint"])
     name, config = state["model_name"], state["config"]
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-    path = os.path.join(folder, f"{name}-{key}-seed{run['seed']}.ckpt")
-    if not os.path.isfile(path):
-        torch.manual_seed(run["seed"])
-        model = build_model(name, config)
-        save_checkpoint(path, model, name, step=0,
-                        extra={"random_init": True, "seed": run["seed"], "config_of": run["checkpoint"]})
-    return path
+    return pretraining.random_init(name, run["seed"], os.path.join(folder, f"{name}-{key}-seed{run['seed']}.ckpt"),
+                                   config, config_of=run["checkpoint"])
 
 
 def describe(runs: List[Dict]) -> str:

@@ -96,13 +96,3 @@ def paired_difference(a: Sequence[float], b: Sequence[float], groups: Sequence, 
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "groups": int(len(names)),
             "n": int(len(d))}
-
-
-def per_query_ap(relevance: np.ndarray) -> np.ndarray:
-    """Ranked relevance lists [Q, K] (complete rankings) -> average precision of every query (NaN: none relevant)."""
-    rel = np.asarray(relevance, dtype=bool)
-    n_rel = rel.sum(1)
-    hits = np.cumsum(rel, axis=1)
-    ap = (hits / np.arange(1, rel.shape[1] + 1) * rel).sum(1)
-    return np.where(n_rel > 0, ap / np.maximum(n_rel, 1), np.nan)
-

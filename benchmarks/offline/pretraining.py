@@ -48,16 +48,18 @@ def model_config(model: str) -> dict:
     return load_file(config_path(model)).get("model", {}) or {}
 
 
-def initial_model(model: str, seed: int):
-    """The model as ``mart-pretrain --seed SEED`` with the benchmark's config builds it, before any step."""
+def initial_model(model: str, seed: int, config: Optional[dict] = None):
+    """The model as ``mart-pretrain --seed SEED`` builds it before any step, with ``config`` (default: the
+    benchmark's config)."""
     torch.manual_seed(seed)
-    return build_model(model, model_config(model))
+    return build_model(model, model_config(model) if config is None else config)
 
 
-def random_init(model: str, seed: int, path: str) -> str:
+def random_init(model: str, seed: int, path: str, config: Optional[dict] = None, **extra) -> str:
     """The reference 'same encoder, random weights': ``initial_model`` saved as a checkpoint at step 0."""
     if not os.path.isfile(path):
-        save_checkpoint(path, initial_model(model, seed), model, step=0, extra={"random_init": True, "seed": seed})
+        save_checkpoint(path, initial_model(model, seed, config), model, step=0,
+                        extra={"random_init": True, "seed": seed, **extra})
     return path
 
 

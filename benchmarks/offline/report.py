@@ -68,7 +68,7 @@ def comparisons(rows: List[Dict], models=("mart", "pemr")) -> List[Dict]:
     return out
 
 
-def _paired(model_entries: List[Dict], ref: Dict) -> Dict[str, Dict]:
+def paired_metrics(model_entries: List[Dict], ref: Dict) -> Dict[str, Dict]:
     """One model's entries (its seeds) against one reference entry, item by item on the same data."""
     out: Dict[str, Dict] = {}
     cvs = [e["style"].get("cv") for e in model_entries if "style" in e]
@@ -104,7 +104,7 @@ def paired_comparisons(entries: List[Dict], models=("mart", "pemr", "simclr")) -
             ref = next((e for e in entries if e["row"] == ref_row), None)
             if ref is None:
                 continue
-            for metric, d in _paired(mine, ref).items():
+            for metric, d in paired_metrics(mine, ref).items():
                 spread = float(np.std(d["seed_diffs"], ddof=1)) if len(d["seed_diffs"]) > 1 else 0.0
                 ci = "ci_low" in d
                 out.append(dict(d, model=m, reference=ref_row, metric=metric, seed_spread=spread,
@@ -118,7 +118,6 @@ def verdict(result: Dict) -> List[str]:
     their random init (and if not, why this table cannot show it)."""
     lines = []
     entries = result.get("entries", [])
-    chance = None
     for e in entries:
         cv = (e.get("style") or {}).get("cv")
         if e["row"] in (MFCC_ROW, CHROMA_ROW) and cv:
@@ -154,8 +153,8 @@ def _paired_table(comps: List[Dict]) -> List[str]:
     for c in comps:
         ci = f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if "ci_low" in c else ""
         seeds = ", ".join(f"{x:+.3f}" for x in c["seed_diffs"])
-        verdict = (("yes, above" if c["diff"] > 0 else "yes, below") if c["separated"] else "no") if ci else "–"
-        lines.append(f"| {c['model']} | {c['reference']} | {c['metric']} | {c['diff']:+.3f}{ci} | {seeds} | {verdict} |")
+        separated = (("yes, above" if c["diff"] > 0 else "yes, below") if c["separated"] else "no") if ci else "–"
+        lines.append(f"| {c['model']} | {c['reference']} | {c['metric']} | {c['diff']:+.3f}{ci} | {seeds} | {separated} |")
     return lines
 
 

@@ -206,9 +206,7 @@ class Mart(SSLModel):
             s_hat = self.encode_levels(views[:, 0], c.levels if c.use_hcl else 1)
         z_hat = [self.head(s) for s in s_hat]
         z_tilde0 = self.head(self.encoder(self.frontend(views[:, 1])))
-        loss = hierarchical_contrastive(z_hat, z_tilde0, c.parts, c.temperature, use_part_whole=c.use_hcl,
-                                        form=c.hcl)
-        with torch.no_grad():  # the cross-view part of the loss alone (eq. 5 with L^pw = 0), for the log
-            cross = hierarchical_contrastive(z_hat[:1], z_tilde0, c.parts, c.temperature, use_part_whole=False)
+        loss, cross = hierarchical_contrastive(z_hat, z_tilde0, c.parts, c.temperature, use_part_whole=c.use_hcl,
+                                               form=c.hcl, return_cross=True)
         return {"loss": loss, "hcl": loss.detach(), "cross": cross, "emb": s_hat[0][:, 0].detach(),
                 "z1": z_hat[0][:, 0].detach(), "z2": z_tilde0.detach()}
