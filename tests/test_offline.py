@@ -109,7 +109,7 @@ def bench(tmp_path_factory):
     data, out = base / "data", base / "out"
     _run([os.path.join(BIN, "mart-bench"), "data", "--out", data, "--profile", "small", "--clips-per-class", "3",
           "--cover-works", "4", "--pretrain-clips", "6", "--clip-seconds", "6"], base)
-    cmd = [os.path.join(BIN, "mart-bench"), "run", "--data", data, "--out", out, "--minutes", "0", "--steps", "2",
+    cmd = [os.path.join(BIN, "mart-bench"), "run", "--data", data, "--out", out, "--minutes", "0", "--steps", "2", "--batch-size", "4",
            "--seeds", "0,1", "--grid", "faster", "--grid-points", "1", "--export", out / "ckpts", "--num-workers", "0"]
     r = _run(cmd, base, 1500)
     return {"base": base, "data": data, "out": out, "cmd": cmd, "stdout": r.stdout}

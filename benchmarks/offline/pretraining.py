@@ -1,8 +1,9 @@
 """Pretraining for the offline benchmark: every model for the same budget, several seeds, resumable.
 
 Each run is ``mart-pretrain`` in a child process (so one run's memory and threads do not leak into the
-next) with the benchmark's config (``configs/<model>.yaml``), ``--max-minutes`` as the shared budget
-and ``--resume``: a killed benchmark continues each run where its last checkpoint left it, and a
+next) with the benchmark's config (``configs/<model>.yaml``; its ``run.steps`` and ``run.batch_size``
+are the default budget, sized to about the same CPU time per model; ``--max-minutes`` and ``--steps``
+give an equal-time or equal-step budget instead) and ``--resume``: a killed benchmark continues each run where its last checkpoint left it, and a
 finished run is not trained again. The random-init references are the same models, built with the
 same config and seed, saved before any step.
 """
@@ -31,13 +32,21 @@ MODELS = ("mart", "pemr", "simclr")
 
 @dataclass
 class Budget:
-    minutes: Optional[float]  # training time per run (the default budget: equal compute)
-    steps: int  # step cap (alone: an equal-step budget)
-    batch_size: Optional[int] = None
+    minutes: Optional[float] = None  # training time per run (an equal-time budget)
+    steps: Optional[int] = None  # steps per run for every model (default: each config's run.steps)
+    batch_size: Optional[int] = None  # default: each config's run.batch_size
 
-    def describe(self) -> str:
-        time_part = f"{self.minutes:g} min" if self.minutes is not None else "no time limit"
-        return f"{time_part}, at most {self.steps} steps" + (f", batch {self.batch_size}" if self.batch_size else "")
+    def steps_of(self, model: str) -> int:
+        return int(self.steps if self.steps is not None else config_run(model).get("steps", 1000))
+
+    def batch_of(self, model: str) -> int:
+        return int(self.batch_size or config_run(model).get("batch_size", 48))
+
+    def describe(self, models=MODELS) -> str:
+        parts = ", ".join(f"{m} {self.steps_of(m)}" for m in models)
+        batches = sorted({self.batch_of(m) for m in models})
+        text = f"steps per run {parts} (batch {'/'.join(map(str, batches))})"
+        return text + (f", or {self.minutes:g} min of training if sooner" if self.minutes is not None else "")
 
 
 def config_path(model: str) -> str:
@@ -46,6 +55,10 @@ def config_path(model: str) -> str:
 
 def model_config(model: str) -> dict:
     return load_file(config_path(model)).get("model", {}) or {}
+
+
+def config_run(model: str) -> dict:
+    return load_file(config_path(model)).get("run", {}) or {}
 
 
 def initial_model(model: str, seed: int, config: Optional[dict] = None):
@@ -83,7 +96,7 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
         with open(marker) as f:
             return json.load(f)
     cmd = [sys.executable, "-m", "mart_upstream.pretrain", "--model", model, "--data", data, "--out", run_dir,
-           "--config", config_path(model), "--seed", str(seed), "--steps", str(budget.steps), "--device", device,
+           "--config", config_path(model), "--seed", str(seed), "--steps", str(budget.steps_of(model)), "--device", device,
            "--num-workers", str(num_workers), "--resume"]
     if budget.minutes is not None:
         cmd += ["--max-minutes", str(budget.minutes)]
@@ -93,7 +106,7 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
         cmd.append("data.groups=groups.csv")
     cmd += list(overrides or [])
     os.makedirs(run_dir, exist_ok=True)
-    log.info("pretraining %s seed %d (%s) -> %s", model, seed, budget.describe(), run_dir)
+    log.info("pretraining %s seed %d (%s) -> %s", model, seed, budget.describe([model]), run_dir)
     t0 = time.perf_counter()
     with open(os.path.join(run_dir, "pretrain.log"), "a") as logf:
         r = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=child_env())
@@ -105,7 +118,7 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
     info = {"model": model, "seed": seed, "checkpoint": ckpt, "steps": int(state["step"]),
             "train_minutes": round(float(state["pretrain"].get("train_seconds", 0.0)) / 60, 3),
             "batch_size": int(state["pretrain"]["settings"]["run"]["batch_size"]),
-            "wall_s": round(time.perf_counter() - t0, 1), "budget": budget.describe(), "data": os.path.abspath(data),
+            "wall_s": round(time.perf_counter() - t0, 1), "budget": budget.describe([model]), "data": os.path.abspath(data),
             "commit": commit}
     write_json(marker, info, sort_keys=False)
     return info
