@@ -12,8 +12,8 @@ setup(
             "s3prl_plugin/downstream/*/splits/*.txt",
             "checkpoints/*.ckpt",  # packaged mart, pemr, simclr (mart-bench run --export), with model cards
             "checkpoints/*.md",
+            "configs/*.yaml",  # CPU-sized settings (mart-pretrain --config cpu; the offline benchmark's runs)
         ],
-        "benchmarks": ["offline/configs/*.yaml"],
     },
     python_requires=">=3.9",
     install_requires=[

@@ -14,6 +14,8 @@ import argparse
 import importlib
 from typing import List, Optional
 
+from mart_upstream.quiet import silence_known_noise
+
 SUBCOMMANDS = {
     "data": ("benchmarks.musicset.build", "build the rendered music sets"),
     "run": ("benchmarks.offline.run", "pretrain and evaluate all models on the rendered sets"),
@@ -24,6 +26,7 @@ SUBCOMMANDS = {
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    silence_known_noise()
     parser = argparse.ArgumentParser(prog="mart-bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}

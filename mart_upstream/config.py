@@ -53,6 +53,15 @@ def from_dict(cls, data: dict | None, where: str = "config", base: Any = None):
     return dataclasses.replace(base, **kwargs)
 
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def cpu_config_path(model: str) -> str:
+    """The packaged CPU-sized settings of ``model`` (``mart-pretrain --config cpu``): the offline benchmark's
+    configuration, about 1-3.5 s per step of batch 32 on 2 CPU cores (docs/offline_bench.md)."""
+    return os.path.join(CONFIG_DIR, f"{model}_cpu.yaml")
+
+
 def load_file(path: str) -> dict:
     """Read a YAML or JSON config file into a dict."""
     if not os.path.isfile(path):

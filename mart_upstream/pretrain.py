@@ -22,10 +22,12 @@ from tqdm import tqdm
 from . import distributed as D
 from .augment import AugmentationChain, AugmentConfig
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from .config import ConfigError, apply_overrides, from_dict, load_file, merge, to_dict
+from .config import ConfigError, apply_overrides, cpu_config_path, from_dict, load_file, merge, to_dict
 from .fileio import atomic_path
 from .data import DatasetError, RandomCropDataset, StepSampler, read_groups, scan_audio_files
 from .diagnostics import learning_diagnostics
+from .quiet import silence_known_noise
+from .interrupt import INTERRUPTED_EXIT, StopRequest, ignore_stop_signals
 from .models import build_config, build_model, model_names
 
 log = logging.getLogger("mart_upstream.pretrain")
@@ -132,11 +134,16 @@ class MetricsLog:
             self.writer.flush()
 
 
+def config_file(args) -> Optional[str]:
+    """``--config``: a file, or ``cpu`` for the packaged CPU-sized settings of ``--model``."""
+    return cpu_config_path(args.model) if args.config == "cpu" else args.config
+
+
 def build_settings(args) -> tuple:
     """Merge defaults, --config FILE, resumed checkpoint and key=value overrides -> (model cfg, run cfg)."""
     data: dict = {}
     if args.config:
-        data = load_file(args.config)
+        data = load_file(config_file(args))
     data = apply_overrides(data, args.overrides)
     model_data = data.pop("model", {}) or {}
     settings = from_dict(PretrainConfig, data, where="pretrain config")
@@ -174,10 +181,12 @@ def train(args) -> str:
         saved.run.max_minutes = run.max_minutes
         cfg, run = saved, saved.run
     elif args.resume:
-        log.warning("--resume: no checkpoint at %s, starting from step 0", ckpt_path)
+        say(f"--resume: no checkpoint at {ckpt_path} yet; starting a new run from step 0")
 
     device = pick_device(run.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = D.init_from_env(device.type)
+    if dist.is_main and device.type == "cpu":
+        cpu_hint(args, model_cfg, run)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     os.makedirs(out, exist_ok=True)
@@ -246,55 +255,68 @@ def train(args) -> str:
     bar = tqdm(total=run.steps, initial=start, desc=f"{args.model} pretrain", disable=not dist.is_main,
                dynamic_ncols=True)
     model.train()
-    t_last, clips_since = time.perf_counter(), 0
-    step = start
     budget_s = run.max_minutes * 60 if run.max_minutes is not None else float("inf")
     batches = iter(loader)
     t_resumed = time.perf_counter()
     out_of_time = trained_s >= budget_s
-    while step < run.steps and not out_of_time:
-        batch = next(batches).to(device, non_blocking=True)  # [B, V, T]
-        s = step_seed(run.seed, step, dist.rank)
-        torch.manual_seed(s)  # dropout and BERT masking of this step
-        gen = torch.Generator().manual_seed(s)
-        b, v, t = batch.shape
-        views = augment(batch.reshape(b * v, t), gen).reshape(b, v, t)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            losses = net(views)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise PretrainError(f"loss became {loss.item()} at step {step}; last good checkpoint: {ckpt_path}")
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        step += 1
-        clips_since += b * dist.world_size
-        if dist.is_main:
-            bar.update(1)
-            if step % run.log_every == 0 or step == run.steps or step == start + 1:
-                now = time.perf_counter()
-                rate = clips_since / max(now - t_last, 1e-9)
-                t_last, clips_since = now, 0
-                scalars = {k: float(x.detach().float()) for k, x in losses.items() if x.dim() == 0}
-                if all(k in losses for k in ("z1", "z2", "emb")):
-                    scalars.update(learning_diagnostics(losses["z1"], losses["z2"], losses["emb"]))
-                scalars["clips_per_s"] = rate
-                if device.type == "cuda":
-                    scalars["max_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                bar.set_postfix(loss=f"{scalars['loss']:.4f}", clips_s=f"{rate:.1f}")
-                metrics.add(step, scalars)
-        elapsed = trained_s + time.perf_counter() - t_resumed
-        out_of_time = D.any_rank(elapsed >= budget_s, device)  # every rank stops at the same step
-        if step in run.keep_steps and dist.is_main:
-            extra["train_seconds"] = elapsed
-            save_checkpoint(os.path.join(out, f"step_{step}.ckpt"), model, args.model, step, None, extra)
-        if step % run.ckpt_every == 0 or step == run.steps or out_of_time:
+    stop = StopRequest(announce=dist.is_main)
+    step, t_last, clips_since = start, time.perf_counter(), 0
+    with stop:
+        while step < run.steps and not out_of_time:
+            batch = next(batches).to(device, non_blocking=True)  # [B, V, T]
+            s = step_seed(run.seed, step, dist.rank)
+            torch.manual_seed(s)  # dropout and BERT masking of this step
+            gen = torch.Generator().manual_seed(s)
+            b, v, t = batch.shape
+            views = augment(batch.reshape(b * v, t), gen).reshape(b, v, t)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                losses = net(views)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise PretrainError(f"loss became {loss.item()} at step {step}; last good checkpoint: {ckpt_path}")
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            step += 1
+            clips_since += b * dist.world_size
             if dist.is_main:
+                bar.update(1)
+                if step % run.log_every == 0 or step == run.steps or step == start + 1:
+                    now = time.perf_counter()
+                    rate = clips_since / max(now - t_last, 1e-9)
+                    t_last, clips_since = now, 0
+                    scalars = {k: float(x.detach().float()) for k, x in losses.items() if x.dim() == 0}
+                    if all(k in losses for k in ("z1", "z2", "emb")):
+                        scalars.update(learning_diagnostics(losses["z1"], losses["z2"], losses["emb"]))
+                    scalars["clips_per_s"] = rate
+                    if device.type == "cuda":
+                        scalars["max_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", clips_s=f"{rate:.1f}")
+                    metrics.add(step, scalars)
+            elapsed = trained_s + time.perf_counter() - t_resumed
+            if step == start + 4 and dist.is_main:
+                step_time_hint(elapsed - trained_s, step - start, run.steps - step)
+            out_of_time = D.any_rank(elapsed >= budget_s, device)  # every rank stops at the same step
+            stopping = D.any_rank(stop.requested is not None, device)
+            if step in run.keep_steps and dist.is_main:
                 extra["train_seconds"] = elapsed
-                save_checkpoint(ckpt_path, model, args.model, step, optim, extra)
-                metrics.flush()
-            D.barrier()
+                save_checkpoint(os.path.join(out, f"step_{step}.ckpt"), model, args.model, step, None, extra)
+            if step % run.ckpt_every == 0 or step == run.steps or out_of_time or stopping:
+                if dist.is_main:
+                    extra["train_seconds"] = elapsed
+                    save_checkpoint(ckpt_path, model, args.model, step, optim, extra)
+                    metrics.flush()
+                D.barrier()
+            if stopping:
+                stop.requested = stop.requested or "a signal on another rank"
+                break
     bar.close()
+    if stop.requested and step < run.steps and not out_of_time:
+        if dist.is_main:
+            say(f"stopped by {stop.requested} at step {step}; checkpoint {ckpt_path}. Continue with the same "
+                "command and --resume.")
+        D.cleanup()
+        raise Interrupted(ckpt_path)
     if dist.is_main:
         why = f"time budget of {run.max_minutes} min" if out_of_time and step < run.steps else "step budget"
         log.info("finished %d steps (%s); checkpoint %s", step, why, ckpt_path)
@@ -302,10 +324,37 @@ def train(args) -> str:
     return ckpt_path
 
 
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving its checkpoint."""
+
+
+def say(text: str) -> None:
+    """A line the user should see among the logs and progress bars."""
+    tqdm.write(f"mart-pretrain: {text}", file=sys.stderr)
+
+
+def cpu_hint(args, model_cfg, run) -> None:
+    """On a CPU, point at the CPU-sized settings when the paper's (GPU-sized) model is being trained."""
+    paper = to_dict(build_config(args.model, {})) == to_dict(model_cfg)
+    if paper:
+        say(f"no CUDA device: training the paper's {args.model} configuration (batch {run.batch_size}, "
+            f"{model_cfg.clip_samples / model_cfg.frontend.sample_rate:.1f} s crops) on the CPU: tens of seconds "
+            "to minutes per step. For CPU-sized settings add --config cpu "
+            f"({cpu_config_path(args.model)}).")
+
+
+def step_time_hint(seconds: float, steps: int, left: int) -> None:
+    per_step = seconds / max(steps, 1)
+    total = per_step * left
+    say(f"about {per_step:.2f} s per step: the {left} steps left take about "
+        f"{int(total // 3600)} h {int(total % 3600 // 60):02d} min")
+
+
 def _single_thread_worker(_: int) -> None:
     """Data workers decode and resample one file at a time: one thread each avoids oversubscribing
     the cores the training step runs on."""
     torch.set_num_threads(1)
+    ignore_stop_signals()
 
 
 def _has_unused_parameters(name: str, cfg) -> bool:
@@ -328,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, dest="max_minutes",
                    help="time budget: stop after this many minutes of training, or at --steps if sooner")
     p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--config", help="YAML/JSON file with sections model, optim, data, run, augment")
+    p.add_argument("--config", help="YAML/JSON file with sections model, optim, data, run, augment; 'cpu': the "
+                                    "packaged CPU-sized settings of --model (mart_upstream/configs/<model>_cpu.yaml)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt if it exists")
     p.add_argument("--file-list", dest="file_list", help="text file of audio paths (relative to --data)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -346,10 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    silence_known_noise()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         train(args)
+    except Interrupted:
+        return INTERRUPTED_EXIT
     except (DatasetError, ConfigError, PretrainError, CheckpointError) as e:
         print(f"mart-pretrain: error: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from benchmarks.cover_song.metrics import metrics_from_relevance, retrieval_metr
 from benchmarks.cover_song.scale import run_scale
 from benchmarks.cover_song.synthetic import CoverSetConfig, make_cover_set, render_version
 from mart_upstream.checkpoint import save_checkpoint
-from mart_upstream.config import load_file as load_config_file
+from mart_upstream.config import cpu_config_path, load_file as load_config_file
 from mart_upstream.models import build_model
 
 BIN = os.path.dirname(sys.executable)
@@ -41,7 +41,7 @@ def ckpts(tmp_path_factory):
     """Untrained checkpoints of the CPU-config architectures (FCN-4 with its paper width) and a tiny MART."""
     d = tmp_path_factory.mktemp("ckpt")
     out = {}
-    for name, cfg in [("pemr", load_config_file(os.path.join(ROOT, "configs", "pemr_cpu.yaml"))["model"]),
+    for name, cfg in [("pemr", load_config_file(cpu_config_path("pemr"))["model"]),
                       ("mart", dict(TINY["mart"], finest_hop=125))]:
         torch.manual_seed(0)
         out[name] = str(d / f"{name}.ckpt")

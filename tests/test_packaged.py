@@ -1,7 +1,9 @@
 """The checkpoints installed with the package: present, small, documented, and loaded by default by the
 HEAR modules, the S3PRL upstreams and the cover-song tool."""
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ from mart_upstream.checkpoint import packaged_checkpoint, read_checkpoint
 
 NAMES = ["mart", "pemr", "simclr"]
 BIN = os.path.dirname(sys.executable)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_packaged_checkpoints_are_small_and_have_model_cards():
@@ -64,3 +67,32 @@ def test_cover_song_tool_runs_with_the_packaged_model(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary) == ["hear_api.pemr"] and 0.0 < summary["hear_api.pemr"]["map"] <= 1.0
+
+
+def _number(cell: str) -> float:
+    m = re.match(r"\s*([0-9]+(?:\.[0-9]+)?)", cell)
+    assert m, f"no number at the start of {cell!r}"
+    return float(m.group(1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hear_docs_size_table_is_the_packaged_models(name):
+    """docs/hear.md's table (timestamp size, hop, scene size) says what load_model("") gives."""
+    rows = {}
+    with open(os.path.join(ROOT, "docs", "hear.md")) as f:
+        for line in f:
+            if line.startswith("| `hear_api."):
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                rows[cells[0].strip("`")] = cells
+    model = importlib.import_module(f"hear_api.{name}").load_model()
+    cells = rows[f"hear_api.{name}"]
+    assert _number(cells[1]) == model.timestamp_embedding_size, cells[1]
+    assert _number(cells[2]) == pytest.approx(model.timestamp_hop_ms, abs=0.01), cells[2]
+    assert _number(cells[3]) == model.scene_embedding_size, cells[3]
+
+
+def test_s3prl_plugin_upstream_names_are_the_registry():
+    from mart_upstream.models import model_names
+    from mart_upstream.s3prl_plugin import UPSTREAM_MODELS
+
+    assert sorted(UPSTREAM_MODELS) == model_names()

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -112,6 +113,72 @@ def test_killed_run_resumes_from_its_last_checkpoint(audio_dir, tmp_path):
     with open(tmp_path / "metrics.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
     assert steps == sorted(set(steps)) and steps[-1] == killed_at + 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_saves_a_checkpoint_and_resume_continues_from_it(sig, audio_dir, tmp_path):
+    """Ctrl-C (or SIGTERM) mid-run: a checkpoint at the step reached (ckpt_every is far away), exit 130, a line
+    naming the checkpoint; --resume continues from that step. Data workers ignore the terminal's SIGINT."""
+    cmd = [sys.executable, "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", audio_dir,
+           "--out", str(tmp_path), "--steps", "100000", "--batch-size", "2", "--ckpt-every", "100000",
+           *FAST, "data.num_workers=1", *tiny_overrides("simclr")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a terminal's foreground job
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 120
+        # the time-per-step line comes after the 4th step: the loop is running
+        while time.time() < deadline and proc.poll() is None and not any("s per step" in ln for ln in lines):
+            time.sleep(0.1)
+        os.killpg(proc.pid, sig)  # the whole group, workers included, as Ctrl-C does
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(lines)
+    metrics = tmp_path / "metrics.csv"
+    assert proc.returncode == 130, err[-2000:]
+    stopped_at = read_checkpoint(str(tmp_path / "last.ckpt"))["step"]
+    assert stopped_at >= 4
+    assert f"stopped by {sig.name} at step {stopped_at}; checkpoint {tmp_path / 'last.ckpt'}" in err
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    assert main(["--model", "simclr", "--data", audio_dir, "--out", str(tmp_path), "--steps", str(stopped_at + 2),
+                 "--batch-size", "2", "--resume", *FAST, *tiny_overrides("simclr")]) == 0
+    assert read_checkpoint(str(tmp_path / "last.ckpt"))["step"] == stopped_at + 2
+    with open(metrics) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, stopped_at + 3))
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(audio_dir, tmp_path, capsys):
+    assert run("simclr", audio_dir, tmp_path, "--steps", "1", "--resume") == 0
+    assert f"--resume: no checkpoint at {tmp_path / 'last.ckpt'} yet; starting a new run from step 0" \
+        in capsys.readouterr().err
+
+
+def test_cpu_run_of_the_paper_config_points_at_the_cpu_config(audio_dir, tmp_path, capsys):
+    """The hint names the packaged CPU settings, which exist and build; a CPU config gives no hint."""
+    from mart_upstream.config import cpu_config_path, load_file
+    from mart_upstream.models import build_model
+
+    assert main(["--model", "simclr", "--data", audio_dir, "--out", str(tmp_path / "a"), "--steps", "1",
+                 "--batch-size", "2", "--device", "cpu", "model.clip_samples=16000", *FAST]) == 0
+    assert "no CUDA device" not in capsys.readouterr().err  # not the paper's configuration
+    for name in ("mart", "pemr", "simclr"):
+        build_model(name, load_file(cpu_config_path(name))["model"])
+    from mart_upstream.pretrain import build_parser, build_settings, cpu_hint
+
+    args = build_parser().parse_args(["--model", "mart", "--out", str(tmp_path)])
+    model_cfg, settings = build_settings(args)
+    cpu_hint(args, model_cfg, settings.run)
+    assert f"add --config cpu ({cpu_config_path('mart')})" in capsys.readouterr().err
+    args = build_parser().parse_args(["--model", "mart", "--out", str(tmp_path), "--config", "cpu"])
+    model_cfg, settings = build_settings(args)
+    assert settings.run.batch_size == 32 and model_cfg.frontend.n_mels == 64
+    cpu_hint(args, model_cfg, settings.run)
+    assert "no CUDA device" not in capsys.readouterr().err
 
 
 def _torchrun(processes, data, out, steps):

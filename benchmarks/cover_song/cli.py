@@ -17,6 +17,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from mart_upstream.fileio import write_json
+from mart_upstream.quiet import silence_known_noise
 
 from . import datasets, report, search
 from .datasets import CoverSetError
@@ -178,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    silence_known_noise()
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:

@@ -14,6 +14,8 @@ import logging
 import sys
 from typing import List, Optional
 
+from mart_upstream.quiet import silence_known_noise
+
 from . import sources
 from .taskfolder import HEAR_SAMPLE_RATES, Item, TaskBuildError, TaskSpec, assign_kfolds, build_task
 
@@ -64,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    silence_known_noise()
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:

@@ -63,7 +63,7 @@ def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
         card = {"model": model, "seed": run["seed"], "steps": run["steps"], "batch_size": run["batch_size"],
                 "train_minutes": run["train_minutes"], "budget": run["budget"],
                 "data": run.get("train_data") or meta["data"], "commit": run.get("commit", meta["commit"]),
-                "config": run.get("config", f"benchmarks/offline/configs/{model}.yaml"),
+                "config": run.get("config", f"mart_upstream/configs/{model}_cpu.yaml"),
                 "selected_by": run.get("selected_by", "style validation score"),
                 "trained_by": run.get("trained_by", "`mart-bench run`"),
                 "device": run.get("device") or meta.get("device") or "cpu", "gpu": run.get("gpu"),

@@ -1,7 +1,7 @@
 """Pretraining for the offline benchmark: every model for the same budget, several seeds, resumable.
 
 Each run is ``mart-pretrain`` in a child process (so one run's memory and threads do not leak into the
-next) with the benchmark's config (``configs/<model>.yaml``; its ``run.steps`` and ``run.batch_size``
+next) with the model's CPU config (``mart_upstream/configs/<model>_cpu.yaml``; its ``run.steps`` and ``run.batch_size``
 are the default budget, sized to about the same CPU time per model; ``--max-minutes`` and ``--steps``
 give an equal-time or equal-step budget instead) and ``--resume``: a killed benchmark continues each run where its last checkpoint left it, and a
 finished run is not trained again. The random-init references are the same models, built with the
@@ -21,12 +21,11 @@ from typing import Dict, List, Optional
 import torch
 
 from mart_upstream.checkpoint import read_checkpoint, save_checkpoint
-from mart_upstream.config import load_file
+from mart_upstream.config import cpu_config_path, load_file
 from mart_upstream.fileio import write_json
 from mart_upstream.models import build_model
 
 log = logging.getLogger("mart-bench.run")
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 MODELS = ("mart", "pemr", "simclr")
 
 
@@ -50,7 +49,7 @@ class Budget:
 
 
 def config_path(model: str) -> str:
-    return os.path.join(CONFIG_DIR, f"{model}.yaml")
+    return cpu_config_path(model)
 
 
 def model_config(model: str) -> dict:

@@ -1,6 +1,6 @@
 """Pretraining throughput: clips per second of training steps (forward, backward, optimizer step,
 as ``mart_upstream.pretrain`` runs them: Adam, bf16 autocast on CUDA) on random views, with the
-paper-size default configs and the CPU configs of ``configs/``, each in a fresh process.
+paper-size default configs and the CPU configs (``mart-pretrain --config cpu``), each in a fresh process.
 Data loading and augmentation are not included."""
 from __future__ import annotations
 
@@ -20,18 +20,17 @@ from .subjects import OUR_MODELS, SR, TINY_CONFIGS
 
 def training_setups(name: str, tiny: bool, batch_override: Optional[int]) -> List[Dict]:
     """(label, model config, batch size) to time for one model: the paper defaults with the
-    default run batch size, and ``configs/<name>_cpu.yaml`` with its own; ``tiny``: the tiny config."""
-    from mart_upstream.config import load_file
+    default run batch size, and ``mart_upstream/configs/<name>_cpu.yaml`` with its own; ``tiny``: the tiny config."""
+    from mart_upstream.config import cpu_config_path, load_file
     from mart_upstream.pretrain import RunConfig
 
     if tiny:
         setups = [{"config": "tiny", "model_config": TINY_CONFIGS[name], "batch": 2}]
     else:
-        path = os.path.join(ROOT, "configs", f"{name}_cpu.yaml")
-        data = load_file(path)
+        data = load_file(cpu_config_path(name))
         setups = [
             {"config": "paper", "model_config": None, "batch": RunConfig().batch_size},
-            {"config": f"configs/{name}_cpu.yaml", "model_config": data.get("model") or {},
+            {"config": f"{name}_cpu.yaml", "model_config": data.get("model") or {},
              "batch": int((data.get("run") or {}).get("batch_size", RunConfig().batch_size))},
         ]
     if batch_override:

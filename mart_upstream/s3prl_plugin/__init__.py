@@ -6,5 +6,11 @@ points, ``expert.py`` wraps a pretrained model, ``downstream/<task>/`` holds the
 """
 
 
+# The upstreams this plugin adds, by model name (each also as NAME_local). Kept here, free of torch, so that
+# ``s3prl -h`` answers at once; a test checks it against the model registry.
+UPSTREAM_MODELS = ("mart", "pemr", "simclr")
+UPSTREAM_NAMES = tuple(f"{m}{suffix}" for m in UPSTREAM_MODELS for suffix in ("", "_local"))
+
+
 class PluginError(RuntimeError):
     """A problem with the user's input (names, checkpoint, dataset): reported as one line."""

@@ -12,7 +12,7 @@ import sys
 from typing import Callable, Dict, Optional
 
 from ..checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
-from . import PluginError
+from . import UPSTREAM_MODELS, PluginError
 from .expert import UpstreamExpert
 
 
@@ -63,6 +63,6 @@ def _entry(model_name: str, local: bool) -> Callable[..., UpstreamExpert]:
 
 ENTRY_POINTS: Dict[str, Callable[..., UpstreamExpert]] = {
     f"{name}{suffix}": _entry(name, bool(suffix))
-    for name in ("mart", "pemr", "simclr")
+    for name in UPSTREAM_MODELS
     for suffix in ("", "_local")
 }

@@ -19,23 +19,32 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from ..checkpoint import CheckpointError
-from . import PluginError, compat
-from .hubconf import ENTRY_POINTS, checkpoint_path
+from . import UPSTREAM_NAMES, PluginError
 
 DOWNSTREAM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "downstream")
 PROG = "s3prl"
-USAGE = f"""usage: {PROG} run_downstream ARGS     train / evaluate a downstream with s3prl's run_downstream
+
+
+def own_downstreams() -> List[str]:
+    return _downstreams([DOWNSTREAM_DIR])
+
+
+def usage() -> str:
+    return f"""usage: {PROG} run_downstream ARGS     train / evaluate a downstream with s3prl's run_downstream
        {PROG} main PROBLEM ARGS        s3prl's problem runner (as s3prl-main), e.g. HearGtzan
 
-upstreams added: {', '.join(ENTRY_POINTS)}
-downstreams added: {', '.join(sorted(d for d in os.listdir(DOWNSTREAM_DIR)
-                                   if os.path.isfile(os.path.join(DOWNSTREAM_DIR, d, 'expert.py'))))}
-'{PROG} run_downstream -h' lists every option and upstream."""
+upstreams added: {', '.join(UPSTREAM_NAMES)}
+downstreams added: {', '.join(own_downstreams())} (a 2-minute smoke run of each: docs/s3prl.md)
+'{PROG} run_downstream -h' lists every option and upstream (it loads s3prl: 10-40 s)."""
 
 
 def register() -> None:
     """Make this package's upstreams and downstreams visible to an unmodified s3prl (idempotent)."""
+    from ..quiet import silence_known_noise
+    from . import compat
+    from .hubconf import ENTRY_POINTS
+
+    silence_known_noise()
     compat.apply()
     import s3prl.downstream
     from s3prl import hub
@@ -67,7 +76,7 @@ def downstream_names() -> List[str]:
 def upstream_names() -> List[str]:
     from s3prl import hub
 
-    return [n for n in hub.options() if n not in ENTRY_POINTS]
+    return [n for n in hub.options() if n not in UPSTREAM_NAMES]
 
 
 def _check_upstream(name: str) -> None:
@@ -75,7 +84,7 @@ def _check_upstream(name: str) -> None:
 
     if not hasattr(hub, name) or name.startswith("_"):
         raise PluginError(
-            f"unknown upstream {name!r}; this package's: {', '.join(ENTRY_POINTS)}; "
+            f"unknown upstream {name!r}; this package's: {', '.join(UPSTREAM_NAMES)}; "
             f"s3prl's: {', '.join(upstream_names())}"
         )
 
@@ -111,7 +120,11 @@ def prepare_run_downstream(args: Sequence[str]) -> List[str]:
     """Check run_downstream arguments; return them with ``-c`` / ``--device`` filled in where missing."""
     args = list(args)
     a = _preparse(args)
-    if a.help or a.hub != "torch":
+    if a.help:
+        print(f"upstreams added by mart-upstream: {', '.join(UPSTREAM_NAMES)}\n"
+              f"downstreams added by mart-upstream: {', '.join(own_downstreams())} (smoke runs: docs/s3prl.md)\n")
+        return args
+    if a.hub != "torch":
         return args
     expdir = a.expdir or f"result/downstream/{a.expname}"
     resuming = bool(a.past_exp) or (a.auto_resume and bool(glob.glob(os.path.join(expdir, "states-*.ckpt"))))
@@ -126,7 +139,9 @@ def prepare_run_downstream(args: Sequence[str]) -> List[str]:
         if a.downstream not in downstream_names():
             raise PluginError(f"unknown downstream {a.downstream!r}; "
                               f"available: {', '.join(downstream_names())}")
-        if a.upstream in ENTRY_POINTS:
+        if a.upstream in UPSTREAM_NAMES:
+            from .hubconf import checkpoint_path
+
             checkpoint_path(a.upstream, a.upstream_ckpt)  # before s3prl creates the experiment folder
             if a.upstream_trainable:
                 raise PluginError(f"upstream {a.upstream} is a frozen feature extractor: "
@@ -143,7 +158,13 @@ def prepare_run_downstream(args: Sequence[str]) -> List[str]:
     return args
 
 
+def loading_line() -> None:
+    """s3prl's import takes 10-40 s before anything else happens: say so at once."""
+    print(f"{PROG}: loading s3prl (10-40 s) ...", file=sys.stderr, flush=True)
+
+
 def run_downstream(args: Sequence[str]) -> None:
+    loading_line()
     register()
     args = prepare_run_downstream(args)
     from s3prl import run_downstream as s3prl_run_downstream
@@ -163,6 +184,7 @@ def _option(args: Sequence[str], key: str) -> Optional[str]:
 
 
 def run_problem(args: Sequence[str]) -> None:
+    loading_line()
     register()
     from s3prl import problem
 
@@ -176,7 +198,7 @@ def run_problem(args: Sequence[str]) -> None:
     name, trainable = _option(args, "--build_upstream.name"), _option(args, "--build_model.upstream_trainable")
     if name is not None:
         _check_upstream(name)
-        if name in ENTRY_POINTS and str(trainable).lower() in ("true", "1", "yes"):
+        if name in UPSTREAM_NAMES and str(trainable).lower() in ("true", "1", "yes"):
             raise PluginError(f"upstream {name} is a frozen feature extractor: "
                               "upstream_trainable is not supported")
     args = list(args)
@@ -198,7 +220,7 @@ def run_problem(args: Sequence[str]) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(usage())
         return
     command, rest = argv[0], argv[1:]
     commands = {"run_downstream": run_downstream, "main": run_problem}
@@ -206,7 +228,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if command not in commands:
             raise PluginError(f"unknown command {command!r}; use run_downstream or main")
         commands[command](rest)
-    except (PluginError, CheckpointError) as e:
+    except PluginError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:  # a CheckpointError raised while s3prl builds the upstream
+        from ..checkpoint import CheckpointError
+
+        if not isinstance(e, CheckpointError):
+            raise
         print(f"{PROG}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
