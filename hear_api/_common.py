@@ -22,7 +22,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from mart_upstream.checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
-from mart_upstream.embedding import clip_embeddings, frame_features
+from mart_upstream.embedding import check_waveforms, clip_embeddings, frame_features
 
 MAX_HOP_MS = 50.0  # HEAR: timestamps at most 50 ms apart (onset tolerance of music transcription)
 FINE_HOP_MS = 25.0  # grid used when the native frame grid is coarser than MAX_HOP_MS
@@ -54,7 +54,7 @@ class HearModel(nn.Module):
 
 
 def load_model(name: str, model_file_path: str, layers: Sequence[int]) -> HearModel:
-    path = model_file_path or default_checkpoint(name)
+    path = os.path.expanduser(model_file_path) if model_file_path else default_checkpoint(name)
     if not model_file_path and not os.path.isfile(path):
         raise CheckpointError(
             f"hear_api.{name}: no packaged {name} checkpoint at {path}; "
@@ -87,14 +87,12 @@ def check_audio(audio, model: nn.Module, sample_rate: Optional[int] = None, mode
                          f"{' (int16 PCM? divide by 32768)' if audio.dtype == torch.int16 else ''}")
     if audio.shape[0] == 0 or audio.shape[1] == 0:
         raise ValueError(f"audio is empty: shape {tuple(audio.shape)}")
-    bad = ~torch.isfinite(audio).all(dim=1)
-    if bad.any():
-        raise ValueError(f"audio holds NaN or Inf values (sounds {bad.nonzero().flatten().tolist()[:10]})")
+    check_waveforms(audio)  # finite, sane amplitude: the checks of the one embedding path
     device = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
     audio = audio.to(device=device, dtype=torch.float32)
-    if sample_rate is not None and int(sample_rate) != model.sample_rate:
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if sample_rate is not None and sample_rate != model.sample_rate:
+        if isinstance(sample_rate, bool) or not float(sample_rate).is_integer() or not 1000 <= sample_rate <= 384000:
+            raise ValueError(f"sample_rate must be a whole number of Hz in [1000, 384000], got {sample_rate!r}")
         audio = AF.resample(audio, int(sample_rate), model.sample_rate)
     return audio
 

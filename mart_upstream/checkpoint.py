@@ -2,21 +2,31 @@
 
 A checkpoint is a dict of plain data and tensors, so ``torch.load(path, weights_only=True)`` reads it:
 ``format_version``, ``model_name``, ``config`` (the model config as a dict), ``model`` (state dict),
-``optimizer`` (state dict or None), ``step``, ``pretrain`` (the run's settings as a dict).
+``optimizer`` (state dict or None), ``step``, ``pretrain`` (the run's settings as a dict) and, from
+format 3, ``sha256``: a hash of everything else, checked on every read, so that a damaged file is refused
+instead of loading silently.
+
+Reading checks, before any model is built: the structure, the hash, that every weight is finite, and
+that the stored config describes exactly the tensors in the file (the model is first built on the
+``meta`` device, which allocates nothing), so a small crafted file cannot make the loader allocate
+what its config asks for.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from .config import to_dict
+from .config import ConfigError, to_dict
 from .fileio import atomic_path
-from .models import build_config, build_model
+from .models import build_config, build_model, model_names
 from .models.base import SSLModel
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+_REQUIRED = {"model_name": str, "config": dict, "model": dict, "step": int}
 # Model-config values a format-1 checkpoint was trained with where format 2 changed the default.
 _V1_DEFAULTS = {
     "mart": {"level_window": "paper", "hcl": "paper"},
@@ -42,17 +52,51 @@ def save_checkpoint(path: str, model: SSLModel, model_name: str, step: int,
 
     A run killed at any moment leaves either the previous complete checkpoint or the new one.
     """
-    state = {
-        "format_version": FORMAT_VERSION,
+    write_state(path, {
         "model_name": model_name,
         "config": to_dict(model.config),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "step": int(step),
         "pretrain": dict(extra or {}),
-    }
+    })
+
+
+def write_state(path: str, state: Dict[str, Any]) -> None:
+    """Write a checkpoint dict atomically in the current format, with its content hash."""
+    state = {k: v for k, v in state.items() if k != "sha256"}
+    state["format_version"] = FORMAT_VERSION
+    state["sha256"] = content_hash(state)
     with atomic_path(path, suffix=".ckpt", fsync=True) as tmp:
         torch.save(state, tmp)
+
+
+def content_hash(state: Dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint dict without its ``sha256`` entry: keys, plain values, and every
+    tensor's dtype, shape and bytes, in a fixed order."""
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().to("cpu").contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            h.update(b"{")
+            for k in sorted(value, key=repr):
+                h.update(repr(k).encode())
+                feed(value[k])
+            h.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            h.update(b"[")
+            for v in value:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(json.dumps(value, default=repr).encode())
+
+    feed({k: v for k, v in state.items() if k != "sha256"})
+    return h.hexdigest()
 
 
 def read_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
@@ -65,22 +109,76 @@ def read_checkpoint(path: str, map_location: Union[str, torch.device] = "cpu") -
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a mart_upstream checkpoint (no format_version)")
-    if state["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {state['format_version']}; this version reads <= {FORMAT_VERSION}"
-        )
-    return _upgrade(state)
+    version = state["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {version}; this version reads <= {FORMAT_VERSION}")
+    if version >= 3 or "sha256" in state:
+        if state.get("sha256") != content_hash(state):
+            raise CheckpointError(f"{path} is damaged: its contents do not match the sha256 stored in it "
+                                  "(a partial copy or flipped bits); use another copy")
+    _check_structure(path, state)
+    state = _upgrade(path, state)
+    _check_weights(path, state)
+    return state
 
 
-def _upgrade(state: Dict[str, Any]) -> Dict[str, Any]:
-    """Format 1 -> 2: the model configs of older checkpoints keep the behaviour they were trained with."""
+def _check_structure(path: str, state: Dict[str, Any]) -> None:
+    for key, kind in _REQUIRED.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: not a complete checkpoint, '{key}' is missing")
+        value = state[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{path}: '{key}' should be a {kind.__name__}, got {type(value).__name__}")
+    if state["model_name"] not in model_names():
+        raise CheckpointError(f"{path} holds an unknown model {state['model_name']!r}; "
+                              f"this version knows {', '.join(model_names())}")
+    if state["step"] < 0:
+        raise CheckpointError(f"{path}: step {state['step']} is negative")
+    for key, kind in (("optimizer", dict), ("pretrain", dict)):
+        if state.get(key) is not None and not isinstance(state[key], kind):
+            raise CheckpointError(f"{path}: '{key}' should be a {kind.__name__} or absent, "
+                                  f"got {type(state[key]).__name__}")
+    for name, tensor in state["model"].items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{path}: weight {name!r} is a {type(tensor).__name__}, not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weight {name!r} holds NaN or infinite values; the run that wrote "
+                                  "it diverged, or the file is damaged")
+
+
+def _check_weights(path: str, state: Dict[str, Any]) -> None:
+    """The stored config must build a model whose tensors are exactly the stored ones. The model is
+    built on the ``meta`` device, so an absurd config costs nothing before it is refused."""
+    name = state["model_name"]
+    try:
+        config = build_config(name, state["config"])
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build_model(name, config).state_dict().items()}
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its {name} config is not valid: {e}") from None
+    stored = {k: tuple(v.shape) for k, v in state["model"].items()}
+    missing, unexpected = sorted(set(shapes) - set(stored)), sorted(set(stored) - set(shapes))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: its weights do not fit its {name} config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, shape in shapes.items():
+        if stored[k] != shape:
+            raise CheckpointError(f"{path}: weight {k!r} has shape {list(stored[k])} but its config builds "
+                                  f"{list(shape)}")
+
+
+def _upgrade(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
+    """Format 1 -> 2: the model configs of older checkpoints keep the behaviour they were trained with
+    (format 3 only adds the hash)."""
     if state["format_version"] < 2 and isinstance(state.get("config"), dict):
         config = dict(state["config"])
         for key, value in _V1_DEFAULTS.get(state.get("model_name"), {}).items():
             config.setdefault(key, value)
         if state.get("model_name") == "pemr" and not isinstance(config.get("mask_fill", "zero"), str):
             if float(config["mask_fill"]) != 0.0:
-                raise CheckpointError(f"pemr checkpoint with mask_fill={config['mask_fill']} cannot be upgraded")
+                raise CheckpointError(f"{path}: pemr checkpoint with mask_fill={config['mask_fill']} cannot be upgraded")
             config["mask_fill"] = "zero"
         state = dict(state, config=config, format_version=2)
     return state
@@ -96,7 +194,7 @@ def load_pretrained(path: str, device: Union[str, torch.device] = "cpu") -> Tupl
     name = state["model_name"]
     config = build_config(name, state["config"])
     model = build_model(name, config)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model"])  # names and shapes already checked against the config
     model.model_name = name
     model.requires_grad_(False)
     return model.eval().to(device), config

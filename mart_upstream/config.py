@@ -46,11 +46,50 @@ def from_dict(cls, data: dict | None, where: str = "config", base: Any = None):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{name}: expected a mapping, got {value!r}")
             kwargs[name] = from_dict(type(current), value, f"{where}.{name}", base=current)
-        elif isinstance(current, tuple) and isinstance(value, list):
-            kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _checked(value, current, f"{where}.{name}")
     return dataclasses.replace(base, **kwargs)
+
+
+def _checked(value: Any, default: Any, where: str) -> Any:
+    """``value`` as the type of the field's ``default`` (bool, int, float, str, tuple), or ConfigError.
+
+    Fields whose default is None take any value. YAML 1.1 reads ``3e-4`` (no dot) as a string: a float
+    field accepts such strings.
+    """
+    def bad(expected: str):
+        return ConfigError(f"{where}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+    if default is None or value is None and default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        if default:
+            return tuple(_checked(v, default[0], f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(value)
+    return value
 
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -66,8 +105,12 @@ def load_file(path: str) -> dict:
     """Read a YAML or JSON config file into a dict."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        data = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+                          f"{str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -85,7 +128,10 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return data
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import logging
 import os
+import stat
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterator, List, Optional
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 SILENCE_PEAK = 1e-4
-INDEX_VERSION = 1
+MAX_PEAK = 100.0  # a decoded peak above this is not audio (a float file scaled wrongly, or garbage)
+INDEX_VERSION = 2
 
 
 class DatasetError(RuntimeError):
@@ -46,11 +48,30 @@ class AudioFileInfo:
         return self.frames / self.sample_rate
 
 
+def _is_regular(path: str) -> bool:
+    """Only regular files (or links to them) are opened: a FIFO or device named ``*.wav`` would block."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _list_files(root: str, file_list: Optional[str]) -> List[str]:
     if file_list is None:
         found = []
-        for d, _, names in os.walk(root):
-            found += [os.path.join(d, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS)]
+
+        def unlistable(e: OSError) -> None:
+            log.warning("%s: cannot be listed (%s); its files are skipped", e.filename, e.strerror)
+
+        for d, _, names in os.walk(root, onerror=unlistable):
+            for n in names:
+                if not n.lower().endswith(AUDIO_EXTENSIONS):
+                    continue
+                p = os.path.join(d, n)
+                if _is_regular(p):
+                    found.append(p)
+                else:
+                    log.warning("%s: not a regular file (a pipe, device or broken link); skipped", p)
         return sorted(found)
     if not os.path.isfile(file_list):
         raise DatasetError(f"file list not found: {file_list}")
@@ -61,18 +82,45 @@ def _list_files(root: str, file_list: Optional[str]) -> List[str]:
             if not line or line.startswith("#"):
                 continue
             p = line if os.path.isabs(line) else os.path.join(root, line)
-            if os.path.isfile(p):
+            if _is_regular(p):
                 paths.append(p)
+            elif os.path.exists(p):
+                log.warning("%s: listed in %s but not a regular file; skipped", p, file_list)
             else:
                 log.warning("%s: listed in %s but does not exist; skipped", p, file_list)
     return paths
 
 
-def _is_silent(path: str) -> bool:
+def _content_problem(path: str, check_silence: bool) -> Optional[str]:
+    """Why the decoded samples of ``path`` are unusable (NaN/Inf, an absurd peak, digital silence), or None."""
+    peak = 0.0
     for block in sf.blocks(path, blocksize=1 << 16, dtype="float32", always_2d=True):
-        if np.abs(block).max(initial=0.0) >= SILENCE_PEAK:
-            return False
-    return True
+        if not np.isfinite(block).all():
+            return "holds NaN or infinite samples"
+        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+        if peak > MAX_PEAK:
+            return f"peak amplitude {peak:.3g} is not audio (samples should lie in [-1, 1])"
+    if check_silence and peak < SILENCE_PEAK:
+        return f"digitally silent (peak < {SILENCE_PEAK:g})"
+    return None
+
+
+def _needs_content_check(info, check_silence: bool) -> bool:
+    """Integer PCM cannot hold NaN or out-of-range values: it is read only for the silence check.
+    Float and compressed files are always read (one NaN or Inf would make the loss non-finite)."""
+    return check_silence or not str(info.subtype).startswith("PCM")
+
+
+def _fingerprint(paths: List[str]) -> str:
+    """Size and modification time of every file, hashed: a changed or replaced file invalidates the index."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()
 
 
 def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: float = 0.0,
@@ -80,15 +128,19 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
                      progress: bool = True) -> List[AudioFileInfo]:
     """Find usable audio files under ``root`` (or those in ``file_list``), sorted.
 
-    Unreadable, too-short and (with ``check_silence``) digitally silent files are skipped with a
-    warning naming the file. The result can be cached in ``index_path`` (JSON, written atomically) and
-    is reused while root, file list and criteria are unchanged. Raises DatasetError when nothing is left.
+    Unreadable, too-short, non-finite or absurdly loud (peak > ``MAX_PEAK``) and (with
+    ``check_silence``) digitally silent files are skipped with a warning naming the file; only regular
+    files are opened. The result can be cached in ``index_path`` (JSON, written atomically) and is
+    reused while root, file list, criteria and the files' sizes and modification times are unchanged.
+    Raises DatasetError when nothing is left.
     """
     if not os.path.isdir(root):
         raise DatasetError(f"data folder does not exist: {root}")
+    paths = _list_files(root, file_list)
     key = {"version": INDEX_VERSION, "root": os.path.abspath(root),
            "file_list": os.path.abspath(file_list) if file_list else None,
-           "min_seconds": float(min_seconds), "check_silence": bool(check_silence)}
+           "min_seconds": float(min_seconds), "check_silence": bool(check_silence),
+           "files": _fingerprint(paths)}
     if index_path and os.path.isfile(index_path):
         try:
             with open(index_path) as f:
@@ -99,7 +151,6 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
                     return files
         except (ValueError, KeyError, TypeError):
             log.warning("%s: unreadable data index, rescanning", index_path)
-    paths = _list_files(root, file_list)
     if not paths:
         raise DatasetError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {root}")
     files, skipped = [], Counter()
@@ -119,16 +170,16 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
             log.warning("%s: %.2f s long, shorter than the %.2f s needed; skipped", p, seconds, min_seconds)
             skipped["too short"] += 1
             continue
-        if check_silence:
+        if _needs_content_check(info, check_silence):
             try:
-                silent = _is_silent(p)
+                problem = _content_problem(p, check_silence)
             except Exception as e:  # noqa: BLE001
                 log.warning("%s: cannot be decoded (%s); skipped", p, e)
                 skipped["unreadable"] += 1
                 continue
-            if silent:
-                log.warning("%s: digitally silent (peak < %g); skipped", p, SILENCE_PEAK)
-                skipped["silent"] += 1
+            if problem:
+                log.warning("%s: %s; skipped", p, problem)
+                skipped["silent" if problem.startswith("digitally") else "not audio"] += 1
                 continue
         files.append(AudioFileInfo(p, int(info.frames), int(info.samplerate), int(info.channels)))
     summary = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "none"
@@ -266,6 +317,21 @@ class RandomCropDataset(torch.utils.data.Dataset):
     def _file(self, key: int) -> AudioFileInfo:
         return self.files[self._index(int(key))]
 
+    def _picks(self, key: int, g: torch.Generator) -> List[int]:
+        """File index of each crop of ``key`` (the first file, then others of its group)."""
+        i = self._index(int(key))
+        picks = [i] * self.num_crops
+        if self._members is not None:
+            others = [j for j in self._members[i] if j != i] or [i]
+            draw = torch.randint(0, len(others), (self.num_crops,), generator=g)
+            picks = [i] + [others[int(d)] for d in draw[1:]]
+        return picks
+
+    def sources(self, key: int) -> List[str]:
+        """Paths the crops of ``key`` come from (to name them when a batch goes wrong)."""
+        g = torch.Generator().manual_seed(_seed(self.seed, -1, int(key)))
+        return sorted({self.files[j].path for j in self._picks(key, g)})
+
     def _crop(self, i: int, start_s: float) -> torch.Tensor:
         if self.audio is None:
             return load_segment(self.files[i], start_s, self.num_samples, self.sample_rate)
@@ -275,13 +341,8 @@ class RandomCropDataset(torch.utils.data.Dataset):
         return torch.nn.functional.pad(seg, (0, self.num_samples - seg.shape[0]))
 
     def __getitem__(self, key: int) -> torch.Tensor:
-        i = self._index(int(key))
         g = torch.Generator().manual_seed(_seed(self.seed, -1, int(key)))
-        picks = [i] * self.num_crops
-        if self._members is not None:
-            others = [j for j in self._members[i] if j != i] or [i]
-            draw = torch.randint(0, len(others), (self.num_crops,), generator=g)
-            picks = [i] + [others[int(d)] for d in draw[1:]]
+        picks = self._picks(key, g)
         u = torch.rand(self.num_crops, generator=g)
         crops = []
         for j, v in zip(picks, u):
@@ -298,9 +359,13 @@ class StepSampler(torch.utils.data.Sampler):
     def __init__(self, batch_size: int, start_step: int = 0, rank: int = 0, world_size: int = 1):
         self.batch_size, self.start_step, self.rank, self.world_size = batch_size, start_step, rank, world_size
 
+    def keys(self, step: int) -> range:
+        """The keys of ``step`` on this rank."""
+        base = (step * self.world_size + self.rank) * self.batch_size
+        return range(base, base + self.batch_size)
+
     def __iter__(self) -> Iterator[int]:
         step = self.start_step
         while True:
-            base = (step * self.world_size + self.rank) * self.batch_size
-            yield from range(base, base + self.batch_size)
+            yield from self.keys(step)
             step += 1

@@ -19,12 +19,27 @@ from .models.base import SSLModel
 CLIP_SAMPLES_PER_PASS = 32 * 16000
 
 
+MAX_AMPLITUDE = 100.0  # beyond this a "waveform" is not audio in [-1, 1] (e.g. int16 values cast to float)
+
+
 def check_waveforms(wav: torch.Tensor) -> torch.Tensor:
+    """The checks every embedding path applies (HEAR and S3PRL adapters included): a float [B, T]
+    batch, finite, with samples of a sane amplitude. ValueError naming the sounds at fault."""
     if not isinstance(wav, torch.Tensor) or wav.dim() != 2:
         shape = tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
         raise ValueError(f"expected a float waveform batch [B, T], got {shape}")
     if not torch.is_floating_point(wav):
-        raise ValueError(f"expected a float waveform in [-1, 1], got dtype {wav.dtype}")
+        raise ValueError(f"expected a float waveform in [-1, 1], got dtype {wav.dtype}"
+                         f"{' (int16 PCM? divide by 32768)' if wav.dtype == torch.int16 else ''}")
+    flat = wav.reshape(wav.shape[0], -1)
+    bad = (~torch.isfinite(flat).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"audio holds NaN or Inf values (sounds {bad[:10]})")
+    peak = flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(flat.shape[0])
+    loud = (peak > MAX_AMPLITUDE).nonzero().flatten().tolist()
+    if loud:
+        raise ValueError(f"audio peaks at {float(peak.max()):.4g}, not a waveform in [-1, 1] (sounds {loud[:10]}; "
+                         "int16 samples cast to float? divide by 32768)")
     return wav
 
 

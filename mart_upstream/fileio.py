@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the target folder, renamed over the target when complete."""
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import os
@@ -13,6 +15,25 @@ _UMASK = os.umask(0)  # read once (os.umask can only be read by setting it)
 os.umask(_UMASK)
 
 
+TEMP_PREFIX = ".tmp-"
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left for a file being written; nothing partial is left behind."""
+
+
+def _disk_full(exc: BaseException, folder: str) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # torch.save reports a failed write as a RuntimeError ("... file write failed")
+    if isinstance(exc, RuntimeError) and "write" in str(exc):
+        try:
+            return shutil.disk_usage(folder).free < (16 << 20)
+        except OSError:
+            return False
+    return False
+
+
 @contextmanager
 def atomic_path(path: str, suffix: str = "", fsync: bool = False) -> Iterator[str]:
     """Yield a temp path to write; on success it replaces ``path``, on any error it is removed.
@@ -21,7 +42,7 @@ def atomic_path(path: str, suffix: str = "", fsync: bool = False) -> Iterator[st
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -30,10 +51,27 @@ def atomic_path(path: str, suffix: str = "", fsync: bool = False) -> Iterator[st
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _disk_full(e, folder):
+            raise DiskFullError(errno.ENOSPC, f"the disk is full: no space left to write {path} "
+                                f"({shutil.disk_usage(folder).free >> 20} MB free); nothing was changed") from None
         raise
+
+
+def remove_stale_temps(folder: str) -> list:
+    """Remove the temp files ``atomic_path`` left in ``folder`` when its process was killed mid-write
+    (call it only where no other process is writing). Returns their paths."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), TEMP_PREFIX + "*")):
+        if os.path.isfile(path):
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 def staging_dir(parent: str, prefix: str) -> str:

@@ -9,6 +9,8 @@ import torch
 import torchaudio
 from torch import nn
 
+from .config import ConfigError
+
 
 @dataclass
 class FrontendConfig:
@@ -19,6 +21,24 @@ class FrontendConfig:
     f_min: float = 0.0
     f_max: Optional[float] = None
     log_offset: float = 1e-6  # COLA: log(mel + 1e-6)
+
+
+# Bounds of a sane frontend (beyond them a config is an error, not a huge allocation).
+LIMITS = {"sample_rate": (1000, 384000), "n_fft": (16, 1 << 16), "n_mels": (1, 1024), "hop_length": (1, 1 << 16),
+          "win_length": (16, 1 << 16)}
+
+
+def check_frontend(cfg: FrontendConfig, hop_length: int, win_length: int) -> None:
+    """ConfigError naming the first frontend value outside ``LIMITS``."""
+    values = {"sample_rate": cfg.sample_rate, "n_fft": cfg.n_fft, "n_mels": cfg.n_mels,
+              "hop_length": hop_length, "win_length": win_length}
+    for key, value in values.items():
+        low, high = LIMITS[key]
+        if not low <= value <= high:
+            raise ConfigError(f"frontend.{key}={value} is outside [{low}, {high}]")
+    if cfg.f_max is not None and not 0 <= cfg.f_min < cfg.f_max <= cfg.sample_rate / 2:
+        raise ConfigError(f"frontend: need 0 <= f_min < f_max <= sample_rate/2, got f_min={cfg.f_min}, "
+                          f"f_max={cfg.f_max}, sample_rate={cfg.sample_rate}")
 
 
 class LogMel(nn.Module):
@@ -36,8 +56,11 @@ class LogMel(nn.Module):
         self.cfg = cfg
         self.hop_length = int(hop_length or cfg.hop_length)
         self.win_length = int(win_length or cfg.n_fft)
+        check_frontend(cfg, self.hop_length, self.win_length)
         n_fft = max(cfg.n_fft, 1 << (self.win_length - 1).bit_length())
-        with warnings.catch_warnings():
+        # The filterbank is computed on the CPU even when the model is built on the meta device (the
+        # checkpoint loader's shape check): computing it needs real values.
+        with warnings.catch_warnings(), torch.device("cpu"):
             # 128 mel bands over 129 FFT bins leaves some low bands empty; that is the papers' setting.
             warnings.filterwarnings("ignore", message="At least one mel filterbank")
             self.mel = torchaudio.transforms.MelSpectrogram(

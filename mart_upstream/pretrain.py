@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import os
 import sys
 import time
@@ -22,8 +23,8 @@ from tqdm import tqdm
 from . import distributed as D
 from .augment import AugmentationChain, AugmentConfig
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from .config import ConfigError, apply_overrides, cpu_config_path, from_dict, load_file, merge, to_dict
-from .fileio import atomic_path
+from .config import ConfigError, apply_overrides, cpu_config_path, from_dict, load_file, to_dict
+from .fileio import DiskFullError, atomic_path, remove_stale_temps
 from .data import DatasetError, RandomCropDataset, StepSampler, read_groups, scan_audio_files
 from .diagnostics import learning_diagnostics
 from .quiet import silence_known_noise
@@ -61,6 +62,7 @@ class RunConfig:
     log_every: int = 10
     ckpt_every: int = 500
     keep_steps: tuple = ()  # also keep the weights at these steps as OUT/step_<N>.ckpt (learning curves)
+    max_bad_batches: int = 10  # batches with a non-finite loss are skipped (no update); more stop the run
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast to bfloat16 on CUDA
     bf16_cpu: bool = False  # autocast to bfloat16 on CPU too (the CUDA code path, testable without a GPU)
@@ -165,8 +167,7 @@ def train(args) -> str:
         cfg.data.file_list = args.file_list
     if args.tensorboard:
         run.tensorboard = True
-    if run.max_minutes is not None and not run.max_minutes > 0:
-        raise PretrainError(f"--max-minutes must be positive, got {run.max_minutes}")
+    check_settings(cfg)
     out = args.out
     ckpt_path = os.path.join(out, "last.ckpt")
     resume_state = None
@@ -174,12 +175,19 @@ def train(args) -> str:
         resume_state = read_checkpoint(ckpt_path)
         if resume_state["model_name"] != args.model:
             raise PretrainError(f"{ckpt_path} holds a {resume_state['model_name']!r} run, not {args.model!r}")
-        # The run continues with the settings it was started with; only the step budget may change.
-        model_cfg = build_config(args.model, resume_state["config"])
+        if not resume_state.get("optimizer") or "settings" not in (resume_state.get("pretrain") or {}):
+            raise PretrainError(f"{ckpt_path} holds weights only (an exported or packaged checkpoint), not a run "
+                                "to continue: --resume needs the last.ckpt a mart-pretrain run wrote")
+        # The run continues with the settings it was started with; only the budget and how it runs may change.
+        saved_model = build_config(args.model, resume_state["config"])
         saved = from_dict(PretrainConfig, resume_state["pretrain"].get("settings", {}), "checkpoint settings")
-        saved.run.steps, saved.data.num_workers, saved.run.device = run.steps, cfg.data.num_workers, run.device
-        saved.run.max_minutes = run.max_minutes
-        cfg, run = saved, saved.run
+        for section, key in RESUME_MAY_CHANGE:
+            setattr(getattr(saved, section), key, getattr(getattr(cfg, section), key))
+        ignored = _differences({"model": to_dict(model_cfg), **to_dict(cfg)},
+                               {"model": to_dict(saved_model), **to_dict(saved)})
+        if ignored:
+            say("--resume continues with the settings the run started with; ignored: " + ", ".join(ignored))
+        model_cfg, cfg, run = saved_model, saved, saved.run
     elif args.resume:
         say(f"--resume: no checkpoint at {ckpt_path} yet; starting a new run from step 0")
 
@@ -190,6 +198,9 @@ def train(args) -> str:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     os.makedirs(out, exist_ok=True)
+    if dist.is_main:
+        for stale in remove_stale_temps(out):
+            log.info("removed %s, left by an interrupted checkpoint write", stale)
     clip = model_cfg.clip_samples
     sr = model_cfg.frontend.sample_rate
 
@@ -218,12 +229,13 @@ def train(args) -> str:
     model = build_model(args.model, model_cfg).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                              betas=tuple(cfg.optim.betas))
-    start, trained_s = 0, 0.0
+    start, trained_s, bad_batches = 0, 0.0, 0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optim.load_state_dict(resume_state["optimizer"])
         start = int(resume_state["step"])
         trained_s = float(resume_state["pretrain"].get("train_seconds", 0.0))
+        bad_batches = int(resume_state["pretrain"].get("bad_batches", 0))
         if dist.is_main:
             log.info("resuming %s from step %d", ckpt_path, start)
     augment = AugmentationChain(cfg.augment).to(device)
@@ -240,16 +252,19 @@ def train(args) -> str:
             log.info("positive pairs cross files of one group: %d groups over %d files", len(set(groups)), len(files))
     dataset = RandomCropDataset(files, clip, num_crops=model.num_views, sample_rate=sr, seed=run.seed,
                                 sampling=cfg.data.sampling, groups=groups, in_memory=cfg.data.in_memory)
+    sampler = StepSampler(run.batch_size, start, dist.rank, dist.world_size)
     loader = DataLoader(
         dataset,
         batch_size=run.batch_size,
-        sampler=StepSampler(run.batch_size, start, dist.rank, dist.world_size),
+        sampler=sampler,
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
         worker_init_fn=_single_thread_worker,
     )
-    extra = {"settings": to_dict(cfg), "world_size": dist.world_size, "ddp": dist.enabled}
+    extra = {"settings": to_dict(cfg), "world_size": dist.world_size, "ddp": dist.enabled, "bad_batches": bad_batches}
+    norm_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                    for b in m.buffers()]
     metrics = MetricsLog(out, start, run.tensorboard) if dist.is_main else None
     use_bf16 = run.bf16 and (device.type == "cuda" or run.bf16_cpu)
     bar = tqdm(total=run.steps, initial=start, desc=f"{args.model} pretrain", disable=not dist.is_main,
@@ -269,14 +284,25 @@ def train(args) -> str:
             gen = torch.Generator().manual_seed(s)
             b, v, t = batch.shape
             views = augment(batch.reshape(b * v, t), gen).reshape(b, v, t)
+            saved_norms = [x.clone() for x in norm_buffers]
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 losses = net(views)
             loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise PretrainError(f"loss became {loss.item()} at step {step}; last good checkpoint: {ckpt_path}")
             optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
+            skipped = D.any_rank(not bool(torch.isfinite(loss)), device)  # every rank skips the same step
+            if skipped:
+                bad_batches += 1
+                extra["bad_batches"] = bad_batches
+                for x, saved in zip(norm_buffers, saved_norms):  # the bad batch leaves no trace
+                    x.copy_(saved)
+                if dist.enabled:  # DDP still expects a gradient reduction for this forward
+                    sum((p * 0).sum() for p in model.parameters()).backward()
+                    optim.zero_grad(set_to_none=True)
+                bad_batch(step, float(loss.detach()), batch, [dataset.sources(k) for k in sampler.keys(step)], bad_batches,
+                          run.max_bad_batches, ckpt_path)
+            else:
+                loss.backward()
+                optim.step()
             step += 1
             clips_since += b * dist.world_size
             if dist.is_main:
@@ -286,7 +312,8 @@ def train(args) -> str:
                     rate = clips_since / max(now - t_last, 1e-9)
                     t_last, clips_since = now, 0
                     scalars = {k: float(x.detach().float()) for k, x in losses.items() if x.dim() == 0}
-                    if all(k in losses for k in ("z1", "z2", "emb")):
+                    scalars["bad_batches"] = bad_batches
+                    if all(k in losses for k in ("z1", "z2", "emb")) and not skipped:
                         scalars.update(learning_diagnostics(losses["z1"], losses["z2"], losses["emb"]))
                     scalars["clips_per_s"] = rate
                     if device.type == "cuda":
@@ -326,6 +353,62 @@ def train(args) -> str:
 
 class Interrupted(Exception):
     """Training stopped by SIGINT/SIGTERM after saving its checkpoint."""
+
+
+# What a resumed run may change; every other setting comes from its checkpoint.
+RESUME_MAY_CHANGE = (("run", "steps"), ("run", "max_minutes"), ("run", "device"), ("run", "max_bad_batches"),
+                     ("run", "log_every"), ("run", "ckpt_every"), ("run", "tensorboard"), ("data", "num_workers"))
+
+
+def _differences(asked: dict, kept: dict, prefix: str = "") -> List[str]:
+    """``key=asked (the run's: kept)`` for every leaf where a resumed run ignores what was asked."""
+    out = []
+    for key, value in asked.items():
+        other = kept.get(key)
+        if isinstance(value, dict) and isinstance(other, dict):
+            out += _differences(value, other, f"{prefix}{key}.")
+        elif value != other:
+            out.append(f"{prefix}{key}={value} (the run's: {other})")
+    return out
+
+
+def check_settings(cfg: PretrainConfig) -> None:
+    """PretrainError naming the first run/data/optim value that cannot work."""
+    run = cfg.run
+    rules = [
+        (run.steps >= 1, f"run.steps (--steps) must be at least 1, got {run.steps}"),
+        (run.batch_size >= 2, f"run.batch_size (--batch-size) must be at least 2 (contrastive losses need "
+                              f"negatives), got {run.batch_size}"),
+        (run.log_every >= 1, f"run.log_every (--log-every) must be at least 1, got {run.log_every}"),
+        (run.ckpt_every >= 1, f"run.ckpt_every (--ckpt-every) must be at least 1, got {run.ckpt_every}"),
+        (run.max_bad_batches >= 0, f"run.max_bad_batches must be >= 0, got {run.max_bad_batches}"),
+        (cfg.data.num_workers >= 0, f"data.num_workers (--num-workers) must be >= 0, got {cfg.data.num_workers}"),
+        (run.max_minutes is None or (math.isfinite(run.max_minutes) and run.max_minutes > 0),
+         f"--max-minutes must be a positive number, got {run.max_minutes}"),
+        (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0, f"optim.lr must be a positive number, got {cfg.optim.lr}"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise PretrainError(message)
+
+
+def bad_batch(step: int, loss: float, batch: torch.Tensor, sources: List[List[str]], count: int,
+              allowed: int, ckpt_path: str) -> None:
+    """Report a batch whose loss is not finite (naming its files); PretrainError beyond ``allowed``."""
+    finite = torch.isfinite(batch.reshape(batch.shape[0], -1)).all(dim=1).tolist()
+    suspects = [p for ok, paths in zip(finite, sources) if not ok for p in paths]
+    named = sorted(set(suspects or [p for paths in sources for p in paths]))
+    files = ", ".join(named[:6]) + (f" and {len(named) - 6} more" if len(named) > 6 else "")
+    what = "non-finite samples from" if suspects else "its files"
+    if count <= allowed:
+        log.warning("step %d: loss is %s; batch skipped (%d of at most %d), %s: %s", step, loss, count,
+                    allowed, what, files)
+        return
+    where = (f"the last checkpoint is {ckpt_path} (step {read_checkpoint(ckpt_path)['step']})"
+             if os.path.isfile(ckpt_path) else "no checkpoint was written yet")
+    raise PretrainError(f"loss is {loss} at step {step}, the {count}th non-finite loss (run.max_bad_batches="
+                        f"{allowed}); {what}: {files}. If every batch fails the weights have diverged (lower "
+                        f"optim.lr); {where}")
 
 
 def say(text: str) -> None:
@@ -403,7 +486,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         train(args)
     except Interrupted:
         return INTERRUPTED_EXIT
-    except (DatasetError, ConfigError, PretrainError, CheckpointError) as e:
+    except (DatasetError, ConfigError, PretrainError, CheckpointError, DiskFullError) as e:
         print(f"mart-pretrain: error: {e}", file=sys.stderr)
         return 2
     return 0

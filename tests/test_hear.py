@@ -234,6 +234,8 @@ BAD = [
     (torch.rand(2, 2, 16000), ValueError, r"mono \[n_sounds, n_samples\].*stereo"),
     ((torch.rand(2, 16000) * 32767).to(torch.int16), ValueError, r"float in \[-1, 1\].*int16"),
     (torch.full((2, 16000), float("nan")), ValueError, "NaN or Inf"),
+    (torch.cat([torch.zeros(1, 16000), torch.full((1, 16000), float("inf"))]), ValueError, r"NaN or Inf.*\[1\]"),
+    (torch.rand(2, 16000) * 32767, ValueError, r"not a waveform in \[-1, 1\].*32768"),
     (torch.zeros(1, 0), ValueError, "empty"),
     (torch.zeros(0, 16000), ValueError, "empty"),
     (torch.rand(16000), ValueError, r"one sound\? use audio\[None\]"),
@@ -255,8 +257,9 @@ def test_other_models_and_rates_are_refused_or_converted(models):
     m = models["pemr"]
     with pytest.raises(TypeError, match="load_model"):
         hear_pemr.get_scene_embeddings(torch.zeros(1, 16000), m.model)
-    with pytest.raises(ValueError, match="sample_rate must be positive"):
-        hear_pemr.get_scene_embeddings(torch.zeros(1, 16000), m, sample_rate=-1)
+    for rate in (-1, 0.5, 22050.5, float("nan")):
+        with pytest.raises(ValueError, match="sample_rate must be a whole number"):
+            hear_pemr.get_scene_embeddings(torch.zeros(1, 16000), m, sample_rate=rate)
     # documented conversions: float64 -> float32; audio at another rate, with sample_rate= -> resampled
     x = torch.rand(2, 44100, dtype=torch.float64) * 2 - 1
     x16 = AF.resample(x.float(), 44100, 16000)

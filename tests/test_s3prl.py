@@ -235,6 +235,19 @@ def test_checkpoint_of_another_model_is_refused(ckpts):
         ENTRY_POINTS["mart_local"](ckpts["pemr"])
 
 
+@pytest.mark.parametrize("wav, msg", [
+    ((torch.rand(8000) * 32767).to(torch.int16), "must be float"),
+    (torch.rand(8000) * 32767, "not a waveform"),
+    (torch.full((8000,), float("nan")), "NaN or Inf"),
+])
+def test_upstream_refuses_audio_that_is_not_a_waveform(ckpts, wav, msg):
+    from mart_upstream.s3prl_plugin.hubconf import ENTRY_POINTS
+
+    upstream = ENTRY_POINTS["pemr_local"](ckpts["pemr"])
+    with pytest.raises(ValueError, match=msg):
+        upstream([torch.rand(8000) * 2 - 1, wav])
+
+
 # ------------------------------------------------------------------------------- dataset loaders
 def test_gtzan_fault_filtered_lists_ship_with_the_package():
     from mart_upstream.s3prl_plugin.downstream.gtzan_genre.dataset import GENRES as G, split_list

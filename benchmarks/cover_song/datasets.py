@@ -8,6 +8,8 @@
   than 5 available versions, split 8:1:1 by work with a fixed seed, split files written out.
 
 Missing audio files are counted and reported (``Collection.missing``); an empty result is an error.
+A file listed twice under one work is counted once (``Collection.duplicates``; repeated rows would
+inflate every score); a file under two works, or one (work, version) with two files, is an error.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mart_upstream.fileio import atomic_path
 
@@ -40,35 +42,76 @@ class Track:
 class Collection:
     tracks: List[Track]
     missing: List[str] = field(default_factory=list)  # listed entries without an audio file
+    duplicates: int = 0  # repeated entries dropped
 
     def summary(self) -> str:
         works = len({t.work for t in self.tracks})
-        return f"{len(self.tracks)} tracks of {works} works ({len(self.missing)} listed files missing)"
+        dropped = f", {self.duplicates} duplicate entries dropped" if self.duplicates else ""
+        return f"{len(self.tracks)} tracks of {works} works ({len(self.missing)} listed files missing{dropped})"
 
 
-def _finish(tracks: List[Track], missing: List[str], what: str) -> Collection:
+def _unique(tracks: List[Track], what: str, conflicts: str = "error") -> Tuple[List[Track], int]:
+    """Drop repeats of one file under one work; one file under two works or two files for one version
+    are an error (``conflicts="error"``) or dropped with a warning (``"drop"``: published lists that
+    carry such entries)."""
+
+    def conflict(message: str) -> None:
+        if conflicts == "error":
+            raise CoverSetError(f"{what}: {message}")
+        log.warning("%s: %s; the later entry is dropped", what, message)
+
+    by_file: Dict[str, Track] = {}
+    by_version: Dict[Tuple[str, str], str] = {}
+    kept = []
+    for t in tracks:
+        real = os.path.realpath(t.path)
+        first = by_file.get(real)
+        if first is not None:
+            if first.work != t.work:
+                conflict(f"{t.path} is listed under two works ({first.work!r} and {t.work!r})")
+            continue
+        other = by_version.get((t.work, t.version))
+        if other is not None and t.version:
+            conflict(f"work {t.work!r} version {t.version!r} has two files ({other} and {t.path})")
+            continue
+        by_file[real] = t
+        by_version[(t.work, t.version)] = t.path
+        kept.append(t)
+    return kept, len(tracks) - len(kept)
+
+
+def _finish(tracks: List[Track], missing: List[str], what: str, conflicts: str = "error") -> Collection:
     if missing:
         log.warning("%s: %d listed audio files are missing (first: %s)", what, len(missing), missing[0])
+    tracks, duplicates = _unique(tracks, what, conflicts)
+    if duplicates:
+        log.warning("%s: %d duplicate entries (a file listed again under its work) dropped", what, duplicates)
     if not tracks:
         raise CoverSetError(f"{what}: no audio files found ({len(missing)} listed entries missing)")
-    return Collection(tracks, missing)
+    return Collection(tracks, missing, duplicates)
 
 
 def read_manifest(path: str) -> Collection:
     if not os.path.isfile(path):
         raise CoverSetError(f"manifest {path} does not exist")
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not set(MANIFEST_COLUMNS) <= set(reader.fieldnames):
-            raise CoverSetError(f"manifest {path}: needs the columns {','.join(MANIFEST_COLUMNS)}, "
-                                f"got {reader.fieldnames}")
-        tracks, missing = [], []
-        for i, row in enumerate(reader, start=2):
-            if not row["work_id"] or not row["path"]:
-                raise CoverSetError(f"manifest {path} line {i}: empty work_id or path")
-            p = row["path"] if os.path.isabs(row["path"]) else os.path.join(base, row["path"])
-            (tracks.append(Track(row["work_id"], row["version_id"], p)) if os.path.isfile(p) else missing.append(p))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a column name
+            rows = list(csv.DictReader(f))
+            fieldnames = list(rows[0]) if rows else None
+    except UnicodeDecodeError as e:
+        raise CoverSetError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except csv.Error as e:
+        raise CoverSetError(f"manifest {path}: not a readable CSV ({e})") from None
+    if fieldnames is None or not set(MANIFEST_COLUMNS) <= set(fieldnames):
+        raise CoverSetError(f"manifest {path}: needs the columns {','.join(MANIFEST_COLUMNS)} and at least one "
+                            f"row, got {fieldnames}")
+    tracks, missing = [], []
+    for i, row in enumerate(rows, start=2):
+        if not row["work_id"] or not row["path"]:
+            raise CoverSetError(f"manifest {path} line {i}: empty work_id or path")
+        p = row["path"] if os.path.isabs(row["path"]) else os.path.join(base, row["path"])
+        (tracks.append(Track(row["work_id"], row["version_id"] or "", p)) if os.path.isfile(p) else missing.append(p))
     return _finish(tracks, missing, f"manifest {path}")
 
 
@@ -146,7 +189,7 @@ def shs100k_tracks(list_path: str, audio_dir: str) -> Collection:
             stems.append(os.path.join(audio_dir, r["youtube_id"]))
         p = next((q for q in map(_find_audio, stems) if q), None)
         (tracks.append(Track(r["set_id"], r["ver_id"], p)) if p else missing.append(stems[0]))
-    return _finish(tracks, missing, f"SHS100K {list_path} with audio {audio_dir}")
+    return _finish(tracks, missing, f"SHS100K {list_path} with audio {audio_dir}", conflicts="drop")
 
 
 def shs100k_sub(list_path: str, audio_dir: str, out_dir: str, min_versions: int = 6,

@@ -107,6 +107,21 @@ class S3prlSource:
         return hidden[self.layer][0].mean(dim=0).float().cpu().numpy()
 
 
+def _read_cached(path: str) -> Optional[np.ndarray]:
+    """A cached embedding, or None when absent or damaged (then it is computed again and rewritten)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        e = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        log.warning("%s: damaged cache entry (%s); recomputed", path, err)
+        return None
+    if e.ndim != 1 or not np.isfinite(e).all():
+        log.warning("%s: damaged cache entry (shape %s or non-finite values); recomputed", path, e.shape)
+        return None
+    return e
+
+
 def embed_tracks(source, tracks: Sequence[Track], cache_dir: Optional[str] = None,
                  max_seconds: Optional[float] = None) -> Tuple[np.ndarray, List[Track], List[str]]:
     """-> embeddings [n_ok, D], the tracks embedded, and the unreadable files (reported, skipped)."""
@@ -114,8 +129,9 @@ def embed_tracks(source, tracks: Sequence[Track], cache_dir: Optional[str] = Non
     embs, kept, bad = [], [], []
     for t in tqdm(tracks, desc=f"embedding ({source.name})", unit="track", leave=False, disable=None):
         cached = os.path.join(folder, _digest(*_file_id(t.path)) + ".npy") if folder else None
-        if cached and os.path.isfile(cached):
-            embs.append(np.load(cached))
+        hit = _read_cached(cached) if cached else None
+        if hit is not None:
+            embs.append(hit)
             kept.append(t)
             continue
         try:

@@ -254,16 +254,16 @@ def summarise(job: Job) -> Dict:
 def export_checkpoint(job: Job, info: Dict, out: str, card: Dict) -> str:
     """``OUT/<model>.ckpt``: the run's last.ckpt without optimizer state, weights in float16, and where
     and how it was trained in ``pretrain['device_run']``."""
-    from benchmarks.offline.export import compact, save_state
-    from mart_upstream.checkpoint import read_checkpoint
+    from benchmarks.offline.export import compact
+    from mart_upstream.checkpoint import read_checkpoint, write_state
 
     state = compact(read_checkpoint(os.path.join(job.run_dir, "last.ckpt")))
     state["pretrain"]["device_run"] = dict(card, **{k: info.get(k) for k in (
         "steps", "batch_size", "train_minutes", "clips_per_s", "step_time_s", "peak_mem_gb")})
     path = os.path.join(out, f"{job.name}.ckpt")
-    save_state(state, path)
+    write_state(path, state)
     for kept in sorted(glob.glob(os.path.join(job.run_dir, "step_*.ckpt"))):  # learning-curve points, compacted
-        save_state(compact(read_checkpoint(kept)), kept)
+        write_state(kept, compact(read_checkpoint(kept)))
     return path
 
 

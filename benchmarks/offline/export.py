@@ -11,10 +11,8 @@ import os
 import subprocess
 from typing import Dict, List
 
-import torch
-
-from mart_upstream.checkpoint import read_checkpoint
-from mart_upstream.fileio import atomic_path, write_text
+from mart_upstream.checkpoint import read_checkpoint, write_state
+from mart_upstream.fileio import write_text
 
 
 def commit() -> str:
@@ -49,12 +47,6 @@ def compact(state: Dict) -> Dict:
     return out
 
 
-def save_state(state: Dict, path: str) -> None:
-    """``torch.save`` a checkpoint dict atomically (a temp file, fsync, rename)."""
-    with atomic_path(path, suffix=".ckpt", fsync=True) as tmp:
-        torch.save(state, tmp)
-
-
 def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -72,7 +64,7 @@ def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
                 "paired_with_random_init": _paired_summary(run["entry"], run.get("random_init"))}
         state["pretrain"]["model_card"] = card
         path = os.path.join(out_dir, f"{model}.ckpt")
-        save_state(state, path)
+        write_state(path, state)
         write_text(os.path.join(out_dir, f"{model}.md"), model_card(card, os.path.getsize(path)))
         written += [path, os.path.join(out_dir, f"{model}.md")]
     return written

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
 from ..encoders import FCN
 from ..frontend import LogMel
 from ..layers import ProjectionHead
@@ -21,9 +22,12 @@ class SSLModel(nn.Module):
     """
 
     num_views = 2
+    MAX_CLIP_SAMPLES = 16000 * 600  # a pretraining crop / embedding window of at most 10 minutes
 
     def __init__(self, config):
         super().__init__()
+        if not 1 <= config.clip_samples <= self.MAX_CLIP_SAMPLES:
+            raise ConfigError(f"clip_samples={config.clip_samples} is outside [1, {self.MAX_CLIP_SAMPLES}]")
         self.config = config
         self.frontend = LogMel(config.frontend)
         self.encoder = FCN(config.encoder)

@@ -53,6 +53,8 @@ class UpstreamExpert(nn.Module):
             if w.dim() != 1 or w.numel() == 0:
                 raise ValueError(f"upstream {self.name}: wav {i} must be a non-empty 1-D tensor, "
                                  f"got shape {tuple(w.shape)}")
+            if not torch.is_floating_point(w):
+                raise ValueError(f"upstream {self.name}: wav {i} must be float in [-1, 1], got {w.dtype}")
         wav = pad_sequence([w.float() for w in wavs], batch_first=True)  # [B, T_max], zero padded
         n = -(-wav.shape[1] // self.rate)
         layers = frame_features(self.model, wav)  # [B, ceil(T_max / frame_hop), D] each
