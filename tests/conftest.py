@@ -48,3 +48,11 @@ def tiny_overrides(name):
         else:
             out.append(f"model.{k}={v}")
     return out
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slow: end-to-end runs of the real harnesses and tools (heareval, s3prl, mart-bench, torchrun); "
+        "`-m 'not slow'` leaves them out for a quick edit-test loop",
+    )

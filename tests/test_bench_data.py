@@ -54,6 +54,7 @@ def built(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_style_task_layout_counts_and_splits(built):
     m = json.loads((built / "manifest.json").read_text())
     task = built / m["style"]["task"]
@@ -117,6 +118,7 @@ def test_covers_pretrain_and_manifest(built):
     assert "commercial" in licences and "MIT" in licences and "GPL-2" in licences and "wesnoth" in licences.lower()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_and_overwrite(built, tmp_path):
     again = tmp_path / "again"
     again.mkdir()

@@ -78,6 +78,7 @@ def test_oracle_embedding_scores_map_one(coverset):
     assert m["n_queries"] == len(works) == 24
 
 
+@pytest.mark.slow
 def test_eval_ranks_covers_above_chance_side_by_side(coverset, ckpts, tmp_path):
     out = tmp_path / "res"
     r = _run(["eval", "--manifest", coverset, "--hear-module", f"hear_api.pemr={ckpts['pemr']}",
@@ -102,6 +103,7 @@ def test_eval_ranks_covers_above_chance_side_by_side(coverset, ckpts, tmp_path):
     assert again["map"] == pemr["map"] and len(list((out / "cache").rglob("*.npy"))) == 3 * 24
 
 
+@pytest.mark.slow
 def test_eval_through_an_s3prl_upstream_with_timestamp_free_pooling(coverset, tmp_path):
     out = tmp_path / "res"
     _run(["eval", "--manifest", coverset, "--s3prl-upstream", "fbank", "--out", str(out)], tmp_path)
@@ -109,6 +111,7 @@ def test_eval_through_an_s3prl_upstream_with_timestamp_free_pooling(coverset, tm
     assert res["n_queries"] == 24 and 0 < res["map"] <= 1
 
 
+@pytest.mark.slow
 def test_timestamp_pooling_differs_from_scene(coverset, ckpts, tmp_path):
     for pooling in ("scene", "timestamp"):
         _run(["eval", "--manifest", coverset, "--hear-module", "hear_api.pemr", "--model", ckpts["pemr"],
@@ -187,6 +190,7 @@ def test_shs100k_sub_protocol(tmp_path):
     assert {t.work for t in again["test"].tracks} == works["test"]
 
 
+@pytest.mark.slow
 def test_bad_input_gives_one_clear_error(coverset, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("work,path\na,x.wav\n")
@@ -204,6 +208,7 @@ def test_bad_input_gives_one_clear_error(coverset, tmp_path):
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_cqtnet_training_alone_and_with_a_pretrained_encoder(coverset, ckpts, tmp_path):
     tracks = datasets.read_manifest(coverset).tracks
     train = [t for t in tracks if t.work < "w005"]

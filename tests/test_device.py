@@ -112,6 +112,7 @@ def devrun(kit, tmp_path_factory):
     return {"base": base, "run": run_dir, "parts": parts, "stdout": r.stdout}
 
 
+@pytest.mark.slow
 def test_driver_exports_a_small_checkpoint_and_reports_the_run(devrun):
     run_dir = devrun["run"]
     state = read_checkpoint(str(run_dir / "simclr.ckpt"))

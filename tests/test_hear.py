@@ -271,6 +271,7 @@ def test_other_models_and_rates_are_refused_or_converted(models):
 
 
 # -- task builders --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_gtzan_task_matches_hear_tfds_gtzan(tasks):
     task = tasks["gtzan"]
     meta = json.loads((task / "task_metadata.json").read_text())
@@ -337,6 +338,7 @@ def test_builders_refuse_bad_input_and_leave_nothing_behind(tmp_path, capsys):
 
 # -- the real harness -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["mart", "pemr", "simclr"])
+@pytest.mark.slow
 def test_hear_validator_says_looks_good(ckpts, tmp_path, name):
     out = _run([os.path.join(BIN, "hear-validator"), f"hear_api.{name}", "-m", ckpts[name], "-d", "cpu"], tmp_path)
     assert "Looks good!" in out
@@ -344,6 +346,7 @@ def test_hear_validator_says_looks_good(ckpts, tmp_path, name):
     assert f"Interval between timestamps is {hop}ms" in out
 
 
+@pytest.mark.slow
 def test_heareval_runs_end_to_end_on_gtzan_and_mtat(tasks, ckpts, tmp_path):
     """The slowest test (about 1.5 minutes on 2 cores): embeddings for hear_api.mart, hear_api.pemr and
     hearbaseline, then one predictions run over all six task folders with heareval's smallest grid

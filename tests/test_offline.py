@@ -12,6 +12,8 @@ from benchmarks.offline import report
 from benchmarks.offline.references import ReferenceModel, key_invariant_similarity, module_functions
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the module runs mart-bench end to end
+
 BIN = os.path.dirname(sys.executable)
 SR = 16000
 

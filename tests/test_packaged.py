@@ -58,6 +58,7 @@ def test_s3prl_upstream_by_name_needs_no_k():
     assert len(hs) == 5 and hs[0].shape[-1] == read_checkpoint(packaged_checkpoint("mart"))["config"]["encoder"]["channels"][-1]
 
 
+@pytest.mark.slow
 def test_cover_song_tool_runs_with_the_packaged_model(tmp_path):
     from benchmarks.cover_song.synthetic import CoverSetConfig, make_cover_set
 

@@ -116,6 +116,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(audio_dir, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_interrupted_run_saves_a_checkpoint_and_resume_continues_from_it(sig, audio_dir, tmp_path):
     """Ctrl-C (or SIGTERM) mid-run: a checkpoint at the step reached (ckpt_every is far away), exit 130, a line
     naming the checkpoint; --resume continues from that step. Data workers ignore the terminal's SIGINT."""
@@ -192,11 +193,13 @@ def _torchrun(processes, data, out, steps):
     return read_checkpoint(str(out / "last.ckpt"))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu_finishes(audio_dir, tmp_path):
     state = _torchrun(2, audio_dir, tmp_path, 3)
     assert state["step"] == 3 and state["pretrain"]["world_size"] == 2 and state["pretrain"]["ddp"]
 
 
+@pytest.mark.slow
 def test_torchrun_with_one_process_still_runs_ddp(audio_dir, tmp_path):
     state = _torchrun(1, audio_dir, tmp_path, 2)
     assert state["pretrain"]["world_size"] == 1 and state["pretrain"]["ddp"]

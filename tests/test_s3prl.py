@@ -165,6 +165,7 @@ def last_error_line(r):
 
 
 # ------------------------------------------------------------------------------ the console script
+@pytest.mark.slow
 def test_help_lists_our_upstreams_and_downstreams():
     r = s3prl("run_downstream", "-h")
     listed = " ".join(r.stdout.split()).split("Available options in S3PRL:")[1]  # argparse wraps lines
@@ -359,6 +360,7 @@ def test_levenshtein_stand_in():
 
 
 # ------------------------------------------------------------------ s3prl's runner, end to end
+@pytest.mark.slow
 def test_mart_on_gtzan_trains_writes_scores_and_resumes(ckpts, data, tmp_path):
     exp = tmp_path / "exp"
     s3prl("run_downstream", "-m", "train", "-u", "mart", "-k", ckpts["mart"], "-d", "gtzan_genre", "-p", exp,
@@ -382,6 +384,7 @@ def test_mart_on_gtzan_trains_writes_scores_and_resumes(ckpts, data, tmp_path):
     assert s["split"] == "test" and 0 <= s["accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_upstream_by_name_without_k_uses_the_packaged_checkpoint(data, tmp_path):
     exp = tmp_path / "exp"
     r = s3prl("run_downstream", "-m", "train", "-u", "pemr", "-d", "gtzan_genre", "-p", exp,
@@ -390,6 +393,7 @@ def test_upstream_by_name_without_k_uses_the_packaged_checkpoint(data, tmp_path)
     assert scores(exp, "test")["step"] == 2
 
 
+@pytest.mark.slow
 def test_gtzan_probe_learns_the_fixture_genres(data, tmp_path):
     """fbank_no_cmvn (no download) separates the fixture's tones: labels, pooling and training fit together.
     (fbank and mel standardise every clip over time, so their clip means, what the probes see, are zero.)"""
@@ -401,6 +405,7 @@ def test_gtzan_probe_learns_the_fixture_genres(data, tmp_path):
 
 
 @pytest.mark.parametrize("upstream", ["pemr", "fbank"])
+@pytest.mark.slow
 def test_mtat_tagging_with_pemr_and_a_baseline_upstream(upstream, ckpts, data, tmp_path):
     if "mtat" not in data:
         pytest.skip("this libsndfile cannot write MP3")
@@ -416,6 +421,7 @@ def test_mtat_tagging_with_pemr_and_a_baseline_upstream(upstream, ckpts, data, t
 
 
 @pytest.mark.parametrize("head", ["classification", "triplet"])
+@pytest.mark.slow
 def test_mart_on_cover_song_retrieval(head, ckpts, data, tmp_path):
     exp = tmp_path / "exp"
     s3prl("run_downstream", "-m", "train", "-u", "mart", "-k", ckpts["mart"], "-d", "cover_song", "-p", exp,
@@ -429,6 +435,7 @@ def test_mart_on_cover_song_retrieval(head, ckpts, data, tmp_path):
         assert 0 < s["map"] <= 1 and 0 <= s["p_at_10"] <= 1 and 1 <= s["mr1"] <= 8
 
 
+@pytest.mark.slow
 def test_problem_runner_hear_gtzan_with_mart(ckpts, data, tmp_path):
     target = tmp_path / "hear_exp"
     s3prl("main", "HearGtzan", "--target_dir", target, "--prepare_data.dataset_root", data["hear_gtzan"],
@@ -445,6 +452,7 @@ def test_problem_runner_hear_gtzan_with_mart(ckpts, data, tmp_path):
 @pytest.mark.parametrize("case", ["unknown_upstream", "no_checkpoint", "missing_checkpoint",
                                   "wrong_sample_rate", "empty_gtzan_folder", "empty_mtat_folder",
                                   "unknown_downstream"])
+@pytest.mark.slow
 def test_bad_input_is_one_clear_error_line(case, ckpts, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

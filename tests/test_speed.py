@@ -71,6 +71,7 @@ def test_linear_and_flat_flags():
     assert not bad[0]["linear"] and not bad[0]["flat"]
 
 
+@pytest.mark.slow
 def test_speed_command_writes_json_and_tables(tmp_path):
     cmd = speed_command() + ["--out", str(tmp_path), "--quick", "--tiny", "--models", "simclr,samplecnn",
                              "--lengths", "2,4", "--repeats", "1", "--batch", "2", "--clip-seconds", "2",
