@@ -38,6 +38,7 @@ setup(
             "mart-hear-task=benchmarks.hear_tasks:main",
             "mart-cover-song=benchmarks.cover_song.cli:main",
             "mart-bench=benchmarks.mart_bench:main",
+            "mart-embed=mart_upstream.catalogue:main",
         ]
     },
 )

@@ -99,5 +99,5 @@ def test_max_seconds_must_be_a_positive_number(folder, tmp_path, capsys, value):
     with pytest.raises(SystemExit) as e:
         main(["eval", "--manifest", _manifest(folder, ROWS), "--hear-module", "hear_api.pemr",
               "--out", str(tmp_path / "o"), f"--max-seconds={value}"])
-    assert e.value.code == 2 and "positive number of seconds" in capsys.readouterr().err
+    assert e.value.code == 2 and "expected a positive number" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

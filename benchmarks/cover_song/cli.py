@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
+from mart_upstream.argtypes import positive
 from mart_upstream.fileio import write_json
 from mart_upstream.quiet import silence_known_noise
 
@@ -29,17 +29,6 @@ log = logging.getLogger("mart-cover-song")
 def _pair(text: str, default_model: str = "") -> Tuple[str, str]:
     name, _, model = text.partition("=")
     return name, model or default_model
-
-
-def _seconds(text: str) -> float:
-    """A positive, finite number of seconds (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def _collection(args) -> datasets.Collection:
@@ -150,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--pooling", choices=["scene", "timestamp"], default="scene",
                    help="HEAR: scene embedding, or the mean of timestamp embeddings")
     e.add_argument("--layer", type=int, default=-1, help="S3PRL: hidden state averaged over time (default last)")
-    e.add_argument("--max-seconds", type=_seconds, default=None, help="embed only the first seconds of each track")
+    e.add_argument("--max-seconds", type=positive(float), default=None, help="embed only the first seconds of each track")
     e.add_argument("--search", choices=["auto", "exact", "faiss"], default="auto",
                    help=f"auto: exact up to {search.EXACT_MAX} tracks, FAISS above")
     e.add_argument("--top-k", type=int, default=100, help="FAISS: ranked list length")

@@ -1,0 +1,370 @@
+"""``mart-embed``: embed a whole audio catalogue with a pretrained model, in shards that survive a kill.
+
+Every track goes through the one embedding path (``mart_upstream.embedding``): ``clip_embeddings``
+(``--level scene``, one row per track) or one layer of ``frame_features`` (``--level frames``, one row
+per frame). Rows are written to ``OUT/shards/`` every ``--shard-size`` tracks (``.npy`` first, then
+the ``.csv`` that marks the shard finished), so a rerun of the same command skips what is done.
+At the end ``OUT/index.csv``, ``OUT/embeddings.npy`` and ``OUT/meta.json`` gather every shard in input
+order. Under ``torchrun`` each process embeds its share and rank 0 merges. See docs/embedding.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import io
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import distributed
+from .argtypes import positive
+from .checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
+from .data import AUDIO_EXTENSIONS, DatasetError, load_audio
+from .embedding import check_waveforms, clip_embeddings, frame_features
+from .fileio import DiskFullError, atomic_path, remove_stale_temps, sha256_file, write_json, write_text
+from .models import model_names
+from .quiet import silence_known_noise
+
+SHARD_COLUMNS = ["path", "duration_s", "row_offset", "n_rows"]
+INDEX_COLUMNS = ["path", "duration_s", "shard", "row_offset", "n_rows"]
+MAX_SHARD_BYTES = 1 << 30  # a shard also closes early at this size (long tracks at --level frames)
+SHARD_RE = re.compile(r"^shard-(?:r\d+-)?\d{5,}$")
+RANK_ERRORS = "errors-r{}.csv"  # per-process errors under torchrun, merged into OUT/errors.csv by rank 0
+BARRIER_TIMEOUT = timedelta(days=7)  # ranks wait for the slowest one at the end, however long it takes
+
+
+class EmbedError(RuntimeError):
+    """A user-facing error: printed on one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Track:
+    key: str  # as recorded in index.csv: relative to the input folder, or the line of the list
+    path: str  # where it is read from
+
+
+def list_tracks(source: str) -> List[Track]:
+    """A folder (walked recursively, regular audio files, sorted) or a text list of paths, in its order."""
+    if os.path.isdir(source):
+        found = [os.path.join(d, n) for d, _, names in os.walk(source) for n in names
+                 if n.lower().endswith(AUDIO_EXTENSIONS)]
+        tracks = [Track(os.path.relpath(p, source), p) for p in sorted(found) if os.path.isfile(p)]
+    elif os.path.isfile(source):
+        base = os.path.dirname(os.path.abspath(source))
+        with open(source, encoding="utf-8") as f:
+            lines = [s.strip() for s in f]
+        keys = dict.fromkeys(s for s in lines if s and not s.startswith("#"))  # repeats count once
+        tracks = [Track(k, os.path.join(base, k)) for k in keys]
+    else:
+        raise EmbedError(f"input not found: {source}")
+    if not tracks:
+        raise EmbedError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {source}")
+    return tracks
+
+
+def load_model(spec: Tuple[str, Optional[str]], device: str):
+    """``(name, checkpoint or None)`` -> (frozen model, config, checkpoint path); packaged by default."""
+    name, path = spec
+    path = os.path.abspath(path or packaged_checkpoint(name))
+    model, config = load_pretrained(path, device)
+    if model.model_name != name:
+        raise CheckpointError(f"{path} holds a {model.model_name} model, not {name}")
+    return model, config, path
+
+
+def embed_track(model, track: Track, sample_rate: int, args) -> Tuple[np.ndarray, float]:
+    """One file -> (rows [n, D] float32, seconds embedded). DatasetError/ValueError: unusable audio."""
+    if not os.path.isfile(track.path):
+        raise DatasetError("not found or not a regular file")
+    wav = load_audio(track.path, sample_rate)
+    if args.max_seconds:
+        wav = wav[: max(1, round(args.max_seconds * sample_rate))]
+    if wav.numel() == 0:
+        raise DatasetError("no audio samples")
+    batch = check_waveforms(wav[None])
+    if args.level == "scene":
+        rows = clip_embeddings(model, batch, max_windows=args.batch_size)
+    else:
+        rows = frame_features(model, batch)[args.layer][0]
+    return rows.float().cpu().numpy(), wav.numel() / sample_rate
+
+
+def _csv_text(columns: List[str], rows: List[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _write_if_changed(path: str, text: str) -> bool:
+    """Write ``text`` atomically unless the file already holds it (a finished run is not rewritten)."""
+    if os.path.isfile(path) and _read_text(path) == text:
+        return False
+    write_text(path, text)
+    return True
+
+
+def _read_csv(path: str) -> List[dict]:
+    return list(csv.DictReader(io.StringIO(_read_text(path))))
+
+
+class ShardWriter:
+    """Buffers rows of whole tracks and writes them as ``<prefix><k:05d>.npy`` + ``.csv``."""
+
+    def __init__(self, folder: str, prefix: str, shard_size: int):
+        done = [int(n[len(prefix):-4]) for n in os.listdir(folder)
+                if n.startswith(prefix) and n.endswith(".csv") and n[len(prefix):-4].isdigit()]
+        self.folder, self.prefix, self.shard_size = folder, prefix, shard_size
+        self.next = max(done, default=-1) + 1
+        self.rows: List[np.ndarray] = []
+        self.entries: List[dict] = []
+
+    def add(self, key: str, rows: np.ndarray, seconds: float) -> None:
+        offset = sum(len(r) for r in self.rows)
+        self.entries.append({"path": key, "duration_s": f"{seconds:.6f}", "row_offset": offset,
+                             "n_rows": len(rows)})
+        self.rows.append(rows)
+        if len(self.entries) >= self.shard_size or sum(r.nbytes for r in self.rows) >= MAX_SHARD_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered tracks as one shard: the array first, then the csv that marks it finished."""
+        if not self.entries:
+            return
+        stem = os.path.join(self.folder, f"{self.prefix}{self.next:05d}")
+        with atomic_path(stem + ".npy", suffix=".npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, np.concatenate(self.rows).astype(np.float32, copy=False))
+        write_text(stem + ".csv", _csv_text(SHARD_COLUMNS, self.entries))
+        self.next, self.rows, self.entries = self.next + 1, [], []
+
+
+def finished_shards(folder: str) -> Dict[str, dict]:
+    """key -> its index entry, over every finished shard (the first shard holding a key wins)."""
+    done: Dict[str, dict] = {}
+    for name in sorted(n[:-4] for n in os.listdir(folder) if n.endswith(".csv") and SHARD_RE.match(n[:-4])):
+        for row in _read_csv(os.path.join(folder, name + ".csv")):
+            done.setdefault(row["path"], dict(row, shard=name))
+    return done
+
+
+def prepare_shards(folder: str, settings: dict) -> None:
+    """Before any process writes: drop half-written shards and temp files, and refuse a folder made
+    with other settings (rows of two models must not be mixed)."""
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_temps(folder)
+    for name in os.listdir(folder):
+        stem, ext = os.path.splitext(name)
+        if (ext == ".npy" and SHARD_RE.match(stem) and not os.path.exists(os.path.join(folder, stem + ".csv"))) \
+                or re.fullmatch(RANK_ERRORS.format(r"\d+"), name):
+            os.unlink(os.path.join(folder, name))
+    run_json = os.path.join(folder, "run.json")
+    if not os.path.exists(run_json):
+        write_json(run_json, settings)
+        return
+    old = json.loads(_read_text(run_json))
+    if old != settings:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        raise EmbedError(f"{os.path.dirname(folder)} holds embeddings made with other settings ({diff}); "
+                         "use another --out")
+
+
+def merge(out: str, tracks: List[Track], errors: List[dict], meta: dict, fresh: bool) -> bool:
+    """Write errors.csv, embeddings.npy, index.csv and meta.json from the finished shards, in input order;
+    each only if it changed (``fresh``: rows were embedded, so embeddings.npy is rewritten). True if any was."""
+    shards = os.path.join(out, "shards")
+    done = finished_shards(shards)
+    _write_if_changed(os.path.join(out, "errors.csv"), _csv_text(["path", "error"], errors))
+    entries, offset = [], 0
+    for t in (t for t in tracks if t.key in done):
+        e = done[t.key]
+        entries.append({"path": t.key, "duration_s": e["duration_s"], "shard": e["shard"],
+                        "row_offset": offset, "n_rows": int(e["n_rows"])})
+        offset += int(e["n_rows"])
+    if not entries:
+        raise EmbedError(f"none of the {len(tracks)} files could be embedded; see {out}/errors.csv")
+    shard = functools.lru_cache(maxsize=64)(lambda name: np.load(os.path.join(shards, name + ".npy"), mmap_mode="r"))
+    dim = shard(entries[0]["shard"]).shape[1]
+    index_path, target = os.path.join(out, "index.csv"), os.path.join(out, "embeddings.npy")
+    index = _csv_text(INDEX_COLUMNS, entries)
+    changed = fresh or not os.path.isfile(target) or not os.path.isfile(index_path) or _read_text(index_path) != index
+    if changed:
+        with atomic_path(target, suffix=".npy") as tmp:
+            merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(offset, dim))
+            for e in entries:
+                src, n = int(done[e["path"]]["row_offset"]), e["n_rows"]
+                merged[e["row_offset"]: e["row_offset"] + n] = shard(e["shard"])[src: src + n]
+            merged.flush()
+            del merged
+    changed |= _write_if_changed(index_path, index)
+    meta = dict(meta, dim=int(dim), files=len(tracks), embedded=len(entries), errors=len(errors), rows=offset)
+    return _write_if_changed(os.path.join(out, "meta.json"), json.dumps(meta, indent=1, sort_keys=True)) or changed
+
+
+def _resolve_device(name: str, local_rank: int) -> str:
+    """``auto``: CUDA when there is a device; with CUDA, this process's GPU (``LOCAL_RANK``)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise EmbedError("--device cuda, but no CUDA device is available")
+        return f"cuda:{local_rank}"
+    return name
+
+
+def _start_distributed() -> distributed.DistInfo:
+    """Join torchrun's process group: gloo whatever the device, as it only serves the final barrier."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo", init_method="env://", timeout=BARRIER_TIMEOUT)
+    return distributed.init_from_env("cpu")
+
+
+def _settings(model, config, ckpt: str, args) -> dict:
+    """What the rows depend on, kept in OUT/shards/run.json; resolves ``args.layer`` to a layer index."""
+    settings = {"model": model.model_name, "checkpoint_sha256": sha256_file(ckpt), "level": args.level,
+                "max_seconds": args.max_seconds, "sample_rate": config.frontend.sample_rate}
+    if args.level == "frames":
+        n_layers = len(frame_features(model, torch.zeros(1, model.frame_hop)))
+        if not -n_layers <= args.layer < n_layers:
+            raise EmbedError(f"--layer {args.layer} is out of range: the model has {n_layers} layers")
+        args.layer = settings["layer"] = args.layer % n_layers
+    return settings
+
+
+def embed_share(model, tracks: List[Track], writer: ShardWriter, args, rate: int, show: bool) -> List[dict]:
+    """Embed ``tracks`` into shards with a progress bar; the unreadable ones come back as ``path,error`` rows."""
+    errors: List[dict] = []
+    audio_s, done, start = 0.0, 0, time.time()
+    bar = tqdm(tracks, unit="track", desc=f"mart-embed {model.model_name}", disable=not show)
+    try:
+        for t in bar:
+            try:
+                rows, seconds = embed_track(model, t, rate, args)
+            except (DatasetError, ValueError, MemoryError, torch.cuda.OutOfMemoryError) as e:
+                errors.append({"path": t.key, "error": " ".join(str(e).split()) or type(e).__name__})
+                continue
+            writer.add(t.key, rows, seconds)
+            audio_s, done = audio_s + seconds, done + 1
+            wall = max(time.time() - start, 1e-9)
+            bar.set_postfix_str(f"{done / wall:.2f} tracks/s, {audio_s / wall:.1f}x real time", refresh=False)
+    except KeyboardInterrupt:
+        writer.flush()
+        print("mart-embed: interrupted; finished shards are kept: rerun the same command to resume",
+              file=sys.stderr)
+        raise
+    writer.flush()
+    return errors
+
+
+def run(args) -> int:
+    """Embed this process's share of the files not yet in finished shards; rank 0 then merges."""
+    tracks = list_tracks(args.input)
+    info = _start_distributed()
+    model, config, ckpt = load_model(args.model, _resolve_device(args.device, info.local_rank))
+    settings = _settings(model, config, ckpt, args)
+    shards = os.path.join(args.out, "shards")
+    if info.is_main:
+        prepare_shards(shards, settings)
+    distributed.barrier()
+    todo = [t for t in tracks if t.key not in finished_shards(shards)]
+    writer = ShardWriter(shards, f"shard-r{info.rank}-" if info.enabled else "shard-", args.shard_size)
+    rate = settings["sample_rate"]
+    errors = embed_share(model, todo[info.rank::info.world_size], writer, args, rate, info.is_main)
+    if info.enabled:  # every rank's errors, in input order
+        write_text(os.path.join(shards, RANK_ERRORS.format(info.rank)), _csv_text(["path", "error"], errors))
+        distributed.barrier()
+        if not info.is_main:
+            return 0
+        order = {t.key: i for i, t in enumerate(tracks)}
+        rank_files = [os.path.join(shards, RANK_ERRORS.format(r)) for r in range(info.world_size)]
+        errors = sorted((e for path in rank_files for e in _read_csv(path)), key=lambda e: order[e["path"]])
+        for path in rank_files:
+            os.unlink(path)
+    meta = dict(settings, checkpoint=ckpt, layer=settings.get("layer"))
+    if args.level == "frames":
+        meta["frame_hop_s"] = model.frame_hop / rate
+    embedded = len(todo) - len(errors)  # by every process
+    changed = merge(args.out, tracks, errors, meta, fresh=embedded > 0)
+    bad = f"; {len(errors)} unreadable, listed in {os.path.join(args.out, 'errors.csv')}" if errors else ""
+    if changed:
+        print(f"mart-embed: {embedded} files embedded; {len(tracks) - len(errors)} in "
+              f"{os.path.join(args.out, 'index.csv')}{bad}")
+    else:
+        print(f"mart-embed: everything is already embedded in {args.out}; nothing written{bad}")
+    return 0
+
+
+def _model_spec(text: str) -> Tuple[str, Optional[str]]:
+    """``NAME`` or ``NAME=CKPT`` (argparse type)."""
+    name, _, path = text.partition("=")
+    if name not in model_names():
+        raise argparse.ArgumentTypeError(f"unknown model {name!r}; choose from {', '.join(model_names())}")
+    if _ and not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: no checkpoint after '='")
+    return name, path or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mart-embed`` command line."""
+    p = argparse.ArgumentParser(
+        prog="mart-embed", description="Embed a catalogue of audio files with a pretrained model, in shards.",
+        epilog="Rerun the same command to resume an interrupted run. See docs/embedding.md.")
+    p.add_argument("--model", required=True, type=_model_spec, metavar="{" + ",".join(model_names()) + "}[=CKPT]",
+                   help="a model name (its packaged checkpoint) or NAME=CKPT")
+    p.add_argument("--input", required=True, metavar="DIR|LIST",
+                   help="folder of audio (walked recursively) or a text file of paths")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (shards/, index.csv, embeddings.npy, meta.json)")
+    p.add_argument("--level", choices=["scene", "frames"], default="scene",
+                   help="scene: one vector per track (default); frames: one per frame")
+    p.add_argument("--layer", type=int, metavar="K", help="--level frames: the layer to keep (default -1, the last)")
+    p.add_argument("--batch-size", type=positive(int), dest="batch_size", metavar="N",
+                   help="--level scene: windows per forward pass (default: 32 s of audio per pass)")
+    p.add_argument("--shard-size", type=positive(int), dest="shard_size", default=256, metavar="N",
+                   help="tracks per shard (default 256): the most work a kill can lose")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--max-seconds", type=positive(float), dest="max_seconds", metavar="S",
+                   help="embed only the first S seconds of each track")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``mart-embed``: 0 when done, 2 for bad arguments or a bad checkpoint (one line on stderr)."""
+    silence_known_noise()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse has printed its message: return its status instead of exiting
+        return e.code if isinstance(e.code, int) else 2
+    if args.layer is not None and args.level != "frames":
+        print("mart-embed: error: --layer needs --level frames", file=sys.stderr)
+        return 2
+    args.layer = -1 if args.layer is None else args.layer
+    try:
+        return run(args)
+    except (EmbedError, CheckpointError, DiskFullError) as e:
+        print(f"mart-embed: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        distributed.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
