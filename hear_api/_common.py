@@ -48,8 +48,10 @@ class HearModel(nn.Module):
         self.scene_embedding_size = int(model.embedding_dim)
         self.timestamp_embedding_size = int(model.embedding_dim) * len(self.layers)
         native_ms = 1000.0 * model.frame_hop / self.sample_rate
-        # integer upsampling factor: the fine grid holds every native frame centre
-        self.upsample = 1 if native_ms <= MAX_HOP_MS else math.ceil(native_ms / FINE_HOP_MS)
+        # an odd integer upsampling factor: the fine grid holds every native frame centre (frame i's centre
+        # is fine point r * i + (r - 1) / 2, a whole number only for odd r)
+        r = math.ceil(native_ms / FINE_HOP_MS)
+        self.upsample = 1 if native_ms <= MAX_HOP_MS else r + (r % 2 == 0)
         self.timestamp_hop_ms = native_ms / self.upsample
 
 
