@@ -451,7 +451,7 @@ def test_problem_runner_hear_gtzan_with_mart(ckpts, data, tmp_path):
 # ------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("case", ["unknown_upstream", "no_checkpoint", "missing_checkpoint",
                                   "wrong_sample_rate", "empty_gtzan_folder", "empty_mtat_folder",
-                                  "unknown_downstream"])
+                                  "unknown_downstream", "cuda_without_gpu"])
 @pytest.mark.slow
 def test_bad_input_is_one_clear_error_line(case, ckpts, tmp_path):
     empty = tmp_path / "empty"
@@ -474,7 +474,11 @@ def test_bad_input_is_one_clear_error_line(case, ckpts, tmp_path):
         "empty_mtat_folder": (["-u", "pemr", "-k", ckpts["pemr"], "-d", "mtat_tagging", "-o", root],
                               ["annotations_final.csv not found", str(empty)]),
         "unknown_downstream": (["-u", "fbank", "-d", "gtzan"], ["unknown downstream 'gtzan'", "gtzan_genre"]),
+        "cuda_without_gpu": (["-u", "pemr", "-k", ckpts["pemr"], "-d", "gtzan_genre", "--device", "cuda"],
+                             ["--device cuda: no CUDA device"]),
     }[case]
+    if case == "cuda_without_gpu" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
     r = s3prl(*base, *args, check=False)
     line = last_error_line(r)
     assert r.returncode == 2, r.stderr[-3000:]
@@ -482,5 +486,17 @@ def test_bad_input_is_one_clear_error_line(case, ckpts, tmp_path):
     assert line.startswith("s3prl: error: ")
     for text in expect:
         assert text in line
-    if case in ("unknown_upstream", "no_checkpoint", "missing_checkpoint", "unknown_downstream"):
+    if case in ("unknown_upstream", "no_checkpoint", "missing_checkpoint", "unknown_downstream", "cuda_without_gpu"):
         assert not (tmp_path / "exp").exists()  # refused before s3prl starts an experiment
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_device_without_a_gpu_is_one_clear_error():
+    """Both s3prl commands get --device cpu when none is given; cuda asked for is one clear line."""
+    from mart_upstream.s3prl_plugin import PluginError
+    from mart_upstream.s3prl_plugin.launcher import _device_args
+
+    assert _device_args(None) == ["--device", "cpu"] and _device_args("cpu") == []
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(PluginError, match=f"--device {device}: no CUDA device"):
+            _device_args(device)

@@ -150,12 +150,22 @@ def prepare_run_downstream(args: Sequence[str]) -> List[str]:
             config = find_config(a.downstream)
             if config is not None:
                 args += ["-c", config]
-    if a.device is None:
-        import torch
+    return args + _device_args(a.device)
 
-        if not torch.cuda.is_available():
-            args += ["--device", "cpu"]
-    return args
+
+def _device_args(device: Optional[str]) -> List[str]:
+    """``--device cpu`` to add when none is given and no GPU is there (s3prl defaults to cuda); a CUDA
+    device asked for on a machine without one is a PluginError rather than a torch traceback."""
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    if device is None:
+        return ["--device", "cpu"]
+    if device.startswith("cuda"):
+        raise PluginError(f"--device {device}: no CUDA device here (torch.cuda.is_available() is False); "
+                          "use --device cpu or leave --device out")
+    return []
 
 
 def loading_line() -> None:
@@ -201,12 +211,7 @@ def run_problem(args: Sequence[str]) -> None:
         if name in UPSTREAM_NAMES and str(trainable).lower() in ("true", "1", "yes"):
             raise PluginError(f"upstream {name} is a frozen feature extractor: "
                               "upstream_trainable is not supported")
-    args = list(args)
-    if not any(a == "--device" or a.startswith("--device=") for a in args):
-        import torch
-
-        if not torch.cuda.is_available():
-            args += ["--device", "cpu"]
+    args = list(args) + _device_args(_option(args, "--device"))
     import joblib
     from s3prl import main as s3prl_main
 
