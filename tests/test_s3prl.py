@@ -500,3 +500,23 @@ def test_cuda_device_without_a_gpu_is_one_clear_error():
     for device in ("cuda", "cuda:1"):
         with pytest.raises(PluginError, match=f"--device {device}: no CUDA device"):
             _device_args(device)
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("config.runner.total_steps=10", True),
+    ("config.runner.total_steps=10,,config.downstream_expert.datarc.root=/d,,args.seed=3", True),
+    ("config.runner.total_steps", False),
+    ("runner.total_steps=10", False),
+    ("config.a=b=c", False),
+    ("config.runner.total_steps=10,,", False),
+    ("args.a.b=1", False),
+])
+def test_overrides_are_checked_before_s3prl_parses_them(text, ok):
+    from mart_upstream.s3prl_plugin import PluginError
+    from mart_upstream.s3prl_plugin.launcher import check_overrides
+
+    if ok:
+        check_overrides(text)
+    else:
+        with pytest.raises(PluginError, match="-o "):
+            check_overrides(text)

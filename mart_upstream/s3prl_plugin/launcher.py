@@ -112,8 +112,24 @@ def _preparse(args: Sequence[str]) -> argparse.Namespace:
     p.add_argument("-f", "--upstream_trainable", action="store_true")
     p.add_argument("-a", "--auto_resume", action="store_true")
     p.add_argument("--device")
+    p.add_argument("-o", "--override")
     p.add_argument("--hub", default="torch")
     return p.parse_known_args(list(args))[0]
+
+
+def check_overrides(text: str) -> None:
+    """``-o "config.a.b=V,,args.x=W"`` as s3prl's parser needs it: items joined by ``,,``, each one
+    ``=`` (values cannot contain one), keys ``config.<path>`` or ``args.<name>``. PluginError otherwise."""
+    for item in text.split(",,"):
+        key, eq, _ = item.strip().partition("=")
+        fields = key.strip().split(".")
+        if not eq or "=" in _:
+            raise PluginError(f"-o {item.strip()!r}: expected one key=value (items separated by ',,'; "
+                              "a value cannot contain '=')")
+        if fields[0] not in ("config", "args") or len(fields) < 2 or not all(fields) or (
+                fields[0] == "args" and len(fields) != 2):
+            raise PluginError(f"-o {item.strip()!r}: the key must be config.<section>.<key> or args.<name>, "
+                              f"e.g. config.runner.total_steps=100")
 
 
 def prepare_run_downstream(args: Sequence[str]) -> List[str]:
@@ -124,6 +140,8 @@ def prepare_run_downstream(args: Sequence[str]) -> List[str]:
         print(f"upstreams added by mart-upstream: {', '.join(UPSTREAM_NAMES)}\n"
               f"downstreams added by mart-upstream: {', '.join(own_downstreams())} (smoke runs: docs/s3prl.md)\n")
         return args
+    if a.override is not None:
+        check_overrides(a.override)
     if a.hub != "torch":
         return args
     expdir = a.expdir or f"result/downstream/{a.expname}"
