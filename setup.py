@@ -5,11 +5,16 @@ setup(
     version="0.1.0",
     description="Self-supervised music audio representations: MART, PEMR and baselines, "
     "with S3PRL and HEAR adapters",
-    packages=find_packages(include=["mart_upstream*", "hear_api*", "benchmarks*"]),
+    # benchmarks/ installs as mart_upstream.benchmarks (a bare "benchmarks" in site-packages would clash
+    # with other projects); it imports its own modules relatively, so a source tree also runs it as
+    # ``python -m benchmarks...`` without an install (the GPU kit does).
+    packages=find_packages(include=["mart_upstream*", "hear_api*"])
+    + ["mart_upstream." + p for p in find_packages(include=["benchmarks*"])],
+    package_dir={"mart_upstream.benchmarks": "benchmarks"},
     package_data={
         "mart_upstream": [
-            "s3prl_plugin/downstream/*/*.yaml",
-            "s3prl_plugin/downstream/*/splits/*.txt",
+            "adapters/s3prl/downstream/*/*.yaml",
+            "adapters/s3prl/downstream/*/splits/*.txt",
             "checkpoints/*.ckpt",  # packaged mart, pemr, simclr (mart-bench run --export), with model cards
             "checkpoints/*.md",
             "configs/*.yaml",  # CPU-sized settings (mart-pretrain --config cpu; the offline benchmark's runs)
@@ -33,11 +38,11 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "mart-pretrain=mart_upstream.pretrain:main",
-            "s3prl=mart_upstream.s3prl_plugin.launcher:main",
-            "mart-hear-task=benchmarks.hear_tasks:main",
-            "mart-cover-song=benchmarks.cover_song.cli:main",
-            "mart-bench=benchmarks.mart_bench:main",
+            "mart-pretrain=mart_upstream.train.cli:main",
+            "s3prl=mart_upstream.adapters.s3prl.launcher:main",
+            "mart-hear-task=mart_upstream.benchmarks.hear_tasks:main",
+            "mart-cover-song=mart_upstream.benchmarks.cover_song.cli:main",
+            "mart-bench=mart_upstream.benchmarks.mart_bench:main",
             "mart-embed=mart_upstream.catalogue:main",
         ]
     },

@@ -1,12 +1,12 @@
 """``mart-bench``: the offline real-music benchmark.
 
-    mart-bench data   build the rendered style / cover / pretraining sets (benchmarks.musicset.build)
-    mart-bench run    pretrain mart, pemr, simclr and evaluate them with the references (benchmarks.offline.run)
-    mart-bench speed  embedding and pretraining throughput, FLOPs, time and memory vs length (benchmarks.speed)
-    mart-bench device-pack    the pretraining audio and wheels for a GPU machine (benchmarks.device.pack)
-    mart-bench device-unpack  a GPU run's returned parts back into a run folder (benchmarks.device.unpack)
+    mart-bench data   build the rendered style / cover / pretraining sets (.musicset.build)
+    mart-bench run    pretrain mart, pemr, simclr and evaluate them with the references (.offline.run)
+    mart-bench speed  embedding and pretraining throughput, FLOPs, time and memory vs length (.speed)
+    mart-bench device-pack    the pretraining audio and wheels for a GPU machine (.device.pack)
+    mart-bench device-unpack  a GPU run's returned parts back into a run folder (.device.unpack)
 
-Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+Subcommand modules are named relative to this package; each provides ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from typing import List, Optional
 from mart_upstream.quiet import silence_known_noise
 
 SUBCOMMANDS = {
-    "data": ("benchmarks.musicset.build", "build the rendered music sets"),
-    "run": ("benchmarks.offline.run", "pretrain and evaluate all models on the rendered sets"),
-    "speed": ("benchmarks.speed", "throughput, FLOPs, time and memory of the encoders"),
-    "device-pack": ("benchmarks.device.pack", "pack the pretraining audio and wheels for a GPU machine"),
-    "device-unpack": ("benchmarks.device.unpack", "join and extract the parts a GPU run sent back"),
+    "data": (".musicset.build", "build the rendered music sets"),
+    "run": (".offline.run", "pretrain and evaluate all models on the rendered sets"),
+    "speed": (".speed", "throughput, FLOPs, time and memory of the encoders"),
+    "device-pack": (".device.pack", "pack the pretraining audio and wheels for a GPU machine"),
+    "device-unpack": (".device.unpack", "join and extract the parts a GPU run sent back"),
 }
 
 
@@ -32,16 +32,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     modules = {}
     for name, (module, help_) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_)
-        try:
-            modules[name] = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise
-            continue  # subcommand not available in this version
+        modules[name] = importlib.import_module(module, __package__)
         modules[name].add_arguments(sp)
     args = parser.parse_args(argv)
-    if args.command not in modules:
-        parser.error(f"'{args.command}' is not available")
     return int(modules[args.command].run(args) or 0)
 
 

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from . import distributed
 from .argtypes import positive
 from .checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
-from .data import AUDIO_EXTENSIONS, DatasetError, load_audio
+from .audio import AUDIO_EXTENSIONS, find_audio_files, load_audio
+from .errors import AudioError
 from .embedding import check_waveforms, clip_embeddings, frame_features
 from .fileio import DiskFullError, atomic_path, remove_stale_temps, sha256_file, write_json, write_text
 from .models import model_names
@@ -57,9 +58,7 @@ class Track:
 def list_tracks(source: str) -> List[Track]:
     """A folder (walked recursively, regular audio files, sorted) or a text list of paths, in its order."""
     if os.path.isdir(source):
-        found = [os.path.join(d, n) for d, _, names in os.walk(source) for n in names
-                 if n.lower().endswith(AUDIO_EXTENSIONS)]
-        tracks = [Track(os.path.relpath(p, source), p) for p in sorted(found) if os.path.isfile(p)]
+        tracks = [Track(os.path.relpath(p, source), p) for p in find_audio_files(source)]
     elif os.path.isfile(source):
         base = os.path.dirname(os.path.abspath(source))
         with open(source, encoding="utf-8") as f:
@@ -84,14 +83,14 @@ def load_model(spec: Tuple[str, Optional[str]], device: str):
 
 
 def embed_track(model, track: Track, sample_rate: int, args) -> Tuple[np.ndarray, float]:
-    """One file -> (rows [n, D] float32, seconds embedded). DatasetError/ValueError: unusable audio."""
+    """One file -> (rows [n, D] float32, seconds embedded). AudioError/ValueError: unusable audio."""
     if not os.path.isfile(track.path):
-        raise DatasetError("not found or not a regular file")
+        raise AudioError("not found or not a regular file")
     wav = load_audio(track.path, sample_rate)
     if args.max_seconds:
         wav = wav[: max(1, round(args.max_seconds * sample_rate))]
     if wav.numel() == 0:
-        raise DatasetError("no audio samples")
+        raise AudioError("no audio samples")
     batch = check_waveforms(wav[None])
     if args.level == "scene":
         rows = clip_embeddings(model, batch, max_windows=args.batch_size)
@@ -256,7 +255,7 @@ def embed_share(model, tracks: List[Track], writer: ShardWriter, args, rate: int
         for t in bar:
             try:
                 rows, seconds = embed_track(model, t, rate, args)
-            except (DatasetError, ValueError, MemoryError, torch.cuda.OutOfMemoryError) as e:
+            except (AudioError, ValueError, MemoryError, torch.cuda.OutOfMemoryError) as e:
                 errors.append({"path": t.key, "error": " ".join(str(e).split()) or type(e).__name__})
                 continue
             writer.add(t.key, rows, seconds)

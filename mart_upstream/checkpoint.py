@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from .config import ConfigError, to_dict
+from .errors import CheckpointError  # noqa: F401  (re-exported)
 from .fileio import atomic_path
 from .models import build_config, build_model, model_names
 from .models.base import SSLModel
@@ -39,10 +40,6 @@ PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpo
 def packaged_checkpoint(name: str) -> str:
     """Path of the packaged ``name`` checkpoint (it may be absent from a build without them)."""
     return os.path.join(PACKAGED_DIR, f"{name}.ckpt")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable or of another format."""
 
 
 def save_checkpoint(path: str, model: SSLModel, model_name: str, step: int,

@@ -8,9 +8,7 @@ from typing import Any, Iterable
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the config."""
+from .errors import ConfigError  # noqa: F401  (re-exported)
 
 
 def to_dict(cfg: Any) -> dict:

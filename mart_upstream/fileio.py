@@ -11,15 +11,13 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
+from .errors import DiskFullError  # noqa: F401  (re-exported)
+
 _UMASK = os.umask(0)  # read once (os.umask can only be read by setting it)
 os.umask(_UMASK)
 
 
 TEMP_PREFIX = ".tmp-"
-
-
-class DiskFullError(OSError):
-    """No space (or quota) left for a file being written; nothing partial is left behind."""
 
 
 def _disk_full(exc: BaseException, folder: str) -> bool:

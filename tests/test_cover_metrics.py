@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.cover_song.metrics import cosine_similarity, rank_relevance, retrieval_metrics
+from mart_upstream.tasks.metrics import cosine_similarity, rank_relevance, retrieval_metrics
 
 
 def test_hand_computed_ranking():

@@ -11,10 +11,11 @@ import soundfile as sf
 import torch
 
 from conftest import TINY
-from benchmarks.cover_song import datasets, search
-from benchmarks.cover_song.metrics import metrics_from_relevance, retrieval_metrics
-from benchmarks.cover_song.scale import run_scale
-from benchmarks.cover_song.synthetic import CoverSetConfig, make_cover_set, render_version
+from mart_upstream.benchmarks.cover_song import search
+from mart_upstream.tasks import covers as datasets
+from mart_upstream.tasks.metrics import metrics_from_relevance, retrieval_metrics
+from mart_upstream.benchmarks.cover_song.scale import run_scale
+from mart_upstream.benchmarks.cover_song.synthetic import CoverSetConfig, make_cover_set, render_version
 from mart_upstream.checkpoint import save_checkpoint
 from mart_upstream.config import cpu_config_path, load_file as load_config_file
 from mart_upstream.models import build_model

@@ -7,8 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from mart_upstream import data as D
-from mart_upstream.synth import make_synthetic_dataset
+from mart_upstream.audio import load_audio, load_segment
+from mart_upstream.errors import AudioError
+from mart_upstream.train import data as D
+from mart_upstream.train.demo import make_synthetic_dataset
 
 
 def tone(seconds, sr, f=440.0, channels=1):
@@ -48,13 +50,13 @@ def test_bad_files_are_skipped_with_named_warnings(tree, caplog):
 
 def test_empty_missing_and_all_bad_folders_are_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(D.DatasetError, match="no audio files.*empty"):
+    with pytest.raises(AudioError, match="no audio files.*empty"):
         D.scan_audio_files(str(tmp_path / "empty"), progress=False)
-    with pytest.raises(D.DatasetError, match="does not exist"):
+    with pytest.raises(AudioError, match="does not exist"):
         D.scan_audio_files(str(tmp_path / "nope"), progress=False)
     (tmp_path / "bad").mkdir()
     sf.write(tmp_path / "bad" / "s.wav", np.zeros(1000, np.float32), 16000)
-    with pytest.raises(D.DatasetError, match="1 silent"):
+    with pytest.raises(AudioError, match="1 silent"):
         D.scan_audio_files(str(tmp_path / "bad"), progress=False)
 
 
@@ -77,13 +79,13 @@ def test_file_list_and_index(tree, monkeypatch):
 
 def test_load_segment_resamples_downmixes_and_matches_whole_file(tree):
     info = D.scan_audio_files(str(tree), progress=False)[1]  # 44.1 kHz stereo
-    seg = D.load_segment(info, 0.5, 8000, 16000)
+    seg = load_segment(info.path, info.sample_rate, 0.5, 8000, 16000)
     assert seg.shape == (8000,) and seg.dtype == torch.float32
     peak = torch.fft.rfft(seg).abs().argmax().item() * 16000 / 8000
     assert abs(peak - 440) < 3
-    whole = D.load_audio(info.path, 16000)
+    whole = load_audio(info.path, 16000)
     assert torch.allclose(seg[200:-200], whole[8000 + 200 : 16000 - 200], atol=2e-3)
-    tail = D.load_segment(info, 1.9, 8000, 16000)  # past the end: zero padded
+    tail = load_segment(info.path, info.sample_rate, 1.9, 8000, 16000)  # past the end: zero padded
     assert tail.shape == (8000,) and torch.all(tail[-4000:] == 0)
 
 
@@ -141,7 +143,7 @@ def test_groups_make_views_cross_files(tmp_path):
         a, b = ds[k]
         want = {0: 400, 1: 200}.get(i, freq(a))  # files 0 and 1 (200 / 400 Hz) swap; 2 and 3 stay alone
         assert freq(b) == want
-    with pytest.raises(D.DatasetError, match="path,group"):
+    with pytest.raises(AudioError, match="path,group"):
         bad = tmp_path / "bad.csv"
         bad.write_text("file,work\nf0.wav,a\n")
         D.read_groups(str(bad), str(tmp_path), files)

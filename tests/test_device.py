@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 from conftest import ROOT
-from benchmarks import mart_bench
-from benchmarks.device import train, unpack
-from benchmarks.offline import export, external
+from mart_upstream.benchmarks import mart_bench
+from mart_upstream.benchmarks.device import train, unpack
+from mart_upstream.benchmarks.offline import export, external
 from mart_upstream.checkpoint import load_pretrained, read_checkpoint
 from mart_upstream.models import build_model
 

@@ -13,7 +13,7 @@ from conftest import ROOT, TINY
 
 from mart_upstream.catalogue import load_model, main
 from mart_upstream.checkpoint import load_pretrained, packaged_checkpoint, save_checkpoint
-from mart_upstream.data import load_audio
+from mart_upstream.audio import load_audio
 from mart_upstream.embedding import clip_embeddings, frame_features
 from mart_upstream.models import build_model
 

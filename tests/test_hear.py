@@ -14,9 +14,9 @@ import torch
 import torchaudio.functional as AF
 
 from conftest import ROOT, TINY
-from benchmarks.hear_tasks import main as hear_task_main
-from benchmarks.hear_tasks import sources
-from hear_api import _common
+from mart_upstream.benchmarks.hear_tasks import main as hear_task_main
+from mart_upstream.benchmarks.hear_tasks import sources
+from mart_upstream.adapters import hear as hear_adapter
 from hear_api import mart as hear_mart
 from hear_api import pemr as hear_pemr
 from hear_api import simclr as hear_simclr
@@ -24,7 +24,7 @@ from mart_upstream import checkpoint as mart_checkpoint
 from mart_upstream.checkpoint import CheckpointError, save_checkpoint
 from mart_upstream.embedding import clip_embeddings, frame_features
 from mart_upstream.models import build_model
-from mart_upstream.s3prl_plugin.downstream.mtat_tagging.dataset import MtatDataset
+from mart_upstream.adapters.s3prl.downstream.mtat_tagging.dataset import MtatDataset
 
 MODULES = {"mart": hear_mart, "pemr": hear_pemr, "simclr": hear_simclr}
 # MART with the default finest hop (125 samples): 125 ms frames, as the full model, so the 25 ms grid is used
@@ -130,7 +130,7 @@ def _split_files(task, split):
 
 # -- load_model -----------------------------------------------------------------------------------
 def test_empty_path_reads_the_packaged_checkpoint_or_fails_clearly(tmp_path, monkeypatch):
-    assert _common.default_checkpoint("mart") == os.path.join(ROOT, "mart_upstream", "checkpoints", "mart.ckpt")
+    assert hear_adapter.default_checkpoint("mart") == os.path.join(ROOT, "mart_upstream", "checkpoints", "mart.ckpt")
     monkeypatch.setattr(mart_checkpoint, "PACKAGED_DIR", str(tmp_path))
     with pytest.raises(CheckpointError, match=r"no packaged mart checkpoint at .*mart\.ckpt"):
         hear_mart.load_model("")

@@ -6,9 +6,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from benchmarks.cover_song import datasets
-from benchmarks.cover_song.datasets import CoverSetError, read_manifest
-from benchmarks.cover_song.embed import embed_tracks
+from mart_upstream.tasks import covers as datasets
+from mart_upstream.tasks.covers import CoverSetError, read_manifest
+from mart_upstream.benchmarks.cover_song.embed import embed_tracks
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_a_damaged_cache_entry_is_recomputed(folder, tmp_path, caplog):
 
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "abc"])
 def test_max_seconds_must_be_a_positive_number(folder, tmp_path, capsys, value):
-    from benchmarks.cover_song.cli import main
+    from mart_upstream.benchmarks.cover_song.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["eval", "--manifest", _manifest(folder, ROWS), "--hear-module", "hear_api.pemr",

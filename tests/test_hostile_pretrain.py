@@ -13,9 +13,9 @@ import torch
 from conftest import tiny_overrides
 from mart_upstream import checkpoint as checkpoint_module
 from mart_upstream.checkpoint import load_pretrained, read_checkpoint
-from mart_upstream.data import scan_audio_files
-from mart_upstream.pretrain import main
-from mart_upstream.synth import make_synthetic_dataset
+from mart_upstream.train.data import scan_audio_files
+from mart_upstream.train.cli import main
+from mart_upstream.train.demo import make_synthetic_dataset
 
 FAST = ["augment.p_pitch=0", "data.num_workers=0", "run.log_every=1"]
 

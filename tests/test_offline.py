@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.offline import report
-from benchmarks.offline.references import ReferenceModel, key_invariant_similarity, module_functions
+from mart_upstream.benchmarks.offline import report
+from mart_upstream.benchmarks.offline.references import ReferenceModel, key_invariant_similarity, module_functions
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow  # the module runs mart-bench end to end
@@ -70,7 +70,7 @@ def test_mfcc_statistics_separate_timbres_and_keep_the_frame_grid():
 
 @pytest.mark.parametrize("kind", ["mfcc", "chroma"])
 def test_references_pass_the_hear_validator(kind, tmp_path):
-    r = _run([os.path.join(BIN, "hear-validator"), f"benchmarks.offline.hear_{kind}", "-d", "cpu"], tmp_path, 300)
+    r = _run([os.path.join(BIN, "hear-validator"), f"mart_upstream.benchmarks.offline.hear_{kind}", "-d", "cpu"], tmp_path, 300)
     assert "Looks good!" in r.stdout + r.stderr
     assert ReferenceModel(kind).timestamp_hop_ms <= 50
 

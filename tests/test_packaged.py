@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks.offline.pretraining import initial_model
+from mart_upstream.benchmarks.offline.pretraining import initial_model
 from mart_upstream.checkpoint import packaged_checkpoint, read_checkpoint
 
 NAMES = ["mart", "pemr", "simclr"]
@@ -51,7 +51,7 @@ def test_hear_load_model_default_reads_trained_weights(name):
 
 
 def test_s3prl_upstream_by_name_needs_no_k():
-    from mart_upstream.s3prl_plugin.hubconf import ENTRY_POINTS
+    from mart_upstream.adapters.s3prl.hubconf import ENTRY_POINTS
 
     up = ENTRY_POINTS["mart"]()
     hs = up([torch.zeros(16000 * 3)])["hidden_states"]
@@ -60,7 +60,7 @@ def test_s3prl_upstream_by_name_needs_no_k():
 
 @pytest.mark.slow
 def test_cover_song_tool_runs_with_the_packaged_model(tmp_path):
-    from benchmarks.cover_song.synthetic import CoverSetConfig, make_cover_set
+    from mart_upstream.benchmarks.cover_song.synthetic import CoverSetConfig, make_cover_set
 
     manifest = make_cover_set(str(tmp_path / "set"), CoverSetConfig(works=3, versions=2, seconds=3.0))
     r = subprocess.run([os.path.join(BIN, "mart-cover-song"), "eval", "--manifest", manifest, "--hear-module",
@@ -94,6 +94,6 @@ def test_hear_docs_size_table_is_the_packaged_models(name):
 
 def test_s3prl_plugin_upstream_names_are_the_registry():
     from mart_upstream.models import model_names
-    from mart_upstream.s3prl_plugin import UPSTREAM_MODELS
+    from mart_upstream.adapters.s3prl import UPSTREAM_MODELS
 
     assert sorted(UPSTREAM_MODELS) == model_names()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.offline import paired, report
+from mart_upstream.benchmarks.offline import paired, report
 
 
 def _clips(n_works=40, per_work=4, classes=4, dim=16, signal=3.0, seed=0):
@@ -62,7 +62,7 @@ def test_paired_difference_interval():
 
 
 def test_per_query_ap():
-    from benchmarks.cover_song.metrics import average_precision
+    from mart_upstream.tasks.metrics import average_precision
 
     rel = np.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=bool)
     ap = average_precision(rel, rel.sum(axis=1))
@@ -97,7 +97,7 @@ def test_paired_comparisons_name_separated_and_unseparated_models():
 
 
 def test_learning_curve_points_run_from_random_init_to_the_final_step(tmp_path):
-    from benchmarks.offline import curve
+    from mart_upstream.benchmarks.offline import curve
 
     assert curve.parse_steps("1000,300, 300") == [300, 1000]
     with pytest.raises(curve.EvalError, match="positive"):

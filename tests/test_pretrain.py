@@ -15,8 +15,8 @@ import torch
 from conftest import ROOT, tiny_overrides
 from mart_upstream.checkpoint import FORMAT_VERSION, CheckpointError, load_pretrained, read_checkpoint
 from mart_upstream.embedding import clip_embeddings
-from mart_upstream.pretrain import main
-from mart_upstream.synth import make_synthetic_dataset
+from mart_upstream.train.cli import main
+from mart_upstream.train.demo import make_synthetic_dataset
 
 FAST = ["augment.p_pitch=0", "data.num_workers=0", "run.log_every=1"]
 
@@ -93,7 +93,7 @@ def test_resume_continues_exactly(model, audio_dir, tmp_path):
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(audio_dir, tmp_path):
-    cmd = [sys.executable, "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", audio_dir,
+    cmd = [sys.executable, "-m", "mart_upstream.train", "--model", "simclr", "--data", audio_dir,
            "--out", str(tmp_path), "--steps", "100000", "--batch-size", "2", "--ckpt-every", "2",
            *FAST, *tiny_overrides("simclr")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -120,7 +120,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(audio_dir, tmp_path):
 def test_interrupted_run_saves_a_checkpoint_and_resume_continues_from_it(sig, audio_dir, tmp_path):
     """Ctrl-C (or SIGTERM) mid-run: a checkpoint at the step reached (ckpt_every is far away), exit 130, a line
     naming the checkpoint; --resume continues from that step. Data workers ignore the terminal's SIGINT."""
-    cmd = [sys.executable, "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", audio_dir,
+    cmd = [sys.executable, "-m", "mart_upstream.train", "--model", "simclr", "--data", audio_dir,
            "--out", str(tmp_path), "--steps", "100000", "--batch-size", "2", "--ckpt-every", "100000",
            *FAST, "data.num_workers=1", *tiny_overrides("simclr")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -169,7 +169,7 @@ def test_cpu_run_of_the_paper_config_points_at_the_cpu_config(audio_dir, tmp_pat
     assert "no CUDA device" not in capsys.readouterr().err  # not the paper's configuration
     for name in ("mart", "pemr", "simclr"):
         build_model(name, load_file(cpu_config_path(name))["model"])
-    from mart_upstream.pretrain import build_parser, build_settings, cpu_hint
+    from mart_upstream.train.cli import build_parser, build_settings, cpu_hint
 
     args = build_parser().parse_args(["--model", "mart", "--out", str(tmp_path)])
     model_cfg, settings = build_settings(args)
@@ -185,7 +185,7 @@ def test_cpu_run_of_the_paper_config_points_at_the_cpu_config(audio_dir, tmp_pat
 def _torchrun(processes, data, out, steps):
     """``mart-pretrain`` of tiny simclr under torchrun (gloo on CPU) -> its checkpoint."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           "-m", "mart_upstream.pretrain", "--model", "simclr", "--data", data, "--out", str(out),
+           "-m", "mart_upstream.train", "--model", "simclr", "--data", data, "--out", str(out),
            "--steps", str(steps), "--batch-size", "2", *FAST, *tiny_overrides("simclr")]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -33,7 +33,7 @@ def tone(freq, seconds, sr, seed, noise=0.05):
 
 def write_gtzan(root, per_split=(2, 1, 1), genres=GENRES[:3], seconds=1.0, sr=22050):
     """``genres/<genre>/<genre>.000NN.wav`` at 22.05 kHz, clips named after the fault-filtered lists."""
-    from mart_upstream.s3prl_plugin.downstream.gtzan_genre.dataset import split_list
+    from mart_upstream.adapters.s3prl.downstream.gtzan_genre.dataset import split_list
 
     for split, n in zip(("train", "dev", "test"), per_split):
         for gi, genre in enumerate(genres):
@@ -180,7 +180,7 @@ def test_help_lists_our_upstreams_and_downstreams():
 @pytest.mark.parametrize("name", ["mart", "pemr", "simclr"])
 def test_upstream_layers_share_one_integer_frame_grid(name, tmp_path):
     from mart_upstream.embedding import frame_features
-    from mart_upstream.s3prl_plugin.hubconf import ENTRY_POINTS
+    from mart_upstream.adapters.s3prl.hubconf import ENTRY_POINTS
 
     ckpt = str(tmp_path / "m.ckpt")
     save_checkpoint(ckpt, build_model(name, TINY[name]), name, step=0)
@@ -204,7 +204,7 @@ def test_upstream_layers_share_one_integer_frame_grid(name, tmp_path):
 
 
 def test_upstream_processes_long_audio_in_windows(tmp_path):
-    from mart_upstream.s3prl_plugin.hubconf import ENTRY_POINTS
+    from mart_upstream.adapters.s3prl.hubconf import ENTRY_POINTS
 
     ckpt = str(tmp_path / "p.ckpt")
     save_checkpoint(ckpt, build_model("pemr", TINY["pemr"]), "pemr", step=0)
@@ -216,8 +216,8 @@ def test_upstream_processes_long_audio_in_windows(tmp_path):
 
 def test_upstream_without_checkpoint_is_an_error_not_random_weights(tmp_path, monkeypatch):
     from mart_upstream import checkpoint
-    from mart_upstream.s3prl_plugin import PluginError
-    from mart_upstream.s3prl_plugin.hubconf import ENTRY_POINTS
+    from mart_upstream.adapters.s3prl import PluginError
+    from mart_upstream.adapters.s3prl.hubconf import ENTRY_POINTS
 
     with pytest.raises(PluginError, match="-k CKPT"):
         ENTRY_POINTS["mart_local"]()
@@ -229,8 +229,8 @@ def test_upstream_without_checkpoint_is_an_error_not_random_weights(tmp_path, mo
 
 
 def test_checkpoint_of_another_model_is_refused(ckpts):
-    from mart_upstream.s3prl_plugin import PluginError
-    from mart_upstream.s3prl_plugin.hubconf import ENTRY_POINTS
+    from mart_upstream.adapters.s3prl import PluginError
+    from mart_upstream.adapters.s3prl.hubconf import ENTRY_POINTS
 
     with pytest.raises(PluginError, match="holds a pemr model"):
         ENTRY_POINTS["mart_local"](ckpts["pemr"])
@@ -242,7 +242,7 @@ def test_checkpoint_of_another_model_is_refused(ckpts):
     (torch.full((8000,), float("nan")), "NaN or Inf"),
 ])
 def test_upstream_refuses_audio_that_is_not_a_waveform(ckpts, wav, msg):
-    from mart_upstream.s3prl_plugin.hubconf import ENTRY_POINTS
+    from mart_upstream.adapters.s3prl.hubconf import ENTRY_POINTS
 
     upstream = ENTRY_POINTS["pemr_local"](ckpts["pemr"])
     with pytest.raises(ValueError, match=msg):
@@ -251,7 +251,7 @@ def test_upstream_refuses_audio_that_is_not_a_waveform(ckpts, wav, msg):
 
 # ------------------------------------------------------------------------------- dataset loaders
 def test_gtzan_fault_filtered_lists_ship_with_the_package():
-    from mart_upstream.s3prl_plugin.downstream.gtzan_genre.dataset import GENRES as G, split_list
+    from mart_upstream.adapters.s3prl.downstream.gtzan_genre.dataset import GENRES as G, split_list
 
     lists = {s: split_list(s) for s in ("train", "dev", "test")}
     assert {s: len(v) for s, v in lists.items()} == {"train": 443, "dev": 197, "test": 290}
@@ -262,7 +262,7 @@ def test_gtzan_fault_filtered_lists_ship_with_the_package():
 
 
 def test_gtzan_reads_genre_folders_and_resamples(data):
-    from mart_upstream.s3prl_plugin.downstream.gtzan_genre.dataset import GtzanDataset
+    from mart_upstream.adapters.s3prl.downstream.gtzan_genre.dataset import GtzanDataset
 
     ds = GtzanDataset(data["gtzan"], "train")
     assert len(ds) == 6 and sorted(set(ds.labels)) == [0, 1, 2]
@@ -274,7 +274,7 @@ def test_gtzan_reads_genre_folders_and_resamples(data):
 def test_mtat_split_by_hex_folder_top_tags_and_label_fraction(data):
     if "mtat" not in data:
         pytest.skip("this libsndfile cannot write MP3")
-    from mart_upstream.s3prl_plugin.downstream.mtat_tagging.dataset import MtatDataset
+    from mart_upstream.adapters.s3prl.downstream.mtat_tagging.dataset import MtatDataset
 
     train, dev = MtatDataset(data["mtat"], "train"), MtatDataset(data["mtat"], "dev")
     assert (len(train), len(dev)) == (8, 3)  # the untagged clip is dropped
@@ -290,7 +290,7 @@ def test_mtat_split_by_hex_folder_top_tags_and_label_fraction(data):
 
 
 def test_cover_song_splits_works_not_versions(data):
-    from mart_upstream.s3prl_plugin.downstream.cover_song.dataset import CoverSongDataset
+    from mart_upstream.adapters.s3prl.downstream.cover_song.dataset import CoverSongDataset
 
     sets = {s: CoverSongDataset(data["covers"], s, dev_fraction=0.34, test_fraction=0.34)
             for s in ("train", "dev", "test")}
@@ -303,7 +303,7 @@ def test_cover_song_splits_works_not_versions(data):
 def test_tagging_scores_are_sklearn_macro_averages():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from mart_upstream.s3prl_plugin.downstream.mtat_tagging.expert import tagging_scores
+    from mart_upstream.adapters.s3prl.downstream.mtat_tagging.expert import tagging_scores
 
     rng = np.random.default_rng(0)
     y = (rng.random((40, 6)) < 0.4).astype(float)
@@ -316,8 +316,8 @@ def test_tagging_scores_are_sklearn_macro_averages():
 
 
 def test_batch_hard_triplet_and_work_batches():
-    from mart_upstream.s3prl_plugin.downstream.cover_song.dataset import WorkBatchSampler
-    from mart_upstream.s3prl_plugin.downstream.cover_song.expert import batch_hard_triplet
+    from mart_upstream.adapters.s3prl.downstream.cover_song.dataset import WorkBatchSampler
+    from mart_upstream.adapters.s3prl.downstream.cover_song.expert import batch_hard_triplet
 
     labels = torch.tensor([0, 0, 1, 1])
     close = torch.tensor([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
@@ -338,7 +338,7 @@ def test_batch_hard_triplet_and_work_batches():
 
 
 def test_soundfile_stand_ins_for_torchaudio_io(tmp_path):
-    from mart_upstream.s3prl_plugin.compat import sf_info, sf_load, sf_save
+    from mart_upstream.adapters.s3prl.compat import sf_info, sf_load, sf_save
 
     x = torch.rand(2, 4800) * 1.6 - 0.8
     path = str(tmp_path / "a.wav")
@@ -353,7 +353,7 @@ def test_soundfile_stand_ins_for_torchaudio_io(tmp_path):
 
 
 def test_levenshtein_stand_in():
-    from mart_upstream.s3prl_plugin.compat import levenshtein
+    from mart_upstream.adapters.s3prl.compat import levenshtein
 
     assert levenshtein("kitten", "sitting") == 3
     assert levenshtein(["a", "b"], []) == 2 and levenshtein("", "") == 0
@@ -493,8 +493,8 @@ def test_bad_input_is_one_clear_error_line(case, ckpts, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_device_without_a_gpu_is_one_clear_error():
     """Both s3prl commands get --device cpu when none is given; cuda asked for is one clear line."""
-    from mart_upstream.s3prl_plugin import PluginError
-    from mart_upstream.s3prl_plugin.launcher import _device_args
+    from mart_upstream.adapters.s3prl import PluginError
+    from mart_upstream.adapters.s3prl.launcher import _device_args
 
     assert _device_args(None) == ["--device", "cpu"] and _device_args("cpu") == []
     for device in ("cuda", "cuda:1"):
@@ -512,8 +512,8 @@ def test_cuda_device_without_a_gpu_is_one_clear_error():
     ("args.a.b=1", False),
 ])
 def test_overrides_are_checked_before_s3prl_parses_them(text, ok):
-    from mart_upstream.s3prl_plugin import PluginError
-    from mart_upstream.s3prl_plugin.launcher import check_overrides
+    from mart_upstream.adapters.s3prl import PluginError
+    from mart_upstream.adapters.s3prl.launcher import check_overrides
 
     if ok:
         check_overrides(text)

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from benchmarks.speed.lengths import checks
-from benchmarks.speed.measure import count_flops
-from benchmarks.speed.samplecnn import SampleCNN, check_size, num_parameters
-from benchmarks.speed.subjects import build, computed_samples, embed_call
+from mart_upstream.benchmarks.speed.lengths import checks
+from mart_upstream.benchmarks.speed.measure import count_flops
+from mart_upstream.benchmarks.speed.samplecnn import SampleCNN, check_size, num_parameters
+from mart_upstream.benchmarks.speed.subjects import build, computed_samples, embed_call
 from mart_upstream.encoders import FCN, fcn4_config
 from mart_upstream.frontend import FrontendConfig, LogMel
 
@@ -20,13 +20,7 @@ BENCH = os.path.join(os.path.dirname(sys.executable), "mart-bench")
 
 
 def speed_command():
-    """``mart-bench speed`` when the dispatcher maps it to ``benchmarks.speed``, else the package's
-    own entry point (the same parser and run)."""
-    from benchmarks.mart_bench import SUBCOMMANDS
-
-    if SUBCOMMANDS["speed"][0] == "benchmarks.speed":
-        return [BENCH, "speed"]
-    return [sys.executable, "-m", "benchmarks.speed"]
+    return [BENCH, "speed"]
 
 
 def test_samplecnn_is_clmr_sized_and_shaped():

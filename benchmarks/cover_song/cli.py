@@ -20,8 +20,10 @@ from mart_upstream.argtypes import positive
 from mart_upstream.fileio import write_json
 from mart_upstream.quiet import silence_known_noise
 
-from . import datasets, report, search
-from .datasets import CoverSetError
+from mart_upstream.tasks import covers as datasets
+
+from . import report, search
+from mart_upstream.tasks.covers import CoverSetError
 
 log = logging.getLogger("mart-cover-song")
 

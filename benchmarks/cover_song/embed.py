@@ -18,14 +18,13 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from tqdm import tqdm
 
+from mart_upstream.audio import load_audio
 from mart_upstream.fileio import atomic_path
 
-from .datasets import Track
+from mart_upstream.tasks.covers import Track
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +36,6 @@ def _digest(*parts) -> str:
 def _file_id(path: str) -> Tuple[str, int, int]:
     st = os.stat(path)
     return os.path.abspath(path), st.st_size, int(st.st_mtime_ns)
-
-
-def load_audio(path: str, sample_rate: int, max_seconds: Optional[float] = None) -> torch.Tensor:
-    """Mono float32 [T] at ``sample_rate`` (the first ``max_seconds`` if given); a clear error otherwise."""
-    try:
-        info = sf.info(path)
-        frames = -1 if max_seconds is None else int(max_seconds * info.samplerate)
-        x, sr = sf.read(path, frames=frames, dtype="float32", always_2d=True)
-    except Exception as e:  # noqa: BLE001 - libsndfile raises several types
-        raise ValueError(f"cannot read audio {path}: {e}") from None
-    if x.shape[0] == 0:
-        raise ValueError(f"audio {path} is empty")
-    wav = torch.from_numpy(x.mean(axis=1))
-    if not torch.isfinite(wav).all():
-        raise ValueError(f"audio {path} holds NaN or Inf samples")
-    return AF.resample(wav, sr, sample_rate) if sr != sample_rate else wav
 
 
 class HearSource:
@@ -87,7 +70,7 @@ class S3prlSource:
     sample_rate = 16000  # s3prl upstreams take 16 kHz
 
     def __init__(self, upstream: str, ckpt: str = "", layer: int = -1, device: str = "cpu"):
-        from mart_upstream.s3prl_plugin import launcher
+        from mart_upstream.adapters.s3prl import launcher
 
         launcher.register()
         launcher._check_upstream(upstream)

@@ -7,7 +7,7 @@ from typing import Dict
 
 import numpy as np
 
-from .metrics import metrics_from_relevance
+from mart_upstream.tasks.metrics import metrics_from_relevance
 from .search import FaissConfig, build_faiss_index, faiss_search, normalise
 
 

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .metrics import metrics_from_relevance
+from mart_upstream.tasks.metrics import metrics_from_relevance
 
 EXACT_MAX = 20000  # items up to which ``auto`` ranks exactly
 QUERY_BLOCK = 512  # queries per similarity block

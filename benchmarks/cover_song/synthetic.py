@@ -15,7 +15,7 @@ import soundfile as sf
 
 from mart_upstream.fileio import atomic_path
 
-from .datasets import Track, write_manifest
+from mart_upstream.tasks.covers import Track, write_manifest
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR = np.array([0, 2, 3, 5, 7, 8, 10])

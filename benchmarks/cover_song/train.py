@@ -24,9 +24,13 @@ from tqdm import tqdm
 
 from mart_upstream.fileio import atomic_path
 
-from . import datasets, search
+from mart_upstream.tasks import covers as datasets
+
+from . import search
 from .cqtnet import CQTConfig, CQTNet, EncoderCQTNet, cqt
-from .embed import _file_id, load_audio
+from mart_upstream.audio import load_audio
+
+from .embed import _file_id
 
 log = logging.getLogger(__name__)
 FORMAT = "mart-cover-song-cqtnet/1"

@@ -35,7 +35,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from mart_upstream.data import AUDIO_EXTENSIONS, SILENCE_PEAK
+from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
+from mart_upstream.train.data import SILENCE_PEAK
 from mart_upstream.fileio import replace_dir, sha256_file, staging_dir, write_json
 
 log = logging.getLogger("mart-bench.device")
@@ -116,7 +117,7 @@ def list_audio(pool: str) -> List[str]:
     for d, dirs, names in os.walk(pool):
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
         found += [os.path.relpath(os.path.join(d, n), pool).replace(os.sep, "/") for n in names
-                  if n.lower().endswith(AUDIO_EXTENSIONS) and not n.startswith(".")]
+                  if is_audio_name(n)]
     return sorted(found)
 
 
@@ -229,7 +230,7 @@ def _place(tmp: str, out: str) -> None:
 def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0, kbps: float = 16.0,
          wheels_from: Optional[str] = None, wheels: bool = True, workers: int = 2) -> Dict:
     """Build the kit in a staging folder beside ``out``, check its size, rename it into place; -> manifest."""
-    from benchmarks.offline.export import commit
+    from ..offline.export import commit
 
     if not os.path.isdir(pool):
         raise PackError(f"pretraining folder {pool} does not exist (build it with `mart-bench data`)")

@@ -254,7 +254,7 @@ def summarise(job: Job) -> Dict:
 def export_checkpoint(job: Job, info: Dict, out: str, card: Dict) -> str:
     """``OUT/<model>.ckpt``: the run's last.ckpt without optimizer state, weights in float16, and where
     and how it was trained in ``pretrain['device_run']``."""
-    from benchmarks.offline.export import compact
+    from ..offline.export import compact
     from mart_upstream.checkpoint import read_checkpoint, write_state
 
     state = compact(read_checkpoint(os.path.join(job.run_dir, "last.ckpt")))
@@ -335,14 +335,14 @@ def build_jobs(args, models: List[str], overrides: List[str]) -> List[Job]:
               "--ckpt-every", "500", *extra]
     jobs = []
     for m in models:
-        cmd = [sys.executable, "-m", "mart_upstream.pretrain", "--model", m, "--out", os.path.join(args.out, m),
+        cmd = [sys.executable, "-m", "mart_upstream.train", "--model", m, "--out", os.path.join(args.out, m),
                "--max-minutes", f"{share:g}", "--steps", str(steps), "--log-every", str(log_every), *common,
                *for_model(overrides, m)]
         jobs.append(Job(m, cmd, os.path.join(args.out, m), share))
     if args.smoke:
         run_dir = os.path.join(args.out, "ddp-simclr")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-               "-m", "mart_upstream.pretrain", "--model", "simclr", "--out", run_dir, "--max-minutes", f"{share:g}",
+               "-m", "mart_upstream.train", "--model", "simclr", "--out", run_dir, "--max-minutes", f"{share:g}",
                "--steps", str(SMOKE["ddp_steps"]), "--log-every", "1", *common, *for_model(overrides, "simclr")]
         jobs.append(Job("ddp-simclr", cmd, run_dir, share))
     return jobs
@@ -459,7 +459,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.perf_counter()
     try:
         models = _check(args)
-        from benchmarks.offline.export import commit
+        from ..offline.export import commit
 
         os.makedirs(args.out, exist_ok=True)
         overrides = ([] if args.no_default_overrides else default_overrides()) + args.override

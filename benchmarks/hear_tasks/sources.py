@@ -15,12 +15,13 @@ from typing import List, Optional, Tuple
 import numpy as np
 import soundfile as sf
 
-from mart_upstream.s3prl_plugin import PluginError
-from mart_upstream.s3prl_plugin.downstream.mtat_tagging.dataset import SPLIT_FOLDERS, read_annotations
+from mart_upstream.adapters.s3prl import PluginError
+from mart_upstream.adapters.s3prl.downstream.mtat_tagging.dataset import SPLIT_FOLDERS, read_annotations
+
+from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
 
 from .taskfolder import Item, TaskBuildError, TaskSpec
 
-AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 MULTICLASS_METRICS = ["top1_acc", "mAP", "d_prime", "aucroc"]
 HEAR_SPLIT = {"train": "train", "dev": "valid", "test": "test"}  # S3PRL split name -> HEAR's
 
@@ -34,7 +35,7 @@ def _label_folders(root: str, what: str) -> List[Item]:
         if not os.path.isdir(folder) or label.startswith("."):
             continue
         for f in sorted(os.listdir(folder)):
-            if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith("."):
+            if is_audio_name(f):
                 items.append(Item(os.path.join(folder, f), os.path.splitext(f)[0], [label]))
     if not items:
         raise TaskBuildError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in label folders under {root} ({what})")

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mart_upstream.data import load_audio
+from mart_upstream.audio import load_audio
 from mart_upstream.fileio import atomic_path, replace_dir, staging_dir
 
 log = logging.getLogger(__name__)

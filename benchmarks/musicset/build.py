@@ -234,8 +234,8 @@ def _tunes(chosen: List[Chosen]) -> Dict[str, int]:
 
 def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, workers: int, sf_dir: str,
                 skipped: Dict[str, str]) -> Dict:
-    from benchmarks.hear_tasks.sources import MULTICLASS_METRICS
-    from benchmarks.hear_tasks.taskfolder import Item, TaskSpec, build_task
+    from ..hear_tasks.sources import MULTICLASS_METRICS
+    from ..hear_tasks.taskfolder import Item, TaskSpec, build_task
 
     items, jobs, info = [], [], {}
     n_works = -(-cfg.clips_per_class // max(1, cfg.clips_per_work))
@@ -274,7 +274,7 @@ def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, w
 
 def build_covers(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, sf_dir: str,
                  skipped: Dict[str, str]) -> Dict:
-    from benchmarks.cover_song.datasets import Track, write_manifest
+    from mart_upstream.tasks.covers import Track, write_manifest
 
     chosen = _take(_interleaved(seed, "covers", used), cfg.cover_works, used, cfg, pool, "cover works", skipped)
     if len(chosen) < cfg.cover_works:
@@ -308,12 +308,12 @@ def _per_corpus(chosen: List[Chosen]) -> Dict[str, int]:
 
 def _convert_recording(job) -> str:
     import torch
-    import torchaudio.functional as AF
+
+    from mart_upstream.audio import load_audio
 
     src, dst = job
     torch.set_num_threads(1)
-    x, sr = sf.read(src, dtype="float32", always_2d=True)
-    y = AF.resample(torch.from_numpy(x.mean(axis=1)), sr, SR).numpy()
+    y = load_audio(src, SR).numpy()
     _write_wav(dst, np.clip(y, -1.0, 1.0))
     return dst
 

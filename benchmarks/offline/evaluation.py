@@ -22,9 +22,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from benchmarks.cover_song import datasets as cover_datasets
-from benchmarks.cover_song.embed import HearSource, embed_tracks
-from benchmarks.cover_song.metrics import average_precision, cosine_similarity, metrics_from_relevance, rank_relevance
+from mart_upstream.tasks import covers as cover_datasets
+from ..cover_song.embed import HearSource, embed_tracks
+from mart_upstream.tasks.metrics import average_precision, cosine_similarity, metrics_from_relevance, rank_relevance
 from mart_upstream.fileio import write_json
 
 from . import paired

@@ -94,7 +94,7 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
     if os.path.isfile(marker):
         with open(marker) as f:
             return json.load(f)
-    cmd = [sys.executable, "-m", "mart_upstream.pretrain", "--model", model, "--data", data, "--out", run_dir,
+    cmd = [sys.executable, "-m", "mart_upstream.train", "--model", model, "--data", data, "--out", run_dir,
            "--config", config_path(model), "--seed", str(seed), "--steps", str(budget.steps_of(model)), "--device", device,
            "--num-workers", str(num_workers), "--resume"]
     if budget.minutes is not None:

@@ -20,7 +20,7 @@ import torchaudio.functional as AF
 import torchaudio.transforms as T
 from torch import nn
 
-from hear_api._common import check_audio
+from mart_upstream.adapters.hear import check_audio
 
 SR = 16000
 
@@ -97,5 +97,5 @@ def module_functions(kind: str):
         return model.scene(audio).float()
 
     for f in (load_model, get_timestamp_embeddings, get_scene_embeddings):
-        f.__module__ = f"benchmarks.offline.hear_{kind}"
+        f.__module__ = f"{__package__}.hear_{kind}"
     return load_model, get_timestamp_embeddings, get_scene_embeddings

@@ -29,8 +29,8 @@ from . import curve, evaluation, export, external, pretraining, report
 from .evaluation import Entry, EvalError
 
 log = logging.getLogger("mart-bench.run")
-REFERENCES = [Entry(report.MFCC_ROW, "mfcc", "benchmarks.offline.hear_mfcc"),
-              Entry(report.CHROMA_ROW, "chroma", "benchmarks.offline.hear_chroma", key_invariant=True)]
+REFERENCES = [Entry(report.MFCC_ROW, "mfcc", f"{__package__}.hear_mfcc"),
+              Entry(report.CHROMA_ROW, "chroma", f"{__package__}.hear_chroma", key_invariant=True)]
 # the "multi" pool renders every pretraining work 3 times: positive pairs cross renderings (docs/offline_bench.md)
 DEFAULTS = dict(profile="multi", minutes=None, seeds="0,1,2", grid="default", grid_points=8)
 # quick: 8 x 16 style clips of 8 s (enough for grouped cross-validation to tell references from chance)
@@ -83,7 +83,7 @@ def _data(args) -> Dict[str, str]:
     if not root:
         root = os.path.join(args.out, "data")
         if not os.path.isfile(os.path.join(root, "manifest.json")):
-            from benchmarks.musicset import build as data_build
+            from ..musicset import build as data_build
 
             cfg = data_build.PROFILES[args.profile]
             log.info("building the %s data set into %s", args.profile, root)

@@ -29,7 +29,7 @@ def run_isolated(kind: str, spec: dict, timeout: Optional[float] = None) -> dict
     """``spec`` measured by probe ``kind`` in a child process -> its result, or {"error": ...}."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    cmd = [sys.executable, "-m", "benchmarks.speed.isolate", kind, json.dumps(spec)]
+    cmd = [sys.executable, "-m", __name__ if __name__ != "__main__" else __spec__.name, kind, json.dumps(spec)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:

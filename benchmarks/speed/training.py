@@ -1,5 +1,5 @@
 """Pretraining throughput: clips per second of training steps (forward, backward, optimizer step,
-as ``mart_upstream.pretrain`` runs them: Adam, bf16 autocast on CUDA) on random views, with the
+as ``mart_upstream.train`` runs them: Adam, bf16 autocast on CUDA) on random views, with the
 paper-size default configs and the CPU configs (``mart-pretrain --config cpu``), each in a fresh process.
 Data loading and augmentation are not included."""
 from __future__ import annotations
@@ -22,7 +22,7 @@ def training_setups(name: str, tiny: bool, batch_override: Optional[int]) -> Lis
     """(label, model config, batch size) to time for one model: the paper defaults with the
     default run batch size, and ``mart_upstream/configs/<name>_cpu.yaml`` with its own; ``tiny``: the tiny config."""
     from mart_upstream.config import cpu_config_path, load_file
-    from mart_upstream.pretrain import RunConfig
+    from mart_upstream.train.cli import RunConfig
 
     if tiny:
         setups = [{"config": "tiny", "model_config": TINY_CONFIGS[name], "batch": 2}]
@@ -42,7 +42,7 @@ def training_setups(name: str, tiny: bool, batch_override: Optional[int]) -> Lis
 def probe_training(spec: dict) -> dict:
     """Runs in the child process. spec: model, config, model_config, batch, device, warmup, steps."""
     from mart_upstream.models import build_model
-    from mart_upstream.pretrain import OptimConfig
+    from mart_upstream.train.cli import OptimConfig
 
     device = torch.device(spec["device"])
     torch.manual_seed(0)

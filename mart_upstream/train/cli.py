@@ -20,18 +20,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import distributed as D
-from .augment import AugmentationChain, AugmentConfig
-from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from .config import ConfigError, apply_overrides, cpu_config_path, from_dict, load_file, to_dict
-from .fileio import DiskFullError, atomic_path, remove_stale_temps
-from .data import DatasetError, RandomCropDataset, StepSampler, read_groups, scan_audio_files
+from .. import distributed as D
+from ..augment import AugmentationChain, AugmentConfig
+from ..checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from ..errors import AudioError
+from ..config import ConfigError, apply_overrides, cpu_config_path, from_dict, load_file, to_dict
+from ..fileio import DiskFullError, atomic_path, remove_stale_temps
+from .data import RandomCropDataset, StepSampler, read_groups, scan_audio_files
 from .diagnostics import learning_diagnostics
-from .quiet import silence_known_noise
+from ..quiet import silence_known_noise
 from .interrupt import INTERRUPTED_EXIT, StopRequest, ignore_stop_signals
-from .models import build_config, build_model, model_names
+from ..models import build_config, build_model, model_names
 
-log = logging.getLogger("mart_upstream.pretrain")
+log = logging.getLogger("mart_upstream.train")
 
 
 @dataclass
@@ -206,7 +207,7 @@ def train(args) -> str:
 
     data_root = args.data
     if args.demo and not data_root:
-        from .synth import make_synthetic_dataset
+        from .demo import make_synthetic_dataset
 
         data_root = os.path.join(out, "demo_audio")
         if dist.is_main:
@@ -486,7 +487,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         train(args)
     except Interrupted:
         return INTERRUPTED_EXIT
-    except (DatasetError, ConfigError, PretrainError, CheckpointError, DiskFullError) as e:
+    except (AudioError, ConfigError, PretrainError, CheckpointError, DiskFullError) as e:
         print(f"mart-pretrain: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mart_upstream.s3prl_plugin.downstream.common import SPLITS, MusicExpert, PooledProbe, mean
+from mart_upstream.adapters.s3prl.downstream.common import SPLITS, MusicExpert, PooledProbe, mean
 
 from .dataset import TASK, MtatDataset
 

@@ -40,7 +40,7 @@ downstreams added: {', '.join(own_downstreams())} (a 2-minute smoke run of each:
 
 def register() -> None:
     """Make this package's upstreams and downstreams visible to an unmodified s3prl (idempotent)."""
-    from ..quiet import silence_known_noise
+    from ...quiet import silence_known_noise
     from . import compat
     from .hubconf import ENTRY_POINTS
 
@@ -255,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except Exception as e:  # a CheckpointError raised while s3prl builds the upstream
-        from ..checkpoint import CheckpointError
+        from ...checkpoint import CheckpointError
 
         if not isinstance(e, CheckpointError):
             raise

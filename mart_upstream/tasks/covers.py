@@ -20,10 +20,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
 from mart_upstream.fileio import atomic_path
 
 log = logging.getLogger(__name__)
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".m4a", ".opus", ".aiff")
 MANIFEST_COLUMNS = ("work_id", "version_id", "path")
 
 
@@ -143,7 +143,7 @@ def covers80(root: str) -> Collection:
             d = os.path.join(top, work)
             if os.path.isdir(d):
                 entries += [f"{work}/{os.path.splitext(v)[0]}" for v in sorted(os.listdir(d))
-                            if v.lower().endswith(AUDIO_EXTENSIONS)]
+                            if is_audio_name(v)]
     tracks, missing = [], []
     for e in entries:
         work, version = e.split("/", 1)
@@ -153,7 +153,7 @@ def covers80(root: str) -> Collection:
 
 
 def _find_audio(stem: str) -> Optional[str]:
-    if os.path.isfile(stem) and stem.lower().endswith(AUDIO_EXTENSIONS):
+    if os.path.isfile(stem) and is_audio_name(os.path.basename(stem)):
         return stem
     for ext in AUDIO_EXTENSIONS:
         if os.path.isfile(stem + ext):

@@ -1,4 +1,4 @@
-"""What the HEAR 2021 modules share: checkpoint lookup, input checks, and the two embedding calls.
+"""The HEAR 2021 adapter behind ``hear_api.<model>``: checkpoint lookup, input checks, the two embedding calls.
 
 Both calls are thin layers over ``mart_upstream.embedding``:
 
@@ -56,6 +56,8 @@ class HearModel(nn.Module):
 
 
 def load_model(name: str, model_file_path: str, layers: Sequence[int]) -> HearModel:
+    """``hear_api.<name>.load_model``: a checkpoint from ``mart-pretrain --model <name>``; "" reads the
+    packaged ``mart_upstream/checkpoints/<name>.ckpt`` (a clear error if it is absent)."""
     path = os.path.expanduser(model_file_path) if model_file_path else default_checkpoint(name)
     if not model_file_path and not os.path.isfile(path):
         raise CheckpointError(
@@ -105,9 +107,10 @@ def _sub_batches(audio: torch.Tensor):
 
 
 @torch.no_grad()
-def timestamp_embeddings(audio, model: HearModel,
-                         sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """-> (embeddings [n_sounds, n_timestamps, timestamp_embedding_size], centres in ms [n_sounds, n_timestamps])."""
+def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel,
+                             sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """HEAR API: [n_sounds, n_samples] at 16 kHz -> (embeddings [n_sounds, n_timestamps,
+    timestamp_embedding_size], centres in ms [n_sounds, n_timestamps])."""
     audio = check_audio(audio, model, sample_rate)
     outs = []
     for part in _sub_batches(audio):
@@ -127,33 +130,8 @@ def timestamp_embeddings(audio, model: HearModel,
 
 
 @torch.no_grad()
-def scene_embeddings(audio, model: HearModel, sample_rate: Optional[int] = None) -> torch.Tensor:
-    """-> [n_sounds, scene_embedding_size]"""
+def get_scene_embeddings(audio: torch.Tensor, model: HearModel, sample_rate: Optional[int] = None) -> torch.Tensor:
+    """HEAR API: [n_sounds, n_samples] at 16 kHz -> [n_sounds, scene_embedding_size]."""
     audio = check_audio(audio, model, sample_rate)
     return torch.cat([clip_embeddings(model.model, part)
                       for part in _sub_batches(audio)]).float()
-
-
-def module_functions(name: str, layers: Sequence[int]):
-    """The three HEAR API functions of ``hear_api.<name>``, bound to its model name and layers."""
-
-    def load_model_(model_file_path: str = "") -> HearModel:
-        return load_model(name, model_file_path, layers)
-
-    def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel,
-                                 sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        return timestamp_embeddings(audio, model, sample_rate)
-
-    def get_scene_embeddings(audio: torch.Tensor, model: HearModel,
-                             sample_rate: Optional[int] = None) -> torch.Tensor:
-        return scene_embeddings(audio, model, sample_rate)
-
-    load_model_.__name__ = load_model_.__qualname__ = "load_model"
-    load_model_.__doc__ = (f"A checkpoint from ``mart-pretrain --model {name}``; \"\" reads "
-                           f"mart_upstream/checkpoints/{name}.ckpt (a clear error if it is absent).")
-    get_timestamp_embeddings.__doc__ = ("[n_sounds, n_samples] at 16 kHz -> ([n_sounds, n_timestamps, "
-                                        "timestamp_embedding_size], centres in ms [n_sounds, n_timestamps]).")
-    get_scene_embeddings.__doc__ = "[n_sounds, n_samples] at 16 kHz -> [n_sounds, scene_embedding_size]."
-    for f in (load_model_, get_timestamp_embeddings, get_scene_embeddings):
-        f.__module__ = f"hear_api.{name}"
-    return load_model_, get_timestamp_embeddings, get_scene_embeddings

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Callable, Dict, Optional
 
-from ..checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
+from ...checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
 from . import UPSTREAM_MODELS, PluginError
 from .expert import UpstreamExpert
 

@@ -2,7 +2,7 @@
 a classification head (cross-entropy over works) or a batch-hard triplet loss; dev/test are scored as
 retrieval: every version queries all other versions of its split by cosine similarity of the
 embeddings, with MAP, precision@10 and MR1 (mean rank of the first correct answer) from
-``benchmarks.cover_song.metrics``. Scores go to ``EXPDIR/{split}-scores.json``; a better dev MAP
+``mart_upstream.tasks.metrics``. Scores go to ``EXPDIR/{split}-scores.json``; a better dev MAP
 saves ``dev-best.ckpt``.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.cover_song.metrics import cosine_similarity, retrieval_metrics
-from mart_upstream.s3prl_plugin import PluginError
-from mart_upstream.s3prl_plugin.downstream.common import SPLITS, MusicExpert, PooledProbe, cross_entropy, mean
+from mart_upstream.tasks.metrics import cosine_similarity, retrieval_metrics
+from mart_upstream.adapters.s3prl import PluginError
+from mart_upstream.adapters.s3prl.downstream.common import SPLITS, MusicExpert, PooledProbe, cross_entropy, mean
 
 from .dataset import TASK, CoverSongDataset, WorkBatchSampler
 

@@ -68,7 +68,7 @@ def sf_save(path, src, sample_rate: int, channels_first: bool = True, **kwargs: 
     """``torchaudio.save`` through soundfile (16-bit PCM for .wav, the format's default otherwise)."""
     import soundfile as sf
 
-    from ..fileio import atomic_path
+    from ...fileio import atomic_path
 
     data = src.detach().cpu().float()
     if data.dim() == 1:

@@ -13,8 +13,8 @@ from typing import List, Optional
 
 from torch.utils.data import Dataset
 
-from mart_upstream.s3prl_plugin import PluginError
-from mart_upstream.s3prl_plugin.downstream.common import check_audio_files, check_root, check_split, load_audio
+from mart_upstream.adapters.s3prl import PluginError
+from mart_upstream.adapters.s3prl.downstream.common import check_audio_files, check_root, check_split, load_audio
 
 TASK = "gtzan_genre"
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")

@@ -9,7 +9,7 @@ from typing import List
 
 import torch
 
-from mart_upstream.s3prl_plugin.downstream.common import SPLITS, MusicExpert, PooledProbe, cross_entropy, mean
+from mart_upstream.adapters.s3prl.downstream.common import SPLITS, MusicExpert, PooledProbe, cross_entropy, mean
 
 from .dataset import GENRES, TASK, GtzanDataset
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
-from mart_upstream.s3prl_plugin import PluginError
-from mart_upstream.s3prl_plugin.downstream.common import (check_audio_files, check_root, check_split,
+from mart_upstream.adapters.s3prl import PluginError
+from mart_upstream.adapters.s3prl.downstream.common import (check_audio_files, check_root, check_split,
                                                           load_audio, seeded_subset)
 
 TASK = "mtat_tagging"

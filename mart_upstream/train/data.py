@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import logging
 import os
-import stat
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterator, List, Optional
@@ -19,21 +17,17 @@ from typing import Iterator, List, Optional
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from tqdm import tqdm
 
-from .fileio import write_json
+from ..audio import AUDIO_EXTENSIONS, find_audio_files, is_regular, load_audio, load_segment
+from ..errors import AudioError
+from ..fileio import write_json
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 SILENCE_PEAK = 1e-4
 MAX_PEAK = 100.0  # a decoded peak above this is not audio (a float file scaled wrongly, or garbage)
 INDEX_VERSION = 2
-
-
-class DatasetError(RuntimeError):
-    """Clear, user-facing data error."""
 
 
 @dataclass(frozen=True)
@@ -48,33 +42,11 @@ class AudioFileInfo:
         return self.frames / self.sample_rate
 
 
-def _is_regular(path: str) -> bool:
-    """Only regular files (or links to them) are opened: a FIFO or device named ``*.wav`` would block."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _list_files(root: str, file_list: Optional[str]) -> List[str]:
     if file_list is None:
-        found = []
-
-        def unlistable(e: OSError) -> None:
-            log.warning("%s: cannot be listed (%s); its files are skipped", e.filename, e.strerror)
-
-        for d, _, names in os.walk(root, onerror=unlistable):
-            for n in names:
-                if not n.lower().endswith(AUDIO_EXTENSIONS):
-                    continue
-                p = os.path.join(d, n)
-                if _is_regular(p):
-                    found.append(p)
-                else:
-                    log.warning("%s: not a regular file (a pipe, device or broken link); skipped", p)
-        return sorted(found)
+        return find_audio_files(root)
     if not os.path.isfile(file_list):
-        raise DatasetError(f"file list not found: {file_list}")
+        raise AudioError(f"file list not found: {file_list}")
     paths = []
     with open(file_list) as f:
         for line in f:
@@ -82,7 +54,7 @@ def _list_files(root: str, file_list: Optional[str]) -> List[str]:
             if not line or line.startswith("#"):
                 continue
             p = line if os.path.isabs(line) else os.path.join(root, line)
-            if _is_regular(p):
+            if is_regular(p):
                 paths.append(p)
             elif os.path.exists(p):
                 log.warning("%s: listed in %s but not a regular file; skipped", p, file_list)
@@ -132,10 +104,10 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
     ``check_silence``) digitally silent files are skipped with a warning naming the file; only regular
     files are opened. The result can be cached in ``index_path`` (JSON, written atomically) and is
     reused while root, file list, criteria and the files' sizes and modification times are unchanged.
-    Raises DatasetError when nothing is left.
+    Raises AudioError when nothing is left.
     """
     if not os.path.isdir(root):
-        raise DatasetError(f"data folder does not exist: {root}")
+        raise AudioError(f"data folder does not exist: {root}")
     paths = _list_files(root, file_list)
     key = {"version": INDEX_VERSION, "root": os.path.abspath(root),
            "file_list": os.path.abspath(file_list) if file_list else None,
@@ -152,7 +124,7 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
         except (ValueError, KeyError, TypeError):
             log.warning("%s: unreadable data index, rescanning", index_path)
     if not paths:
-        raise DatasetError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {root}")
+        raise AudioError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {root}")
     files, skipped = [], Counter()
     for p in tqdm(paths, desc="scanning audio", disable=not progress, leave=False):
         try:
@@ -185,47 +157,10 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
     summary = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "none"
     log.info("audio scan of %s: kept %d of %d files (skipped: %s)", root, len(files), len(paths), summary)
     if not files:
-        raise DatasetError(f"no usable audio in {root}: all {len(paths)} files were skipped ({summary})")
+        raise AudioError(f"no usable audio in {root}: all {len(paths)} files were skipped ({summary})")
     if index_path:
         write_json(index_path, {"key": key, "files": [asdict(f) for f in files]}, indent=None, sort_keys=False)
     return files
-
-
-def _to_mono_tensor(data: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32))
-
-
-def load_segment(info: AudioFileInfo, start_seconds: float, num_samples: int,
-                 sample_rate: int = 16000) -> torch.Tensor:
-    """Read only [start, start + num_samples / sample_rate) of a file as mono float32 at sample_rate."""
-    sr = info.sample_rate
-    # resampler context on each side: a whole number of samples at both rates, at least 64
-    unit = sr // math.gcd(sr, sample_rate)
-    margin = unit * -(-64 // unit) if sr != sample_rate else 0
-    start = max(0, int(round(start_seconds * sr)))
-    need = int(np.ceil(num_samples * sr / sample_rate))
-    lo = max(0, start - margin)
-    try:
-        data, _ = sf.read(info.path, start=lo, frames=need + (start - lo) + margin, dtype="float32", always_2d=True)
-    except Exception as e:  # noqa: BLE001
-        raise DatasetError(f"cannot read {info.path}: {e}") from e
-    x = _to_mono_tensor(data)
-    if sr != sample_rate:
-        x = AF.resample(x, sr, sample_rate)
-        skip = int(round((start - lo) * sample_rate / sr))
-        x = x[skip:]
-    x = x[:num_samples]
-    return torch.nn.functional.pad(x, (0, num_samples - x.shape[0]))
-
-
-def load_audio(path: str, sample_rate: int = 16000) -> torch.Tensor:
-    """Whole file -> mono float32 1-D tensor at ``sample_rate``."""
-    try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:  # noqa: BLE001
-        raise DatasetError(f"cannot read {path}: {e}") from e
-    x = _to_mono_tensor(data)
-    return AF.resample(x, sr, sample_rate) if sr != sample_rate else x
 
 
 def _seed(*parts: int) -> int:
@@ -245,12 +180,12 @@ def read_groups(path: str, root: str, files: List[AudioFileInfo]) -> List[int]:
     import csv
 
     if not os.path.isfile(path):
-        raise DatasetError(f"groups file not found: {path}")
+        raise AudioError(f"groups file not found: {path}")
     by_path: dict = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "group"} <= set(reader.fieldnames):
-            raise DatasetError(f"{path}: a groups file needs the columns path,group; got {reader.fieldnames}")
+            raise AudioError(f"{path}: a groups file needs the columns path,group; got {reader.fieldnames}")
         for row in reader:
             by_path[os.path.normpath(os.path.join(root, row["path"]))] = row["group"]
     # the same audio re-encoded (e.g. .wav -> .ogg) keeps its group: listed paths are matched by stem too
@@ -280,11 +215,11 @@ class RandomCropDataset(torch.utils.data.Dataset):
                  sample_rate: int = 16000, seed: int = 0, sampling: str = "duration",
                  groups: Optional[List[int]] = None, in_memory: bool = False):
         if not files:
-            raise DatasetError("RandomCropDataset needs at least one file")
+            raise AudioError("RandomCropDataset needs at least one file")
         if sampling not in SAMPLING:
-            raise DatasetError(f"data.sampling must be one of {SAMPLING}, got {sampling!r}")
+            raise AudioError(f"data.sampling must be one of {SAMPLING}, got {sampling!r}")
         if groups is not None and len(groups) != len(files):
-            raise DatasetError(f"{len(groups)} group ids for {len(files)} files")
+            raise AudioError(f"{len(groups)} group ids for {len(files)} files")
         self.files, self.num_samples, self.num_crops = files, num_samples, num_crops
         self.sample_rate, self.seed, self.sampling = sample_rate, seed, sampling
         self._perm_epoch, self._perm = -1, None
@@ -334,7 +269,7 @@ class RandomCropDataset(torch.utils.data.Dataset):
 
     def _crop(self, i: int, start_s: float) -> torch.Tensor:
         if self.audio is None:
-            return load_segment(self.files[i], start_s, self.num_samples, self.sample_rate)
+            return load_segment(self.files[i].path, self.files[i].sample_rate, start_s, self.num_samples, self.sample_rate)
         x = self.audio[i]
         a = int(round(start_s * self.sample_rate))
         seg = x[a:a + self.num_samples]

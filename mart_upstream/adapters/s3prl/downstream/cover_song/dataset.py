@@ -16,8 +16,8 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from mart_upstream.s3prl_plugin import PluginError
-from mart_upstream.s3prl_plugin.downstream.common import SAMPLE_RATE, check_audio_files, check_split, load_audio
+from mart_upstream.adapters.s3prl import PluginError
+from mart_upstream.adapters.s3prl.downstream.common import SAMPLE_RATE, check_audio_files, check_split, load_audio
 
 TASK = "cover_song"
 COLUMNS = ("work_id", "version_id", "path")

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from ..embedding import frame_features
-from ..models.base import SSLModel
+from ...embedding import frame_features
+from ...models.base import SSLModel
 from . import PluginError
 
 SAMPLE_RATE = 16000  # s3prl feeds 16 kHz audio to every upstream

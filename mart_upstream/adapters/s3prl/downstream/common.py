@@ -17,13 +17,13 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
 from torch import nn
 from torch.distributed import is_initialized
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from mart_upstream.audio import load_audio as load_file
 from mart_upstream.fileio import atomic_path
-from mart_upstream.s3prl_plugin import PluginError
+from mart_upstream.adapters.s3prl import PluginError
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
@@ -74,27 +74,8 @@ def check_audio_files(task: str, paths: Sequence[str], sample_rate: Optional[int
 
 def load_audio(path: str, crop_samples: Optional[int] = None,
                rng: Optional[random.Random] = None) -> np.ndarray:
-    """File -> float32 mono at 16 kHz, [T]. ``crop_samples``: at most that many samples (at 16 kHz),
-    from a random offset drawn with ``rng``, or from the middle when ``rng`` is None."""
-    data, sr = sf.read(path, dtype="float32", always_2d=True)
-    if sr != SAMPLE_RATE and crop_samples is not None:  # crop before resampling to save work
-        data = _crop(data, int(math.ceil(crop_samples * sr / SAMPLE_RATE)) + 1, rng)
-    wav = torch.from_numpy(data.mean(axis=1))
-    if sr != SAMPLE_RATE:
-        wav = AF.resample(wav, sr, SAMPLE_RATE)
-    wav = wav.numpy()
-    if crop_samples is not None:
-        wav = _crop(wav, crop_samples, rng)
-    if wav.size == 0:
-        raise PluginError(f"audio file {path} holds no samples")
-    return np.ascontiguousarray(wav, dtype=np.float32)
-
-
-def _crop(x: np.ndarray, n: int, rng: Optional[random.Random]) -> np.ndarray:
-    if len(x) <= n:
-        return x
-    start = rng.randint(0, len(x) - n) if rng is not None else (len(x) - n) // 2
-    return x[start : start + n]
+    """File -> float32 mono at 16 kHz, [T], through the one loader (``mart_upstream.audio``)."""
+    return load_file(path, SAMPLE_RATE, crop_samples=crop_samples, rng=rng).numpy()
 
 
 def collate(batch: List[tuple]) -> tuple:

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
