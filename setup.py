@@ -14,7 +14,7 @@ setup(
     package_data={
         "mart_upstream": [
             "adapters/s3prl/downstream/*/*.yaml",
-            "adapters/s3prl/downstream/*/splits/*.txt",
+            "tasks/gtzan_splits/*.txt",  # GTZAN's fault-filtered split
             "checkpoints/*.ckpt",  # packaged mart, pemr, simclr (mart-bench run --export), with model cards
             "checkpoints/*.md",
             "configs/*.yaml",  # CPU-sized settings (mart-pretrain --config cpu; the offline benchmark's runs)
@@ -35,6 +35,8 @@ setup(
         # cover-song search and plots; the offline benchmark's score rendering
         "bench": ["faiss-cpu", "matplotlib", "scikit-learn", "music21", "pyfluidsynth", "pretty_midi",
                   "librosa"],
+        # mart-export --format onnx (onnx, onnxscript: torch's exporter) and running the export (onnxruntime)
+        "onnx": ["onnx", "onnxscript", "onnxruntime"],
     },
     entry_points={
         "console_scripts": [
@@ -44,6 +46,7 @@ setup(
             "mart-cover-song=mart_upstream.benchmarks.cover_song.cli:main",
             "mart-bench=mart_upstream.benchmarks.mart_bench:main",
             "mart-embed=mart_upstream.catalogue:main",
+            "mart-export=mart_upstream.export:main",
         ]
     },
 )

@@ -14,6 +14,7 @@ import argparse
 import importlib
 from typing import List, Optional
 
+from mart_upstream.errors import command
 from mart_upstream.quiet import silence_known_noise
 
 SUBCOMMANDS = {
@@ -35,7 +36,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         modules[name] = importlib.import_module(module, __package__)
         modules[name].add_arguments(sp)
     args = parser.parse_args(argv)
-    return int(modules[args.command].run(args) or 0)
+    # errors are reported under the subcommand's name, e.g. "mart-bench run: error: ..."
+    return command(f"mart-bench {args.command}")(lambda _: modules[args.command].run(args))(None)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ from . import distributed
 from .argtypes import positive
 from .checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
 from .audio import AUDIO_EXTENSIONS, find_audio_files, load_audio
-from .errors import AudioError
+from .errors import AudioError, UsageError, command
 from .embedding import check_waveforms, clip_embeddings, frame_features
-from .fileio import DiskFullError, atomic_path, remove_stale_temps, sha256_file, write_json, write_text
+from .inference import for_inference
+from .fileio import atomic_path, remove_stale_temps, sha256_file, write_json, write_text
 from .models import model_names
 from .quiet import silence_known_noise
 
@@ -44,9 +45,6 @@ SHARD_RE = re.compile(r"^shard-(?:r\d+-)?\d{5,}$")
 RANK_ERRORS = "errors-r{}.csv"  # per-process errors under torchrun, merged into OUT/errors.csv by rank 0
 BARRIER_TIMEOUT = timedelta(days=7)  # ranks wait for the slowest one at the end, however long it takes
 
-
-class EmbedError(RuntimeError):
-    """A user-facing error: printed on one line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +64,9 @@ def list_tracks(source: str) -> List[Track]:
         keys = dict.fromkeys(s for s in lines if s and not s.startswith("#"))  # repeats count once
         tracks = [Track(k, os.path.join(base, k)) for k in keys]
     else:
-        raise EmbedError(f"input not found: {source}")
+        raise UsageError(f"input not found: {source}")
     if not tracks:
-        raise EmbedError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {source}")
+        raise AudioError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {source}")
     return tracks
 
 
@@ -79,7 +77,7 @@ def load_model(spec: Tuple[str, Optional[str]], device: str):
     model, config = load_pretrained(path, device)
     if model.model_name != name:
         raise CheckpointError(f"{path} holds a {model.model_name} model, not {name}")
-    return model, config, path
+    return for_inference(model), config, path
 
 
 def embed_track(model, track: Track, sample_rate: int, args) -> Tuple[np.ndarray, float]:
@@ -180,7 +178,7 @@ def prepare_shards(folder: str, settings: dict) -> None:
     old = json.loads(_read_text(run_json))
     if old != settings:
         diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
-        raise EmbedError(f"{os.path.dirname(folder)} holds embeddings made with other settings ({diff}); "
+        raise UsageError(f"{os.path.dirname(folder)} holds embeddings made with other settings ({diff}); "
                          "use another --out")
 
 
@@ -197,7 +195,7 @@ def merge(out: str, tracks: List[Track], errors: List[dict], meta: dict, fresh: 
                         "row_offset": offset, "n_rows": int(e["n_rows"])})
         offset += int(e["n_rows"])
     if not entries:
-        raise EmbedError(f"none of the {len(tracks)} files could be embedded; see {out}/errors.csv")
+        raise AudioError(f"none of the {len(tracks)} files could be embedded; see {out}/errors.csv")
     shard = functools.lru_cache(maxsize=64)(lambda name: np.load(os.path.join(shards, name + ".npy"), mmap_mode="r"))
     dim = shard(entries[0]["shard"]).shape[1]
     index_path, target = os.path.join(out, "index.csv"), os.path.join(out, "embeddings.npy")
@@ -222,7 +220,7 @@ def _resolve_device(name: str, local_rank: int) -> str:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise EmbedError("--device cuda, but no CUDA device is available")
+            raise UsageError("--device cuda, but no CUDA device is available")
         return f"cuda:{local_rank}"
     return name
 
@@ -241,7 +239,7 @@ def _settings(model, config, ckpt: str, args) -> dict:
     if args.level == "frames":
         n_layers = len(frame_features(model, torch.zeros(1, model.frame_hop)))
         if not -n_layers <= args.layer < n_layers:
-            raise EmbedError(f"--layer {args.layer} is out of range: the model has {n_layers} layers")
+            raise UsageError(f"--layer {args.layer} is out of range: the model has {n_layers} layers")
         args.layer = settings["layer"] = args.layer % n_layers
     return settings
 
@@ -343,22 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("mart-embed")
 def main(argv: Optional[List[str]] = None) -> int:
-    """``mart-embed``: 0 when done, 2 for bad arguments or a bad checkpoint (one line on stderr)."""
+    """``mart-embed``: 0 when done, 2 for bad arguments, audio or checkpoints (one line on stderr)."""
     silence_known_noise()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse has printed its message: return its status instead of exiting
         return e.code if isinstance(e.code, int) else 2
     if args.layer is not None and args.level != "frames":
-        print("mart-embed: error: --layer needs --level frames", file=sys.stderr)
-        return 2
+        raise UsageError("--layer needs --level frames")
     args.layer = -1 if args.layer is None else args.layer
     try:
         return run(args)
-    except (EmbedError, CheckpointError, DiskFullError) as e:
-        print(f"mart-embed: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     finally:

@@ -23,7 +23,7 @@ import torch
 from .config import ConfigError, to_dict
 from .errors import CheckpointError  # noqa: F401  (re-exported)
 from .fileio import atomic_path
-from .models import build_config, build_model, model_names
+from .models import build_config, build_model, get_entry, model_names
 from .models.base import SSLModel
 
 FORMAT_VERSION = 3
@@ -173,10 +173,10 @@ def _upgrade(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
         config = dict(state["config"])
         for key, value in _V1_DEFAULTS.get(state.get("model_name"), {}).items():
             config.setdefault(key, value)
-        if state.get("model_name") == "pemr" and not isinstance(config.get("mask_fill", "zero"), str):
-            if float(config["mask_fill"]) != 0.0:
-                raise CheckpointError(f"{path}: pemr checkpoint with mask_fill={config['mask_fill']} cannot be upgraded")
-            config["mask_fill"] = "zero"
+        try:
+            config = get_entry(state["model_name"]).model_cls.upgrade_v1_config(config)
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: {e}") from None
         state = dict(state, config=config, format_version=2)
     return state
 

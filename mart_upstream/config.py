@@ -120,16 +120,24 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. mart.levels=3)")
         key, raw = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+        set_key(data, key.strip(), value, f"override {item!r}")
+    return data
+
+
+def set_key(data: dict, key: str, value: Any, source: str) -> dict:
+    """Set the dotted ``key`` (``run.steps``) of a nested dict to ``value``, in place; ``source`` names
+    where the value came from in the error about a key whose section is not a mapping."""
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: {p} is not a section")
+    node[parts[-1]] = value
     return data
 
 

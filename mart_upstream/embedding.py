@@ -1,21 +1,27 @@
-"""The one embedding path from waveforms to representations, shared by the S3PRL and HEAR adapters.
+"""The one embedding path from waveforms to representations, shared by the S3PRL and HEAR adapters,
+``mart-embed`` and the cover-song tool.
 
 * ``frame_features``: every layer of a model on one frame grid (``model.frame_hop`` samples per
   frame), for audio of any length, processed in chunks with context so memory stays flat.
 * ``clip_embeddings``: one vector per clip: the model's ``window_embedding`` (MART: the whole clip's
   part-whole transformer output ŝ⁰; PEMR/SimCLR: the pooled FCN-4 output) averaged over windows of
   the pretraining length (the last one zero padded).
+
+Both take a model as loaded (``checkpoint.load_pretrained``), its fast inference copy
+(``inference.for_inference``, which the embedding tools use) or an ONNX export (``export.load_onnx``);
+they compute under ``torch.inference_mode`` and return ordinary tensors.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .models.base import SSLModel
 
-# audio per forward pass of clip_embeddings: 32 s (4 windows of paper MART, 8 of PEMR/SimCLR crops)
+# audio per forward pass of clip_embeddings and frame_features: 32 s (4 windows of paper MART, 8 of
+# PEMR/SimCLR crops; frame chunks are batched up to it, a longer one goes alone)
 CLIP_SAMPLES_PER_PASS = 32 * 16000
 
 
@@ -55,47 +61,86 @@ def windows(wav: torch.Tensor, size: int, hop: int | None = None) -> torch.Tenso
     return wav.unfold(1, size, hop)
 
 
-def _device(model: SSLModel) -> torch.device:
-    return next(model.parameters()).device
+def _device(model) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+def _normal(x: torch.Tensor) -> torch.Tensor:
+    """A tensor computed under ``torch.inference_mode`` as an ordinary tensor (callers may train on it)."""
+    return x.clone() if x.is_inference() else x
 
 
 @torch.no_grad()
 def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[int] = None,
                     max_samples: int = CLIP_SAMPLES_PER_PASS) -> torch.Tensor:
     """[B, T] waveforms at the model's sample rate -> [B, D], in chunks of ``max_windows`` windows
-    (default: as many as fit in ``max_samples`` of audio, so peak memory is bounded for any model)."""
+    (default: as many as fit in ``max_samples`` of audio, so peak memory is bounded for any model).
+    The windows of all B sounds are batched together."""
     w = windows(wav, model.clip_samples)  # [B, W, L]
     b, n, L = w.shape
     max_windows = max_windows or max(1, max_samples // L)
     flat = w.reshape(b * n, L)
     dev = _device(model)
-    outs = [model.window_embedding(flat[i : i + max_windows].to(dev)) for i in range(0, b * n, max_windows)]
-    return torch.cat(outs).view(b, n, -1).mean(dim=1)
+    with torch.inference_mode():
+        outs = [model.window_embedding(flat[i : i + max_windows].to(dev)) for i in range(0, b * n, max_windows)]
+        emb = torch.cat(outs).view(b, n, -1).mean(dim=1)
+    return _normal(emb)
 
 
-@torch.no_grad()
-def frame_features(model: SSLModel, wav: torch.Tensor) -> List[torch.Tensor]:
-    """[B, T] -> layers [B, ceil(T / frame_hop), D]; frame i covers samples from i * frame_hop.
-
-    The signal is cut into chunks of ``model.feature_chunk`` samples, each computed with
-    ``model.feature_context`` samples of real signal on both sides, then trimmed, so the result does not
-    depend on where chunks fall, and memory does not grow with the input length.
-    """
-    check_waveforms(wav)
+def feature_chunks(model: SSLModel, num_samples: int) -> Tuple[int, List[Tuple[int, int]]]:
+    """How ``frame_features`` cuts ``num_samples`` of audio: (samples of padded signal after the left
+    context, [(start, length)] of every chunk). Chunks are ``model.feature_chunk`` long; the last one of
+    a model with context is cut to the frames still needed (its context keeps it exact), the last one
+    of a model without context (MART: whole clips) is zero padded to the full length."""
     hop, chunk, ctx = model.frame_hop, model.feature_chunk, model.feature_context
     if chunk % hop or ctx % hop:
         raise ValueError(f"feature_chunk ({chunk}) and feature_context ({ctx}) must be multiples of {hop}")
-    t = wav.shape[1]
+    need = max(1, -(-num_samples // hop)) * hop
+    starts = range(0, need, chunk)
+    if ctx:
+        return need, [(s, min(chunk, need - s)) for s in starts]
+    return len(starts) * chunk, [(s, chunk) for s in starts]
+
+
+@torch.no_grad()
+def frame_features(model: SSLModel, wav: torch.Tensor, max_samples: int = CLIP_SAMPLES_PER_PASS) -> List[torch.Tensor]:
+    """[B, T] -> layers [B, ceil(T / frame_hop), D]; frame i covers samples from i * frame_hop.
+
+    The signal is cut into chunks of ``model.feature_chunk`` samples (``feature_chunks``), each computed
+    with ``model.feature_context`` samples of real signal on both sides, then trimmed, so the result
+    does not depend on where chunks fall, and memory does not grow with the input length. Chunks of
+    equal length, of all B sounds, are batched: up to ``max_samples`` of audio per forward pass.
+    """
+    check_waveforms(wav)
+    hop, ctx = model.frame_hop, model.feature_context
+    b, t = wav.shape
     n_out = max(1, -(-t // hop))
-    total = -(-n_out * hop // chunk) * chunk  # pad to whole chunks
-    wav = F.pad(wav, (ctx, total - t + ctx)).to(_device(model))
+    total, chunks = feature_chunks(model, t)
+    dev = _device(model)
+    wav = F.pad(wav, (ctx, total - t + ctx)).to(dev)
     a = ctx // hop
     out: List[torch.Tensor] = []
-    for start in range(0, total, chunk):
-        layers = model.window_features(wav[:, start : start + chunk + 2 * ctx])
-        first, last = start // hop, min(n_out, (start + chunk) // hop)
-        if not out:  # the result is allocated once, so memory is the output plus one chunk's work
-            out = [x.new_empty(x.shape[0], n_out, *x.shape[2:]) for x in layers]
-        for o, x in zip(out, layers):
-            o[:, first:last] = x[:, a : a + last - first]
+    # (sound, chunk start) pieces grouped by chunk length: the last chunk may be shorter
+    by_length: Dict[int, List[Tuple[int, int]]] = {}
+    for start, length in chunks:
+        by_length.setdefault(length, []).extend((i, start) for i in range(b))
+    for length, pieces in by_length.items():
+        size = length + 2 * ctx
+        group = max(1, max_samples // size)
+        for g in range(0, len(pieces), group):
+            part = pieces[g : g + group]
+            batch = torch.stack([wav[i, s : s + size] for i, s in part]) if len(part) > 1 else \
+                wav[part[0][0], part[0][1] : part[0][1] + size][None]
+            with torch.inference_mode():
+                layers = model.window_features(batch)
+            if not out:  # the result is allocated once, so memory is the output plus one pass's work
+                out = [x.new_empty(b, n_out, *x.shape[2:]) for x in layers]
+            for k, (i, s) in enumerate(part):
+                first, last = s // hop, min(n_out, (s + length) // hop)
+                if last <= first:
+                    continue
+                for o, x in zip(out, layers):
+                    o[i, first:last] = x[k, a : a + last - first]
     return out

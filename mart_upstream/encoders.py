@@ -91,9 +91,13 @@ class FCN(nn.Module):
         """[B, T, D] -> [B, D]"""
         return frames.amax(dim=1) if self.cfg.global_pool == "max" else frames.mean(dim=1)
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        """log-mel [B, F, T] -> clip representation [B, D]."""
+    def frame_map(self, spec: torch.Tensor) -> torch.Tensor:
+        """log-mel [B, F, T] -> the last block's frame map [B, T_k, D] (``forward_maps(spec)[-1]``)."""
         x = spec.unsqueeze(1)
         for block in self.blocks:
             x = block(x)
-        return self.pool(x.amax(dim=2).transpose(1, 2))
+        return x.amax(dim=2).transpose(1, 2)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        """log-mel [B, F, T] -> clip representation [B, D]."""
+        return self.pool(self.frame_map(spec))

@@ -13,11 +13,25 @@ from typing import Iterator
 
 from .errors import DiskFullError  # noqa: F401  (re-exported)
 
-_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it)
-os.umask(_UMASK)
-
-
 TEMP_PREFIX = ".tmp-"
+
+
+def current_umask() -> int:
+    """The process umask, read when a file's mode is set (it can change while the process runs).
+
+    Linux shows it in /proc/self/status; elsewhere it is read by setting it and setting it back, with
+    a private mask in between, so a file another thread creates meanwhile is not made more open.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _disk_full(exc: BaseException, folder: str) -> bool:
@@ -44,7 +58,7 @@ def atomic_path(path: str, suffix: str = "", fsync: bool = False) -> Iterator[st
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's file is private; the result is an ordinary file
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's file is private; the result is an ordinary file
         if fsync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -76,7 +90,7 @@ def staging_dir(parent: str, prefix: str) -> str:
     """A new folder in ``parent`` to build a result in before renaming it into place, with the
     permissions of an ordinary folder (``tempfile.mkdtemp`` makes it private)."""
     path = tempfile.mkdtemp(prefix=prefix, dir=parent)
-    os.chmod(path, 0o777 & ~_UMASK)
+    os.chmod(path, 0o777 & ~current_umask())
     return path
 
 

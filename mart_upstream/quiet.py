@@ -40,3 +40,9 @@ def silence_known_noise() -> None:
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages([start]))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # oneDNN / absl notices of TensorFlow (installed for HEAR)
+
+
+def start_console(fmt: str = "%(levelname)s %(message)s") -> None:
+    """What a console script does first: known third-party noise silenced, our INFO lines on stderr."""
+    silence_known_noise()
+    logging.basicConfig(level=logging.INFO, format=fmt)

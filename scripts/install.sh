@@ -20,7 +20,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[test,bench]"
+"${PIP[@]}" -e ".[test,bench,onnx]"
 # S3PRL 0.4.18 and what its run_downstream imports without declaring it.
 "${PIP[@]}" "s3prl==0.4.18" tensorboardX "huggingface_hub<1.0" "transformers<5" soxr
 # HEAR 2021: the packages pin numpy==1.19.2 / numba==0.48 (no wheels for this Python), so they go

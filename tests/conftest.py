@@ -7,31 +7,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-# Tiny model configs: the real architectures, narrowed and shortened so CPU tests stay fast.
-TINY = {
-    "mart": {
-        "clip_samples": 8000,
-        "finest_hop": 50,
-        "encoder": {"channels": [8, 8, 8, 8, 8, 8, 16]},
-        "pwt_head_dim": 8,
-        "proj_hidden": 16,
-        "proj_dim": 8,
-    },
-    "pemr": {
-        "clip_samples": 4000,
-        "encoder": {"channels": [8, 8, 8, 16]},
-        "d_model": 24,
-        "head_dim": 8,
-        "proj_hidden": 16,
-        "proj_dim": 8,
-    },
-    "simclr": {
-        "clip_samples": 4000,
-        "encoder": {"channels": [8, 8, 8, 16]},
-        "proj_hidden": 16,
-        "proj_dim": 8,
-    },
-}
+from mart_upstream.models import model_names, tiny_config  # noqa: E402
+
+# Tiny model configs: the real architectures, narrowed and shortened so CPU tests stay fast (each
+# model states its own: ``tiny_config`` on its class).
+TINY = {name: tiny_config(name) for name in model_names()}
 
 
 @pytest.fixture

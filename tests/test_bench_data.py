@@ -178,6 +178,7 @@ def test_pretrain_renderings_layout_groups_and_workers(built, tmp_path):
     import dataclasses
 
     from mart_upstream.benchmarks.musicset import build
+    from mart_upstream.errors import UsageError
 
     p = argparse.ArgumentParser()
     build.add_arguments(p)
@@ -186,7 +187,7 @@ def test_pretrain_renderings_layout_groups_and_workers(built, tmp_path):
     assert cfg.pretrain_renderings == 2 and build.PROFILES["multi"] == dataclasses.replace(
         build.PROFILES["full"], pretrain_renderings=3)
     assert build._config(p.parse_args(["--out", "x"])).pretrain_renderings == 1
-    with pytest.raises(build.DataBuildError, match="--pretrain-renderings must be at least 1"):
+    with pytest.raises(UsageError, match="--pretrain-renderings must be at least 1"):
         build._config(p.parse_args(["--out", "x", "--pretrain-renderings", "0"]))
 
     # the pretraining pool of the fixture's build (same works: style and covers ones are used) with 2 renderings

@@ -16,6 +16,7 @@ from mart_upstream.benchmarks import mart_bench
 from mart_upstream.benchmarks.device import train, unpack
 from mart_upstream.benchmarks.offline import export, external
 from mart_upstream.checkpoint import load_pretrained, read_checkpoint
+from mart_upstream.errors import UsageError
 from mart_upstream.models import build_model
 
 SR_IN = 22050
@@ -158,7 +159,7 @@ def test_unpack_refuses_missing_damaged_and_unsafe_parts(tmp_path, capsys, monke
     b = train.bundle(str(run_dir), str(parts), str(run_dir / "device_run.json"))
     assert len(b["parts"]) >= 3
     monkeypatch.setattr(train, "PART_BYTES", 1024)  # now more than 8 files: refused
-    with pytest.raises(train.DeviceRunError, match="more than the 8 files"):
+    with pytest.raises(UsageError, match="more than the 8 files"):
         train.bundle(str(run_dir), str(tmp_path / "many"), str(run_dir / "device_run.json"))
     assert os.listdir(tmp_path / "many") == ["device_run.json"]  # the numbers still come back
     data = bytearray((parts / "run.tar.part01").read_bytes())
@@ -167,13 +168,13 @@ def test_unpack_refuses_missing_damaged_and_unsafe_parts(tmp_path, capsys, monke
     assert mart_bench.main(["device-unpack", str(parts), "--out", str(tmp_path / "o")]) == 2
     assert "do not match the sha256" in capsys.readouterr().err and not (tmp_path / "o").exists()
     (parts / "run.tar.part01").unlink()
-    with pytest.raises(unpack.UnpackError, match="run.tar.part01 missing"):
+    with pytest.raises(UsageError, match="run.tar.part01 missing"):
         unpack.unpack(str(parts), str(tmp_path / "o"))
     evil = tmp_path / "evil"
     evil.mkdir()
     with tarfile.open(evil / "run.tar.part00", "w") as tar:
         tar.add(str(run_dir / "device_run.json"), arcname="../outside.json")
-    with pytest.raises(unpack.UnpackError, match="unsafe path"):
+    with pytest.raises(UsageError, match="unsafe path"):
         unpack.unpack(str(evil), str(tmp_path / "o"))
     assert not (tmp_path / "outside.json").exists() and not (tmp_path / "o").exists()
 

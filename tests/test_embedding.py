@@ -64,3 +64,32 @@ def test_windows_pad_and_cover():
         windows(torch.zeros(10), 4)
     with pytest.raises(ValueError, match="dtype"):
         frame_features(build_model("simclr"), torch.zeros(1, 10, dtype=torch.int16))
+
+
+@pytest.mark.parametrize("name", ["mart", "pemr"])
+def test_last_chunk_and_batching_do_not_change_features(name, tiny, monkeypatch):
+    """The last chunk is cut to the frames still needed (models with context) and chunks of all sounds
+    are batched: the same features as whole zero-padded chunks computed one at a time."""
+    import torch.nn.functional as F
+
+    from mart_upstream.embedding import feature_chunks
+
+    model = _model(name, tiny)
+    if model.feature_context:  # MART's chunks are its whole clips
+        monkeypatch.setattr(type(model), "feature_chunk", property(lambda self: self.frame_hop * 12))
+    chunk, hop = model.feature_chunk, model.frame_hop
+    t = 2 * chunk + 5 * hop + 17
+    wav = torch.randn(3, t)
+    total, pieces = feature_chunks(model, t)
+    assert [s for s, _ in pieces] == [0, chunk, 2 * chunk]
+    if model.feature_context:  # cut to the frames still needed
+        assert pieces[-1][1] == 6 * hop and total == t - t % hop + hop
+    else:  # MART: whole clips
+        assert pieces[-1][1] == chunk and total == 3 * chunk
+    n = -(-t // hop)
+    padded = F.pad(wav, (0, 3 * chunk - t))
+    one_at_a_time = [x[:, :n] for x in frame_features(model, padded, max_samples=1)]
+    batched = frame_features(model, wav)
+    for a, b in zip(one_at_a_time, batched):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5)

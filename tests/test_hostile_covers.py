@@ -6,9 +6,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from mart_upstream.tasks import covers as datasets
-from mart_upstream.tasks.covers import CoverSetError, read_manifest
 from mart_upstream.benchmarks.cover_song.embed import embed_tracks
+from mart_upstream.errors import TaskError
+from mart_upstream.tasks import covers as datasets
+from mart_upstream.tasks.covers import read_manifest
 
 
 @pytest.fixture
@@ -37,13 +38,13 @@ def test_repeated_rows_are_counted_once(folder, caplog):
 
 
 def test_one_file_under_two_works_is_refused(folder):
-    with pytest.raises(CoverSetError, match="two works"):
+    with pytest.raises(TaskError, match="two works"):
         read_manifest(_manifest(folder, ROWS + [("w2", "v9", "w0v0.wav")]))
 
 
 def test_one_version_with_two_files_is_refused(folder):
     rows = ROWS[:-1] + [("w0", "v0", "w2v1.wav")]
-    with pytest.raises(CoverSetError, match="two files"):
+    with pytest.raises(TaskError, match="two files"):
         read_manifest(_manifest(folder, rows))
 
 
@@ -62,7 +63,7 @@ def test_a_byte_order_mark_is_not_part_of_a_column_name(folder):
 
 def test_a_latin1_manifest_is_a_clear_error(folder):
     path = _manifest(folder, ROWS + [("Caf\u00e9", "v0", "missing.wav")], encoding="latin-1")
-    with pytest.raises(CoverSetError, match="not UTF-8"):
+    with pytest.raises(TaskError, match="not UTF-8"):
         read_manifest(path)
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from mart_upstream.encoders import FCN, fcn4_config, fcn7_config
 from mart_upstream.losses import barlow_twins, hierarchical_contrastive, negative_decorrelation, nt_xent
-from mart_upstream.models import build_model, model_names
+from mart_upstream.models import build_model, get_entry, model_names, tiny_config
 from mart_upstream.models.mart import PartWholeTransformer, MartConfig, crop_spans, hierarchical_crop
 from mart_upstream.models.pemr import positive_mask
 
@@ -250,3 +250,45 @@ def test_registry_lists_models_and_rejects_unknown():
     assert {"mart", "pemr", "simclr"} <= set(model_names())
     with pytest.raises(KeyError, match="available"):
         build_model("nope")
+
+
+@pytest.mark.parametrize("name, overrides", [(n, {}) for n in model_names()] + [
+    ("mart", {"use_pwt": False}), ("mart", {"use_hcl": False}), ("mart", {"use_pwt": False, "use_hcl": False}),
+    ("pemr", {"frame_mask": "none"}), ("pemr", {"frame_mask": "positive"})])
+def test_each_model_states_which_parameters_ddp_must_look_for(name, overrides):
+    """A model's ``find_unused_parameters`` rule (read by the DDP wrapper) is true exactly when a training
+    step leaves some of its parameters without a gradient: DDP stops the run otherwise."""
+    entry = get_entry(name)
+    model = build_model(name, {**entry.tiny_config(), **overrides})
+    torch.manual_seed(0)
+    model(0.1 * torch.randn(4, model.num_views, model.clip_samples))["loss"].backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert bool(unused) == entry.find_unused_parameters(model.config), unused[:3]
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_each_model_states_a_tiny_config(name):
+    """The registry hands out copies of the tiny config each model states next to its code."""
+    tiny = tiny_config(name)
+    assert tiny["clip_samples"] <= 8000 and tiny == get_entry(name).model_cls.tiny_config
+    tiny["clip_samples"] = 1
+    assert tiny_config(name)["clip_samples"] > 1
+    assert build_model(name, tiny_config(name)).clip_samples == tiny_config(name)["clip_samples"]
+
+
+@pytest.mark.parametrize("fill, upgraded", [(0.0, "zero"), (0.5, None)])
+def test_a_format_1_pemr_checkpoint_gets_its_mask_fill_upgraded_by_the_model(tmp_path, tiny, fill, upgraded):
+    """Format 1 stored pemr's mask_fill as a number; the checkpoint loader asks the model to upgrade it."""
+    from mart_upstream.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+
+    path = tmp_path / "v1.ckpt"
+    save_checkpoint(str(path), build_model("pemr", tiny["pemr"]), "pemr", step=0)
+    state = torch.load(path, weights_only=True)
+    del state["sha256"]
+    state.update(format_version=1, config=dict(state["config"], mask_fill=fill))
+    torch.save(state, path)
+    if upgraded:
+        assert read_checkpoint(str(path))["config"]["mask_fill"] == upgraded
+    else:
+        with pytest.raises(CheckpointError, match=f"v1.ckpt: pemr checkpoint with mask_fill={fill} cannot be"):
+            read_checkpoint(str(path))

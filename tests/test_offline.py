@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mart_upstream.benchmarks.offline import report
-from mart_upstream.benchmarks.offline.references import ReferenceModel, key_invariant_similarity, module_functions
+from mart_upstream.benchmarks.offline import hear_chroma, hear_mfcc
+from mart_upstream.benchmarks.offline.references import ReferenceModel, key_invariant_similarity
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow  # the module runs mart-bench end to end
@@ -38,7 +39,7 @@ def _run(cmd, cwd, timeout=900, check=True):
 
 # -- references ------------------------------------------------------------------------------------
 def test_chroma_follows_pitch_class_and_key_invariance_undoes_transposition():
-    load, ts, scene = module_functions("chroma")
+    load, ts, scene = hear_chroma.load_model, hear_chroma.get_timestamp_embeddings, hear_chroma.get_scene_embeddings
     m = load()
     a, c = 440.0, 440.0 * 2 ** (3 / 12)  # A4 and C5: three semitones apart
     emb = scene(torch.stack([_tone(a), _tone(c), _tone(a * 2 ** (5 / 12))]), m).numpy()
@@ -51,7 +52,7 @@ def test_chroma_follows_pitch_class_and_key_invariance_undoes_transposition():
 
 
 def test_mfcc_statistics_separate_timbres_and_keep_the_frame_grid():
-    load, ts, scene = module_functions("mfcc")
+    load, ts, scene = hear_mfcc.load_model, hear_mfcc.get_timestamp_embeddings, hear_mfcc.get_scene_embeddings
     m = load()
     noise = 0.1 * torch.randn(SR * 2, generator=torch.Generator().manual_seed(0))
     x = torch.stack([_tone(220, 2.0), _tone(230, 2.0), noise])

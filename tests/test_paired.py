@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from mart_upstream.benchmarks.offline import paired, report
+from mart_upstream.errors import UsageError
 
 
 def _clips(n_works=40, per_work=4, classes=4, dim=16, signal=3.0, seed=0):
@@ -100,7 +101,7 @@ def test_learning_curve_points_run_from_random_init_to_the_final_step(tmp_path):
     from mart_upstream.benchmarks.offline import curve
 
     assert curve.parse_steps("1000,300, 300") == [300, 1000]
-    with pytest.raises(curve.EvalError, match="positive"):
+    with pytest.raises(UsageError, match="positive"):
         curve.parse_steps("0,5")
     run_dir = tmp_path / "pemr"
     run_dir.mkdir()

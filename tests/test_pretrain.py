@@ -169,7 +169,9 @@ def test_cpu_run_of_the_paper_config_points_at_the_cpu_config(audio_dir, tmp_pat
     assert "no CUDA device" not in capsys.readouterr().err  # not the paper's configuration
     for name in ("mart", "pemr", "simclr"):
         build_model(name, load_file(cpu_config_path(name))["model"])
-    from mart_upstream.train.cli import build_parser, build_settings, cpu_hint
+    from mart_upstream.train.cli import build_parser
+    from mart_upstream.train.console import cpu_hint
+    from mart_upstream.train.settings import build_settings
 
     args = build_parser().parse_args(["--model", "mart", "--out", str(tmp_path)])
     model_cfg, settings = build_settings(args)
@@ -180,6 +182,33 @@ def test_cpu_run_of_the_paper_config_points_at_the_cpu_config(audio_dir, tmp_pat
     assert settings.run.batch_size == 32 and model_cfg.frontend.n_mels == 64
     cpu_hint(args, model_cfg, settings.run)
     assert "no CUDA device" not in capsys.readouterr().err
+
+
+def test_settings_layers_defaults_file_command_line_then_the_resumed_run(tmp_path, capsys):
+    """defaults < --config file < key=value overrides < flags < a resumed run's own settings, except the
+    budget and how the run is carried out; what a resumed run ignores is named."""
+    from mart_upstream.config import to_dict
+    from mart_upstream.train.cli import build_parser
+    from mart_upstream.train.settings import build_settings
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model:\n  temperature: 0.2\nrun:\n  steps: 7\n  seed: 3\n  log_every: 5\n")
+    args = build_parser().parse_args(["--model", "simclr", "--out", str(tmp_path), "--config", str(cfg),
+                                      "--steps", "9", "--num-workers", "1", "run.steps=8", "run.seed=4"])
+    model_cfg, settings = build_settings(args)
+    assert (settings.run.steps, settings.run.seed, settings.run.log_every, settings.run.batch_size) == (9, 4, 5, 48)
+    assert model_cfg.temperature == 0.2 and settings.data.num_workers == 1
+    stored = to_dict(settings)
+    stored["run"].update(seed=11, steps=2, batch_size=6)
+    stored["data"]["num_workers"] = 0
+    resumed = {"config": dict(to_dict(model_cfg), temperature=0.3), "pretrain": {"settings": stored}}
+    model_cfg, settings = build_settings(args, resumed)
+    assert model_cfg.temperature == 0.3 and (settings.run.seed, settings.run.batch_size) == (11, 6)
+    assert settings.run.steps == 9 and settings.data.num_workers == 1 and settings.run.log_every == 5
+    err = capsys.readouterr().err
+    assert "--resume continues with the settings the run started with; ignored: " in err
+    assert "model.temperature=0.2 (the run's: 0.3)" in err and "run.seed=4 (the run's: 11)" in err
+    assert "run.batch_size=48 (the run's: 6)" in err and "run.steps" not in err and "num_workers" not in err
 
 
 def _torchrun(processes, data, out, steps):

@@ -33,7 +33,7 @@ def tone(freq, seconds, sr, seed, noise=0.05):
 
 def write_gtzan(root, per_split=(2, 1, 1), genres=GENRES[:3], seconds=1.0, sr=22050):
     """``genres/<genre>/<genre>.000NN.wav`` at 22.05 kHz, clips named after the fault-filtered lists."""
-    from mart_upstream.adapters.s3prl.downstream.gtzan_genre.dataset import split_list
+    from mart_upstream.tasks.gtzan import split_list
 
     for split, n in zip(("train", "dev", "test"), per_split):
         for gi, genre in enumerate(genres):
@@ -251,7 +251,7 @@ def test_upstream_refuses_audio_that_is_not_a_waveform(ckpts, wav, msg):
 
 # ------------------------------------------------------------------------------- dataset loaders
 def test_gtzan_fault_filtered_lists_ship_with_the_package():
-    from mart_upstream.adapters.s3prl.downstream.gtzan_genre.dataset import GENRES as G, split_list
+    from mart_upstream.tasks.gtzan import GENRES as G, split_list
 
     lists = {s: split_list(s) for s in ("train", "dev", "test")}
     assert {s: len(v) for s, v in lists.items()} == {"train": 443, "dev": 197, "test": 290}

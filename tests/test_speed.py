@@ -1,5 +1,7 @@
 """mart-bench speed: the SampleCNN reference, FLOP counting, the flag logic and the command's outputs.
 No timing assertions: speed goals belong to the benchmark's output."""
+import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -8,10 +10,12 @@ import sys
 import pytest
 import torch
 
+from mart_upstream.benchmarks.speed.isolate import run_isolated
 from mart_upstream.benchmarks.speed.lengths import checks
-from mart_upstream.benchmarks.speed.measure import count_flops
+from mart_upstream.benchmarks.speed.measure import conv_gflops, count_flops
 from mart_upstream.benchmarks.speed.samplecnn import SampleCNN, check_size, num_parameters
-from mart_upstream.benchmarks.speed.subjects import build, computed_samples, embed_call
+from mart_upstream.benchmarks.speed.subjects import build, computed_samples, embed_call, prepare, variants_of
+from mart_upstream.benchmarks.speed.throughput import relate
 from mart_upstream.encoders import FCN, fcn4_config
 from mart_upstream.frontend import FrontendConfig, LogMel
 
@@ -79,24 +83,79 @@ def test_speed_command_writes_json_and_tables(tmp_path):
     assert m["torch_threads"] >= 1
     assert res["matmul"]["gflops"] > 0
     assert res["samplecnn_params"] == pytest.approx(2.4e6, rel=0.05)
+    assert res["conv"]["gflops"] > 0
     thr = res["throughput"]
     assert {(t["model"], t["path"]) for t in thr} == {(a, b) for a in ("simclr", "samplecnn")
                                                       for b in ("frames", "clip")}
-    for t in thr:
+    onnx = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnxscript") is not None
+    expected = {("simclr", v) for v in ("plain", "fast") + (("onnx",) if onnx else ())}
+    assert {(t["model"], t["variant"]) for t in thr if "error" not in t} == expected | {("samplecnn", "plain"),
+                                                                                      ("samplecnn", "fast")}
+    assert all("pip install" in t["error"] for t in thr if "error" in t) and (onnx or any("error" in t for t in thr))
+    for t in (t for t in thr if "error" not in t):
         assert t["gflop_per_audio_s"] > 0 and t["params"] > 0
         for b in ("b1", "b2"):
             assert t[b]["x_realtime"] > 0 and t[b]["achieved_gflops"] > 0 and t[b]["matmul_fraction"] > 0
+            assert t[b]["conv_fraction"] > 0 and t[b]["vs_plain"] > 0 and t[b]["vs_samplecnn"] > 0
     lens = res["lengths"]
     assert sorted((x["path"], x["seconds"]) for x in lens) == [("clip", 2), ("clip", 4), ("frames", 2),
                                                               ("frames", 4)]
     assert all(x["model"] == "simclr" and x["time_s"] > 0 and x["peak_growth_mb"] >= 0 for x in lens)
+    assert all(x["variant"] == "fast" for x in lens)  # the default: what the embedding tools run
     assert {c["path"] for c in res["length_checks"]} == {"frames", "clip"}
     assert all(isinstance(c["linear"], bool) and isinstance(c["flat"], bool) for c in res["length_checks"])
     (tr,) = res["training"]
     assert tr["model"] == "simclr" and tr["batch"] == 2 and tr["clips_per_s"] > 0
     md = (tmp_path / "speed.md").read_text()
-    assert "| samplecnn | clip |" in md and "| simclr | frames | 4 s |" in md and md in r.stdout
+    assert "| samplecnn | clip |" in md and "| simclr | frames | fast | 4 s |" in md and md in r.stdout
+    assert "| simclr | clip | fast |" in md and "vs SampleCNN" in md
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_variants_compute_the_same_embeddings():
+    model = build("simclr", tiny=True)
+    wav = 0.1 * torch.randn(2, 9000)
+    fast = prepare(model, "fast")
+    assert fast is not model and prepare(model, "plain") is model
+    for path in ("clip", "frames"):
+        a, b = embed_call(model, path)(wav), embed_call(fast, path)(wav)
+        for x, y in zip(a if path == "frames" else [a], b if path == "frames" else [b]):
+            assert torch.allclose(x, y, rtol=1e-4, atol=1e-4 * float(x.abs().max()))
+    ref = build("samplecnn")
+    with torch.no_grad():
+        x = torch.randn(1, 59049)
+        assert torch.allclose(ref(x), prepare(ref, "fast")(x), atol=1e-4)
+    assert variants_of("samplecnn", ["plain", "fast", "onnx"]) == ["plain", "fast"]
+    assert variants_of("mart", ["onnx", "plain"]) == ["plain", "onnx"]
+
+
+def test_ratios_to_plain_samplecnn_and_the_measured_rates():
+    def row(model, variant, x, gflops):
+        return {"model": model, "path": "clip", "variant": variant,
+                "b1": {"x_realtime": x, "achieved_gflops": gflops}}
+
+    rows = [row("pemr", "plain", 50.0, 20.0), row("pemr", "fast", 200.0, 80.0), row("samplecnn", "plain", 80.0, 60.0),
+            row("samplecnn", "fast", 100.0, 70.0), {"model": "pemr", "path": "clip", "variant": "onnx", "error": "x"}]
+    relate(rows, {"matmul": 160.0, "conv": 200.0})
+    fast = rows[1]["b1"]
+    assert fast["vs_plain"] == 4.0 and fast["vs_samplecnn"] == 2.0  # against the faster SampleCNN variant
+    assert fast["matmul_fraction"] == 0.5 and fast["conv_fraction"] == 0.4
+    assert rows[0]["b1"]["vs_plain"] == 1.0 and rows[3]["b1"]["vs_samplecnn"] == 1.0
+    assert conv_gflops("cpu", frames=16, repeats=1) > 0
+
+
+def test_isolated_probe_runs_in_a_child_process_without_an_import_cycle():
+    """isolate.py (imported by lengths.py and training.py) imports neither; the child entry imports them."""
+    tree = ast.parse(open(os.path.join(ROOT, "benchmarks", "speed", "isolate.py")).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and ("lengths" in m or "training" in m or "child" in m)}
+    spec = {"model": "simclr", "path": "clip", "variant": "fast", "seconds": 1.0, "device": "cpu", "tiny": True,
+            "repeats": 1, "repeat_max_seconds": 60.0, "warmup_seconds": 0.5}
+    r = run_isolated("length", spec, timeout=300)
+    assert "error" not in r, r
+    assert r["variant"] == "fast" and r["time_s"] > 0 and r["peak_growth_mb"] >= 0
+    assert run_isolated("nonsense", {}, timeout=300)["error"].startswith("exit 2")
 
 
 def test_cuda_without_a_gpu_is_one_clear_error(tmp_path):

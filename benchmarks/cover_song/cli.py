@@ -16,14 +16,15 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from mart_upstream.argtypes import positive
-from mart_upstream.fileio import write_json
-from mart_upstream.quiet import silence_known_noise
+import numpy as np
 
-from mart_upstream.tasks import covers as datasets
+from mart_upstream.argtypes import positive
+from mart_upstream.errors import CheckpointError, MartError, UsageError, command
+from mart_upstream.fileio import write_json
+from mart_upstream.quiet import start_console
+from mart_upstream.tasks import covers
 
 from . import report, search
-from mart_upstream.tasks.covers import CoverSetError
 
 log = logging.getLogger("mart-cover-song")
 
@@ -33,11 +34,11 @@ def _pair(text: str, default_model: str = "") -> Tuple[str, str]:
     return name, model or default_model
 
 
-def _collection(args) -> datasets.Collection:
+def _collection(args) -> covers.Collection:
     given = [x for x in (args.manifest, args.covers80) if x]
     if len(given) != 1:
-        raise CoverSetError("give exactly one of --manifest CSV or --covers80 ROOT")
-    return datasets.read_manifest(args.manifest) if args.manifest else datasets.covers80(args.covers80)
+        raise UsageError("give exactly one of --manifest CSV or --covers80 ROOT")
+    return covers.read_manifest(args.manifest) if args.manifest else covers.covers80(args.covers80)
 
 
 def _sources(args) -> List[Tuple[str, object]]:
@@ -46,10 +47,10 @@ def _sources(args) -> List[Tuple[str, object]]:
     specs = ([("hear", m) for m in args.hear_module or []] + [("s3prl", u) for u in args.s3prl_upstream or []]
              + [("trained", t) for t in args.trained or []])
     if not specs:
-        raise CoverSetError("name at least one model: --hear-module MODULE[=CKPT] or --s3prl-upstream NAME[=CKPT]")
+        raise UsageError("name at least one model: --hear-module MODULE[=CKPT] or --s3prl-upstream NAME[=CKPT]")
     if args.model and len(specs) != 1:
-        raise CoverSetError("--model goes with a single --hear-module/--s3prl-upstream; "
-                            "for several write MODULE=CKPT")
+        raise UsageError("--model goes with a single --hear-module/--s3prl-upstream; "
+                         "for several write MODULE=CKPT")
     out = []
     for kind, spec in specs:
         name, model = _pair(spec, args.model or "")
@@ -63,8 +64,8 @@ def _sources(args) -> List[Tuple[str, object]]:
                 from .train import TrainedSource
 
                 src, label = TrainedSource(name, args.device), f"trained:{name}"
-        except Exception as e:  # noqa: BLE001 - one line naming the model, whatever failed inside it
-            raise CoverSetError(f"{label}: {type(e).__name__}: {e}") from None
+        except MartError as e:  # the same error, naming the model
+            raise type(e)(f"{label}: {e}") from None
         out.append((label, src))
     return out
 
@@ -79,6 +80,9 @@ def cmd_eval(args) -> int:
     cache = args.cache or os.path.join(args.out, "cache")
     for label, src in _sources(args):
         emb, kept, bad = embed_tracks(src, coll.tracks, cache, args.max_seconds)
+        if not np.isfinite(emb).all():
+            raise CheckpointError(f"{label}: the model gives NaN or infinite embeddings "
+                                  "(damaged or diverged weights)")
         r = search.evaluate(emb, [t.work for t in kept], args.search,
                             search.FaissConfig(top_k=args.top_k, nprobe=args.nprobe))
         results[label] = r
@@ -94,12 +98,12 @@ def cmd_eval(args) -> int:
 
 def cmd_prepare(args) -> int:
     if args.dataset == "covers80":
-        coll = datasets.covers80(args.root)
+        coll = covers.covers80(args.root)
         path = os.path.join(args.out, "covers80.csv")
-        datasets.write_manifest(coll.tracks, path)
+        covers.write_manifest(coll.tracks, path)
         print(f"wrote {path}: {coll.summary()}")
     else:
-        splits = datasets.shs100k_sub(args.root, args.audio_dir, args.out, args.min_versions, seed=args.seed)
+        splits = covers.shs100k_sub(args.root, args.audio_dir, args.out, args.min_versions, seed=args.seed)
         for name, c in splits.items():
             print(f"{name}: {c.summary()} -> {os.path.join(args.out, name + '.csv')}")
     return 0
@@ -144,8 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--max-seconds", type=positive(float), default=None, help="embed only the first seconds of each track")
     e.add_argument("--search", choices=["auto", "exact", "faiss"], default="auto",
                    help=f"auto: exact up to {search.EXACT_MAX} tracks, FAISS above")
-    e.add_argument("--top-k", type=int, default=100, help="FAISS: ranked list length")
-    e.add_argument("--nprobe", type=int, default=64, help="FAISS: IVF cells visited per query")
+    e.add_argument("--top-k", type=positive(int), default=100, help="FAISS: ranked list length")
+    e.add_argument("--nprobe", type=positive(int), default=64, help="FAISS: IVF cells visited per query")
     e.add_argument("--cache", help="embedding cache folder (default OUT/cache)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--out", required=True)
@@ -158,19 +162,19 @@ def _parser() -> argparse.ArgumentParser:
     shs = psub.add_parser("shs100k", help="SHS100K-SUB: works with > 5 versions, 8:1:1 by work")
     shs.add_argument("root", metavar="LIST", help="SHS100K's list file")
     shs.add_argument("audio_dir", help="downloaded audio: <set>_<ver>.*, <set>/<ver>.* or <youtube id>.*")
-    shs.add_argument("--min-versions", type=int, default=6)
+    shs.add_argument("--min-versions", type=positive(int), default=6)
     shs.add_argument("--seed", type=int, default=0)
     for sp in (c80, shs):
         sp.add_argument("--out", required=True)
     pr.set_defaults(func=cmd_prepare)
 
     sc = sub.add_parser("scale", help="FAISS vs exact search on a synthetic catalogue: agreement and latency")
-    sc.add_argument("--n", type=int, default=100000)
-    sc.add_argument("--dim", type=int, default=512)
-    sc.add_argument("--queries", type=int, default=1000)
-    sc.add_argument("--versions", type=int, default=5, help="versions per work in the catalogue")
-    sc.add_argument("--top-k", type=int, default=100)
-    sc.add_argument("--nprobe", type=int, default=64)
+    sc.add_argument("--n", type=positive(int), default=100000)
+    sc.add_argument("--dim", type=positive(int), default=512)
+    sc.add_argument("--queries", type=positive(int), default=1000)
+    sc.add_argument("--versions", type=positive(int), default=5, help="versions per work in the catalogue")
+    sc.add_argument("--top-k", type=positive(int), default=100)
+    sc.add_argument("--nprobe", type=positive(int), default=64)
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--out", required=True)
     sc.set_defaults(func=cmd_scale)
@@ -182,15 +186,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("mart-cover-song")
 def main(argv: Optional[List[str]] = None) -> int:
-    silence_known_noise()
+    start_console()
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except (CoverSetError, ValueError) as e:
-        print(f"mart-cover-song: error: {e}", file=sys.stderr)
-        return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":

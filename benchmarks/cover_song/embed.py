@@ -11,7 +11,6 @@ file (path, size, mtime), the pooling and the crop; the file key hashes the audi
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -22,39 +21,32 @@ import torch
 from tqdm import tqdm
 
 from mart_upstream.audio import load_audio
+from mart_upstream.errors import AudioError, CheckpointError, UsageError
 from mart_upstream.fileio import atomic_path
-
 from mart_upstream.tasks.covers import Track
 
+from .cache import digest, file_identity
+
 log = logging.getLogger(__name__)
-
-
-def _digest(*parts) -> str:
-    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
-
-
-def _file_id(path: str) -> Tuple[str, int, int]:
-    st = os.stat(path)
-    return os.path.abspath(path), st.st_size, int(st.st_mtime_ns)
 
 
 class HearSource:
     def __init__(self, module: str, model_path: str = "", pooling: str = "scene", device: str = "cpu"):
         if pooling not in ("scene", "timestamp"):
-            raise ValueError(f"pooling must be 'scene' or 'timestamp', got {pooling!r}")
+            raise UsageError(f"pooling must be 'scene' or 'timestamp', got {pooling!r}")
         try:
             self.module = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            raise ValueError(f"HEAR module {module!r} cannot be imported: {e}") from None
+            raise UsageError(f"HEAR module {module!r} cannot be imported: {e}") from None
         if model_path and not os.path.isfile(model_path):
-            raise ValueError(f"model file {model_path} does not exist")
+            raise CheckpointError(f"model file {model_path} does not exist")
         self.model = self.module.load_model(model_path) if model_path else self.module.load_model()
         self.model = self.model.to(device).eval() if hasattr(self.model, "to") else self.model
         self.sample_rate = int(self.model.sample_rate)
         self.pooling = pooling
-        model_id = _file_id(model_path) if model_path else "default"
+        model_id = file_identity(model_path) if model_path else "default"
         self.name = module
-        self.key = _digest("hear", module, model_id, pooling, self.sample_rate)
+        self.key = digest("hear", module, model_id, pooling, self.sample_rate)
 
     @torch.no_grad()
     def __call__(self, wav: torch.Tensor) -> np.ndarray:
@@ -73,20 +65,20 @@ class S3prlSource:
         from mart_upstream.adapters.s3prl import launcher
 
         launcher.register()
-        launcher._check_upstream(upstream)
+        launcher.check_upstream(upstream)
         from s3prl import hub
 
         if ckpt and not os.path.isfile(ckpt):
-            raise ValueError(f"checkpoint {ckpt} does not exist")
+            raise CheckpointError(f"checkpoint {ckpt} does not exist")
         self.model = (getattr(hub, upstream)(ckpt) if ckpt else getattr(hub, upstream)()).to(device).eval()
         self.device, self.layer, self.name = device, layer, upstream
-        self.key = _digest("s3prl", upstream, _file_id(ckpt) if ckpt else "default", layer)
+        self.key = digest("s3prl", upstream, file_identity(ckpt) if ckpt else "default", layer)
 
     @torch.no_grad()
     def __call__(self, wav: torch.Tensor) -> np.ndarray:
         hidden = self.model([wav.to(self.device)])["hidden_states"]
         if not -len(hidden) <= self.layer < len(hidden):
-            raise ValueError(f"--layer {self.layer}: upstream {self.name} has {len(hidden)} hidden states")
+            raise UsageError(f"--layer {self.layer}: upstream {self.name} has {len(hidden)} hidden states")
         return hidden[self.layer][0].mean(dim=0).float().cpu().numpy()
 
 
@@ -108,10 +100,10 @@ def _read_cached(path: str) -> Optional[np.ndarray]:
 def embed_tracks(source, tracks: Sequence[Track], cache_dir: Optional[str] = None,
                  max_seconds: Optional[float] = None) -> Tuple[np.ndarray, List[Track], List[str]]:
     """-> embeddings [n_ok, D], the tracks embedded, and the unreadable files (reported, skipped)."""
-    folder = os.path.join(cache_dir, _digest(source.key, max_seconds)) if cache_dir else None
+    folder = os.path.join(cache_dir, digest(source.key, max_seconds)) if cache_dir else None
     embs, kept, bad = [], [], []
     for t in tqdm(tracks, desc=f"embedding ({source.name})", unit="track", leave=False, disable=None):
-        cached = os.path.join(folder, _digest(*_file_id(t.path)) + ".npy") if folder else None
+        cached = os.path.join(folder, digest(*file_identity(t.path)) + ".npy") if folder else None
         hit = _read_cached(cached) if cached else None
         if hit is not None:
             embs.append(hit)
@@ -119,7 +111,7 @@ def embed_tracks(source, tracks: Sequence[Track], cache_dir: Optional[str] = Non
             continue
         try:
             wav = load_audio(t.path, source.sample_rate, max_seconds)
-        except ValueError as e:
+        except AudioError as e:
             log.warning("skipped: %s", e)
             bad.append(t.path)
             continue
@@ -131,5 +123,5 @@ def embed_tracks(source, tracks: Sequence[Track], cache_dir: Optional[str] = Non
         embs.append(e)
         kept.append(t)
     if not kept:
-        raise ValueError(f"none of the {len(tracks)} audio files could be embedded")
+        raise AudioError(f"none of the {len(tracks)} audio files could be embedded")
     return np.stack(embs), kept, bad

@@ -14,6 +14,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mart_upstream.errors import TaskError
 from mart_upstream.tasks.metrics import metrics_from_relevance
 
 EXACT_MAX = 20000  # items up to which ``auto`` ranks exactly
@@ -102,6 +103,8 @@ def evaluate(emb: np.ndarray, works: Sequence, method: str = "auto", faiss_cfg: 
     works = np.asarray(works)
     if len(works) != len(emb):
         raise ValueError(f"{len(emb)} embeddings but {len(works)} work labels")
+    if len(works) < 2:
+        raise TaskError(f"need at least 2 tracks to search, got {len(works)}")
     if method == "auto":
         method = "exact" if len(works) <= EXACT_MAX else "faiss"
     t0 = time.perf_counter()

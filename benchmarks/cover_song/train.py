@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import pickle
 import random
 import sys
 from typing import Dict, List, Optional
@@ -22,15 +23,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mart_upstream.argtypes import positive
+from mart_upstream.audio import load_audio
+from mart_upstream.errors import CheckpointError, TaskError, UsageError
 from mart_upstream.fileio import atomic_path
-
-from mart_upstream.tasks import covers as datasets
+from mart_upstream.tasks import covers
 
 from . import search
+from .cache import file_identity
 from .cqtnet import CQTConfig, CQTNet, EncoderCQTNet, cqt
-from mart_upstream.audio import load_audio
-
-from .embed import _file_id
 
 log = logging.getLogger(__name__)
 FORMAT = "mart-cover-song-cqtnet/1"
@@ -41,20 +42,23 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", help="manifest CSV of validation works (model selection by MAP)")
     p.add_argument("--encoder", help="pretrained checkpoint (mart-pretrain) to combine with CQT-Net and fine-tune")
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of CQT-Net and the fusion layer")
-    p.add_argument("--encoder-lr", type=float, default=1e-4, help="learning rate of the pretrained encoder")
-    p.add_argument("--crop-frames", type=int, default=400, help="training crops, CQT frames (after downsampling)")
-    p.add_argument("--downsample", type=int, default=CQTConfig.downsample, help="CQT frames averaged")
-    p.add_argument("--stretch", type=float, nargs=2, default=(0.7, 1.3), help="random time-stretch range")
-    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--epochs", type=positive(int), default=30)
+    p.add_argument("--batch-size", type=positive(int), default=32)
+    p.add_argument("--lr", type=positive(float), default=1e-3,
+                   help="Adam learning rate of CQT-Net and the fusion layer")
+    p.add_argument("--encoder-lr", type=positive(float), default=1e-4,
+                   help="learning rate of the pretrained encoder")
+    p.add_argument("--crop-frames", type=positive(int), default=400,
+                   help="training crops, CQT frames (after downsampling)")
+    p.add_argument("--downsample", type=positive(int), default=CQTConfig.downsample, help="CQT frames averaged")
+    p.add_argument("--stretch", type=positive(float), nargs=2, default=(0.7, 1.3), help="random time-stretch range")
+    p.add_argument("--max-seconds", type=positive(float), default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
 
 def cqt_cached(path: str, cfg: CQTConfig, cache: str, max_seconds: Optional[float]) -> np.ndarray:
-    key = hashlib.sha1(repr((_file_id(path), dataclasses.astuple(cfg), max_seconds)).encode()).hexdigest()[:16]
+    key = hashlib.sha1(repr((file_identity(path), dataclasses.astuple(cfg), max_seconds)).encode()).hexdigest()[:16]
     f = os.path.join(cache, key + ".npy")
     if os.path.isfile(f):
         return np.load(f)
@@ -116,16 +120,16 @@ def embed(net, cqts: List[np.ndarray], paths: List[str], device: str, max_second
 
 def train_main(args) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
+        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     cfg = CQTConfig(downsample=args.downsample)
     cache = os.path.join(args.out, "cqt_cache")
-    train = datasets.read_manifest(args.train).tracks
-    valid = datasets.read_manifest(args.valid).tracks if args.valid else []
+    train = covers.read_manifest(args.train).tracks
+    valid = covers.read_manifest(args.valid).tracks if args.valid else []
     works = sorted({t.work for t in train})
     if len(works) < 2:
-        raise ValueError(f"{args.train}: training needs at least 2 works, got {len(works)}")
+        raise TaskError(f"{args.train}: training needs at least 2 works, got {len(works)}")
     label = {w: i for i, w in enumerate(works)}
     print(f"CQT of {len(train) + len(valid)} tracks ...", file=sys.stderr)
     c_train = [cqt_cached(t.path, cfg, cache, args.max_seconds) for t in tqdm(train, leave=False, disable=None)]
@@ -161,6 +165,8 @@ def train_main(args) -> int:
             opt.step()
             losses.append(loss.item())
         row = {"epoch": epoch, "loss": float(np.mean(losses))}
+        if not np.isfinite(row["loss"]):
+            raise UsageError(f"training diverged in epoch {epoch} (loss {row['loss']}); lower --lr / --encoder-lr")
         if valid:
             m = search.evaluate(embed(net, c_valid, [t.path for t in valid], args.device, args.max_seconds),
                                 [t.work for t in valid])
@@ -194,17 +200,21 @@ class TrainedSource:
 
     def __init__(self, path: str, device: str = "cpu"):
         if not os.path.isfile(path):
-            raise ValueError(f"trained model {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("meta", {}).get("format") != FORMAT:
-            raise ValueError(f"{path} is not a model written by `mart-cover-song train`")
-        self.meta = state["meta"]
+            raise CheckpointError(f"trained model {path} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # not a torch file, damaged
+            raise CheckpointError(f"cannot read trained model {path}: {e}") from None
+        meta = state.get("meta") if isinstance(state, dict) else None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a model written by `mart-cover-song train`")
+        self.meta = meta
         self.cfg = CQTConfig(**self.meta["cqt"])
         self.net, _ = build(self.meta, len(self.meta["works"]), device)
         self.net.load_state_dict(state["net"])
         self.net.eval()
         self.device, self.name = device, f"trained:{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
-        self.key = hashlib.sha1(repr(("trained", _file_id(path))).encode()).hexdigest()[:16]
+        self.key = hashlib.sha1(repr(("trained", file_identity(path))).encode()).hexdigest()[:16]
 
     def __call__(self, wav: torch.Tensor) -> np.ndarray:
         c = cqt(wav.numpy(), self.cfg)

@@ -36,6 +36,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
+from mart_upstream.errors import AudioError, UsageError
 from mart_upstream.train.data import SILENCE_PEAK
 from mart_upstream.fileio import replace_dir, sha256_file, staging_dir, write_json
 
@@ -53,9 +54,6 @@ CODECS = {  # tried in this order
     "mp3": {"format": "MP3", "subtype": "MPEG_LAYER_III", "ext": ".mp3", "name": "MP3"},
 }
 
-
-class PackError(RuntimeError):
-    """A problem with the kit's inputs or size, as one clear line."""
 
 
 def opus_compression_level(kbps: float) -> float:
@@ -107,7 +105,7 @@ def pick_codec(folder: str, kbps: float) -> Tuple[str, Dict[str, str]]:
                             "; ".join(failed.values()), CODECS[codec]["name"])
             return codec, failed
         failed[codec] = why
-    raise PackError("libsndfile here can neither write nor read back Ogg/Opus or MP3 at 16 kHz: "
+    raise UsageError("libsndfile here can neither write nor read back Ogg/Opus or MP3 at 16 kHz: "
                     + "; ".join(f"{k}: {v}" for k, v in failed.items()))
 
 
@@ -134,7 +132,7 @@ def encode_file(job: Tuple[str, str, str, str, float]) -> Dict:
     try:
         data, sr = sf.read(src, dtype="float32", always_2d=True)
     except Exception as e:  # noqa: BLE001
-        raise PackError(f"cannot read {src}: {str(e).strip() or type(e).__name__}") from e
+        raise AudioError(f"cannot read {src}: {str(e).strip() or type(e).__name__}") from e
     x = data.mean(axis=1)
     if sr != SR:
         import torch
@@ -151,9 +149,9 @@ def encode_file(job: Tuple[str, str, str, str, float]) -> Dict:
         _write(dst, np.clip(x, -1.0, 1.0), codec, kbps)
         info = sf.info(dst)
     except Exception as e:  # noqa: BLE001
-        raise PackError(f"cannot encode {src} as {CODECS[codec]['name']}: {str(e).strip()}") from e
+        raise AudioError(f"cannot encode {src} as {CODECS[codec]['name']}: {str(e).strip()}") from e
     if info.samplerate != SR or abs(info.frames - x.size) > SR // 10:
-        raise PackError(f"{dst}: reads back as {info.frames} samples at {info.samplerate} Hz, "
+        raise AudioError(f"{dst}: reads back as {info.frames} samples at {info.samplerate} Hz, "
                         f"written {x.size} at {SR} Hz")
     return dict(entry, path=out_rel, seconds=round(info.frames / SR, 3), bytes=os.path.getsize(dst))
 
@@ -168,11 +166,11 @@ def fetch_wheels(dest: str, wheels_from: Optional[str] = None) -> List[Dict]:
     wanted = [name for name, _ in WHEELS]
     if wheels_from:
         if not os.path.isdir(wheels_from):
-            raise PackError(f"--wheels-from: {wheels_from} is not a folder")
+            raise UsageError(f"--wheels-from: {wheels_from} is not a folder")
         files = sorted(glob.glob(os.path.join(wheels_from, "*.whl")))
         missing = [n for n in wanted if not any(_wheel_package(os.path.basename(f)) == n for f in files)]
         if missing:
-            raise PackError(f"--wheels-from {wheels_from}: no wheel for {', '.join(missing)} "
+            raise UsageError(f"--wheels-from {wheels_from}: no wheel for {', '.join(missing)} "
                             f"(need {', '.join(wanted)})")
         for f in files:
             if _wheel_package(os.path.basename(f)) in wanted:
@@ -186,7 +184,7 @@ def fetch_wheels(dest: str, wheels_from: Optional[str] = None) -> List[Dict]:
             cmd += [f"{n}=={v}" for n, v in WHEELS]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
-                raise PackError(f"pip download of {', '.join(f'{n}=={v}' for n, v in WHEELS)} failed "
+                raise UsageError(f"pip download of {', '.join(f'{n}=={v}' for n, v in WHEELS)} failed "
                                 f"(exit {r.returncode}; without network use --wheels-from DIR or --no-wheels):\n"
                                 f"{r.stderr.strip()[-1500:]}")
             for f in glob.glob(os.path.join(tmp, "*.whl")):
@@ -222,7 +220,7 @@ def _place(tmp: str, out: str) -> None:
     """Rename the finished kit onto ``out``, replacing an earlier kit (never any other folder)."""
     if os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out)
                                and not os.path.isfile(os.path.join(out, "manifest.json"))):
-        raise PackError(f"{out} exists and is neither empty nor a kit (no manifest.json); remove it or pick "
+        raise UsageError(f"{out} exists and is neither empty nor a kit (no manifest.json); remove it or pick "
                         "another --out")
     replace_dir(tmp, out)
 
@@ -233,10 +231,10 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
     from ..offline.export import commit
 
     if not os.path.isdir(pool):
-        raise PackError(f"pretraining folder {pool} does not exist (build it with `mart-bench data`)")
+        raise UsageError(f"pretraining folder {pool} does not exist (build it with `mart-bench data`)")
     rels = list_audio(pool)
     if not rels:
-        raise PackError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {pool}")
+        raise AudioError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {pool}")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = staging_dir(parent, f".tmp-{os.path.basename(os.path.abspath(out))}-")
@@ -257,7 +255,7 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
         for e in skipped:
             log.warning("%s: %s; left out of the kit", os.path.join(pool, e["source"]), e["skipped"])
         if not files:
-            raise PackError(f"every audio file under {pool} is silent or empty")
+            raise AudioError(f"every audio file under {pool} is silent or empty")
         extra = []
         for name in sorted(os.listdir(pool)):
             path = os.path.join(pool, name)
@@ -279,7 +277,7 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
         write_json(os.path.join(tmp, "manifest.json"), manifest, sort_keys=False)
         size = folder_bytes(tmp)
         if size > max_mib * 2**20:
-            raise PackError(f"the kit is {size / 2**20:.1f} MiB, over --max-mib {max_mib:g} (audio "
+            raise UsageError(f"the kit is {size / 2**20:.1f} MiB, over --max-mib {max_mib:g} (audio "
                             f"{audio_bytes / 2**20:.1f} MiB for {seconds / 3600:.2f} h, wheels "
                             f"{sum(w['bytes'] for w in wheel_list) / 2**20:.1f} MiB): lower --kbps or pack less audio")
         _place(tmp, out)
@@ -308,15 +306,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     pool = args.pretrain_data or os.path.join(args.data, "pretrain")
-    try:
-        if not args.max_mib > 0 or not args.kbps > 0:
-            raise PackError("--max-mib and --kbps must be positive")
-        data = args.data if os.path.isdir(args.data) else None
-        m = pack(args.out, pool, data, args.max_mib, args.kbps,
-                 args.wheels_from, not args.no_wheels, max(1, args.workers))
-    except PackError as e:
-        print(f"mart-bench device-pack: error: {e}", file=sys.stderr)
-        return 2
+    if not args.max_mib > 0 or not args.kbps > 0:
+        raise UsageError("--max-mib and --kbps must be positive")
+    data = args.data if os.path.isdir(args.data) else None
+    m = pack(args.out, pool, data, args.max_mib, args.kbps,
+             args.wheels_from, not args.no_wheels, max(1, args.workers))
     w = sum(x["bytes"] for x in m["wheels"])
     print(f"wrote {args.out}: {len(m['files'])} files, {m['total_seconds'] / 3600:.2f} h of {m['format']['codec']} "
           f"audio ({m['audio_bytes'] / 2**20:.1f} MiB), {len(m['wheels'])} wheels ({w / 2**20:.1f} MiB); "

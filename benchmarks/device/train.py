@@ -44,6 +44,7 @@ import time
 from typing import Dict, List, Optional
 
 from mart_upstream.fileio import atomic_path, write_json
+from mart_upstream.errors import UsageError, command
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_KIT = os.path.join(REPO_ROOT, ".device_kit")
@@ -56,9 +57,6 @@ LEFT_OUT = {"last.ckpt", "data_index.json", "demo_audio", "tb", "smoke_files.txt
 SMOKE = {"steps": 12, "minutes": 1.0, "log_every": 2, "files": 16, "ddp_steps": 6}
 PROG = "device-train"
 
-
-class DeviceRunError(RuntimeError):
-    """A problem with the run's inputs or outputs, as one clear line."""
 
 
 # -- GPU sampling ------------------------------------------------------------------------------------------
@@ -376,7 +374,7 @@ def bundle(run_dir: str, dest: str, summary_path: str) -> Dict:
                    f"are more than the {MAX_RETURN_FILES} files that come back (largest: "
                    + ", ".join(f"{m} {s / 2**20:.1f} MiB" for s, m in big) + ")")
             _copy_summary(summary_path, dest, {"error": why})  # the numbers still come back
-            raise DeviceRunError(why)
+            raise UsageError(why)
         for old in os.listdir(dest):  # parts of an earlier bundle would be joined with these
             if old.startswith(PART_PREFIX):
                 os.unlink(os.path.join(dest, old))
@@ -435,85 +433,82 @@ def _check(args) -> List[str]:
     models = [m for m in args.models.split(",") if m]
     unknown = sorted(set(models) - set(MODELS))
     if unknown or not models or len(set(models)) != len(models):
-        raise DeviceRunError(f"--models {args.models!r}: choose distinct names from {', '.join(MODELS)}")
+        raise UsageError(f"--models {args.models!r}: choose distinct names from {', '.join(MODELS)}")
     if not args.minutes > 0:
-        raise DeviceRunError(f"--minutes must be positive, got {args.minutes}")
+        raise UsageError(f"--minutes must be positive, got {args.minutes}")
     if not os.path.isdir(os.path.join(args.kit, "audio")):
-        raise DeviceRunError(f"{args.kit} is not a kit: no audio/ folder (build one with `mart-bench device-pack`)")
+        raise UsageError(f"{args.kit} is not a kit: no audio/ folder (build one with `mart-bench device-pack`)")
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise DeviceRunError("--device cuda: torch.cuda.is_available() is False here (torch "
+        raise UsageError("--device cuda: torch.cuda.is_available() is False here (torch "
                              f"{torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu")
     stale = [m for m in models + ["ddp-simclr"] if os.path.exists(os.path.join(args.out, m, "last.ckpt"))]
     if stale:
-        raise DeviceRunError(f"{args.out} already holds a run of {', '.join(stale)}; use a new --out")
+        raise UsageError(f"{args.out} already holds a run of {', '.join(stale)}; use a new --out")
     bad = [o for o in args.override if "=" not in o]
     if bad:
-        raise DeviceRunError(f"--override {bad[0]!r} is not of the form key=value")
+        raise UsageError(f"--override {bad[0]!r} is not of the form key=value")
     return models
 
 
+@command(PROG)
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.kit, args.out = os.path.abspath(args.kit), os.path.abspath(args.out)
     args.bundle = args.bundle and os.path.abspath(args.bundle)
     t0 = time.perf_counter()
-    try:
-        models = _check(args)
-        from ..offline.export import commit
+    models = _check(args)
+    from ..offline.export import commit
 
-        os.makedirs(args.out, exist_ok=True)
-        overrides = ([] if args.no_default_overrides else default_overrides()) + args.override
-        jobs = build_jobs(args, models, overrides)
-        env = environment(args.device)
-        kit = _kit_summary(args.kit)
-        print(f"{PROG}: {', '.join(j.name for j in jobs)} on {env['gpu'] or args.device}, "
-              f"{'smoke check' if args.smoke else f'{jobs[0].minutes:g} min each'}"
-              f"{', one after the other' if args.sequential else ', all at once'}; logs in {args.out}/<model>/",
-              flush=True)
-        results: Dict[str, Dict] = {}
+    os.makedirs(args.out, exist_ok=True)
+    overrides = ([] if args.no_default_overrides else default_overrides()) + args.override
+    jobs = build_jobs(args, models, overrides)
+    env = environment(args.device)
+    kit = _kit_summary(args.kit)
+    print(f"{PROG}: {', '.join(j.name for j in jobs)} on {env['gpu'] or args.device}, "
+          f"{'smoke check' if args.smoke else f'{jobs[0].minutes:g} min each'}"
+          f"{', one after the other' if args.sequential else ', all at once'}; logs in {args.out}/<model>/",
+          flush=True)
+    results: Dict[str, Dict] = {}
 
-        def report(job: Job) -> None:
-            info = results[job.name] = summarise(job)
-            if info["status"] == "ok":
-                print(f"{PROG}: {job.name}: {info['steps']} steps of batch {info['batch_size']} in "
-                      f"{info['train_minutes']:.2f} min, {info['clips_per_s']} clips/s, wall {job.wall_s:.0f} s",
-                      flush=True)
-            else:
-                print(f"{PROG}: {job.name}: {info['status'].upper()} (exit {job.returncode}); end of "
-                      f"{job.log_path}:\n{_tail(job.log_path)}", file=sys.stderr, flush=True)
-
-        sampler = GpuSampler(enabled=args.device == "cuda").start()
-        try:
-            run_jobs(jobs, args.sequential, child_env(max(1, (os.cpu_count() or 1) // (1 if args.sequential
-                                                                                      else len(jobs)))),
-                     args.grace_minutes * 60, report)
-        finally:
-            gpu_use = sampler.stop()
-        card = {"device": args.device, "gpu": env["gpu"], "torch": env["torch"], "cuda": env["cuda"],
-                "kit": kit.get("description"), "kit_codec": kit.get("codec"), "commit": commit(),
-                "kit_commit": kit.get("commit"), "sequential": args.sequential, "minutes": args.minutes,
-                "models_together": 1 if args.sequential else len(models)}
-        if not args.smoke:
-            for j in jobs:
-                if results[j.name].get("steps"):
-                    export_checkpoint(j, results[j.name], args.out, card)
-                    results[j.name]["checkpoint"] = f"{j.name}.ckpt"
-        summary = {"models": {m: results[m] for m in models}, "ddp_smoke": results.get("ddp-simclr"),
-                   "settings": {"models": models, "minutes": args.minutes, "sequential": args.sequential,
-                                "smoke": args.smoke, "device": args.device, "seed": args.seed,
-                                "overrides": overrides, "num_workers": int(jobs[0].cmd[jobs[0].cmd.index(
-                                    "--num-workers") + 1]), "minutes_per_model": jobs[0].minutes},
-                   "environment": env, "gpu_utilisation": gpu_use, "kit": kit, "commit": card["commit"],
-                   "wall_s": round(time.perf_counter() - t0, 1)}
-        summary_path = os.path.join(args.out, "device_run.json")
-        write_json(summary_path, summary, sort_keys=False)
-        if args.bundle:
-            b = bundle(args.out, args.bundle, summary_path)
-            print(f"{PROG}: bundle {args.bundle}: {len(b['parts'])} parts, {b['tar_bytes'] / 2**20:.1f} MiB",
+    def report(job: Job) -> None:
+        info = results[job.name] = summarise(job)
+        if info["status"] == "ok":
+            print(f"{PROG}: {job.name}: {info['steps']} steps of batch {info['batch_size']} in "
+                  f"{info['train_minutes']:.2f} min, {info['clips_per_s']} clips/s, wall {job.wall_s:.0f} s",
                   flush=True)
-    except DeviceRunError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        else:
+            print(f"{PROG}: {job.name}: {info['status'].upper()} (exit {job.returncode}); end of "
+                  f"{job.log_path}:\n{_tail(job.log_path)}", file=sys.stderr, flush=True)
+
+    sampler = GpuSampler(enabled=args.device == "cuda").start()
+    try:
+        run_jobs(jobs, args.sequential, child_env(max(1, (os.cpu_count() or 1) // (1 if args.sequential
+                                                                                  else len(jobs)))),
+                 args.grace_minutes * 60, report)
+    finally:
+        gpu_use = sampler.stop()
+    card = {"device": args.device, "gpu": env["gpu"], "torch": env["torch"], "cuda": env["cuda"],
+            "kit": kit.get("description"), "kit_codec": kit.get("codec"), "commit": commit(),
+            "kit_commit": kit.get("commit"), "sequential": args.sequential, "minutes": args.minutes,
+            "models_together": 1 if args.sequential else len(models)}
+    if not args.smoke:
+        for j in jobs:
+            if results[j.name].get("steps"):
+                export_checkpoint(j, results[j.name], args.out, card)
+                results[j.name]["checkpoint"] = f"{j.name}.ckpt"
+    summary = {"models": {m: results[m] for m in models}, "ddp_smoke": results.get("ddp-simclr"),
+               "settings": {"models": models, "minutes": args.minutes, "sequential": args.sequential,
+                            "smoke": args.smoke, "device": args.device, "seed": args.seed,
+                            "overrides": overrides, "num_workers": int(jobs[0].cmd[jobs[0].cmd.index(
+                                "--num-workers") + 1]), "minutes_per_model": jobs[0].minutes},
+               "environment": env, "gpu_utilisation": gpu_use, "kit": kit, "commit": card["commit"],
+               "wall_s": round(time.perf_counter() - t0, 1)}
+    summary_path = os.path.join(args.out, "device_run.json")
+    write_json(summary_path, summary, sort_keys=False)
+    if args.bundle:
+        b = bundle(args.out, args.bundle, summary_path)
+        print(f"{PROG}: bundle {args.bundle}: {len(b['parts'])} parts, {b['tar_bytes'] / 2**20:.1f} MiB",
+              flush=True)
     failed = [n for n, r in results.items() if r["status"] != "ok"]
     print(f"{PROG}: wrote {summary_path}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0

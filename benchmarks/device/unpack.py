@@ -13,33 +13,30 @@ import json
 import os
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 from typing import Dict, List
 
 from mart_upstream.fileio import replace_dir, staging_dir
+from mart_upstream.errors import UsageError
 
 from .train import PART_PREFIX
 
 PROG = "mart-bench device-unpack"
 
 
-class UnpackError(RuntimeError):
-    """Missing, incomplete or unsafe parts, as one clear line."""
-
 
 def find_parts(folder: str) -> List[str]:
     """``run.tar.partNN`` files of ``folder`` in order; an error when none are there or one is missing."""
     if not os.path.isdir(folder):
-        raise UnpackError(f"{folder} is not a folder")
+        raise UsageError(f"{folder} is not a folder")
     pat = re.compile(re.escape(PART_PREFIX) + r"(\d+)$")
     numbered = sorted((int(m.group(1)), n) for n in os.listdir(folder) if (m := pat.match(n)))
     if not numbered:
-        raise UnpackError(f"no {PART_PREFIX}NN files in {folder}")
+        raise UsageError(f"no {PART_PREFIX}NN files in {folder}")
     missing = sorted(set(range(numbered[-1][0] + 1)) - {i for i, _ in numbered})
     if missing:
-        raise UnpackError(f"{folder}: part(s) {', '.join(f'{PART_PREFIX}{i:02d}' for i in missing)} missing")
+        raise UsageError(f"{folder}: part(s) {', '.join(f'{PART_PREFIX}{i:02d}' for i in missing)} missing")
     return [os.path.join(folder, n) for _, n in numbered]
 
 
@@ -55,20 +52,20 @@ def _check_member(m: tarfile.TarInfo) -> None:
     name = m.name
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in parts or re.match(r"^[A-Za-z]:", name):
-        raise UnpackError(f"unsafe path in the tar: {name!r}")
+        raise UsageError(f"unsafe path in the tar: {name!r}")
     if not (m.isfile() or m.isdir()):
-        raise UnpackError(f"{name!r} in the tar is not a plain file or folder (links and devices are refused)")
+        raise UsageError(f"{name!r} in the tar is not a plain file or folder (links and devices are refused)")
 
 
 def unpack(parts_dir: str, out: str, force: bool = False) -> List[str]:
     """Join, check and extract; -> the extracted file names (relative to ``out``)."""
     parts = find_parts(parts_dir)
     if os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out) and not force):
-        raise UnpackError(f"{out} exists and is not empty; remove it or pass --force")
+        raise UsageError(f"{out} exists and is not empty; remove it or pass --force")
     expected = _expected(parts_dir)
     names = [os.path.basename(p) for p in parts]
     if expected.get("parts") and expected["parts"] != names:
-        raise UnpackError(f"{parts_dir}: device_run.json lists the parts {expected['parts']}, found {names}")
+        raise UsageError(f"{parts_dir}: device_run.json lists the parts {expected['parts']}, found {names}")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = staging_dir(parent, f".tmp-{os.path.basename(os.path.abspath(out))}-")
@@ -83,7 +80,7 @@ def unpack(parts_dir: str, out: str, force: bool = False) -> List[str]:
                             size += len(b)
                             g.write(b)
             if expected.get("sha256") and expected["sha256"] != sha.hexdigest():
-                raise UnpackError(f"the joined parts ({size} bytes) do not match the sha256 in "
+                raise UsageError(f"the joined parts ({size} bytes) do not match the sha256 in "
                                   f"{parts_dir}/device_run.json ({expected.get('tar_bytes')} bytes expected): "
                                   "a part is damaged or from another run")
             try:
@@ -93,7 +90,7 @@ def unpack(parts_dir: str, out: str, force: bool = False) -> List[str]:
                         _check_member(m)
                     tar.extractall(tmp, members=members, filter="data")
             except tarfile.TarError as e:
-                raise UnpackError(f"the parts in {parts_dir} do not join into a readable tar: {e}") from e
+                raise UsageError(f"the parts in {parts_dir} do not join into a readable tar: {e}") from e
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -108,11 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    try:
-        names = unpack(args.parts, args.out, args.force)
-    except UnpackError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    names = unpack(args.parts, args.out, args.force)
     ckpts = sorted(n for n in names if n.endswith(".ckpt") and "/" not in n)
     print(f"wrote {args.out}: {len(names)} files" + (f"; checkpoints {', '.join(ckpts)} (evaluate with "
                                                        f"`mart-bench run --checkpoints {args.out} --out RESULTS`)"

@@ -10,16 +10,15 @@ then ``python -m heareval.embeddings.runner hear_api.mart --model mart.ckpt --ta
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from typing import List, Optional
 
-from mart_upstream.quiet import silence_known_noise
+from mart_upstream.errors import UsageError, command
+from mart_upstream.quiet import start_console
 
 from . import sources
-from .taskfolder import HEAR_SAMPLE_RATES, Item, TaskBuildError, TaskSpec, assign_kfolds, build_task
+from .taskfolder import HEAR_SAMPLE_RATES, Item, TaskSpec, assign_kfolds, build_task
 
-__all__ = ["main", "build_task", "assign_kfolds", "Item", "TaskSpec", "TaskBuildError", "sources"]
+__all__ = ["main", "build_task", "assign_kfolds", "Item", "TaskSpec", "sources"]
 
 
 def _rates(text: str) -> List[int]:
@@ -65,23 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("mart-hear-task")
 def main(argv: Optional[List[str]] = None) -> int:
-    silence_known_noise()
+    start_console()
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.dataset == "gtzan":
-            spec, items = sources.gtzan(args.root, args.nfolds, args.duration or 30.0)
-        elif args.dataset == "mtat":
-            spec, items = sources.mtat(args.root, args.top_k, args.duration or 29.1)
-        else:
-            spec, items = sources.folder(args.root, args.name, args.nfolds, args.duration)
-        if spec.nfolds is not None and spec.nfolds < 3:
-            raise TaskBuildError(f"--nfolds must be at least 3 (test, valid and train folds), got {spec.nfolds}")
-        path, skipped = build_task(spec, items, args.out, args.sample_rates, args.overwrite, max(1, args.workers))
-    except TaskBuildError as e:
-        print(f"mart-hear-task: error: {e}", file=sys.stderr)
-        return 2
+    if args.dataset == "gtzan":
+        spec, items = sources.gtzan(args.root, args.nfolds, args.duration or 30.0)
+    elif args.dataset == "mtat":
+        spec, items = sources.mtat(args.root, args.top_k, args.duration or 29.1)
+    else:
+        spec, items = sources.folder(args.root, args.name, args.nfolds, args.duration)
+    if spec.nfolds is not None and spec.nfolds < 3:
+        raise UsageError(f"--nfolds must be at least 3 (test, valid and train folds), got {spec.nfolds}")
+    path, skipped = build_task(spec, items, args.out, args.sample_rates, args.overwrite, max(1, args.workers))
     print(f"wrote {path}: {len(items) - len(skipped)} clips, {len(skipped)} skipped, "
           f"{len(spec.labels)} labels, splits {', '.join(spec.splits())}")
     return 0

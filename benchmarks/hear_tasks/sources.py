@@ -1,11 +1,14 @@
 """Datasets as they are distributed -> (TaskSpec, items) for ``taskfolder.build_task``.
 
-* GTZAN (``genres/<genre>/*.wav``, or the original ``*.au``): HEAR's ``tfds_gtzan-1.0.0-full``:
-  scene, multiclass, 10 new folds, 30 s, top1_acc first.
-* MagnaTagATune (``annotations_final.csv`` + mp3 folders ``0/`` ... ``f/``): top-50 tags, the split
-  of the S3PRL ``mtat_tagging`` downstream (first hex digit of the folder: ``0``-``b`` train, ``c``
-  valid, ``d``-``f`` test; untagged clips dropped), multilabel, aucroc then mAP.
+* GTZAN (``genres/<genre>/*.wav``, or the original ``*.au``; folders found by ``mart_upstream.tasks.gtzan``):
+  HEAR's ``tfds_gtzan-1.0.0-full``: scene, multiclass, 10 new folds, 30 s, top1_acc first.
+* MagnaTagATune (``annotations_final.csv`` + mp3 folders ``0/`` ... ``f/``, read by
+  ``mart_upstream.tasks.mtat``, as the S3PRL ``mtat_tagging`` downstream reads it): top-50 tags, the
+  split by the first hex digit of the folder (``0``-``b`` train, ``c`` valid, ``d``-``f`` test; untagged
+  clips dropped), multilabel, aucroc then mAP.
 * any ``<label>/<audio files>`` tree: multiclass with new k folds.
+
+Input that cannot make a task is a :class:`mart_upstream.errors.TaskError`.
 """
 from __future__ import annotations
 
@@ -15,20 +18,20 @@ from typing import List, Optional, Tuple
 import numpy as np
 import soundfile as sf
 
-from mart_upstream.adapters.s3prl import PluginError
-from mart_upstream.adapters.s3prl.downstream.mtat_tagging.dataset import SPLIT_FOLDERS, read_annotations
-
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
+from mart_upstream.errors import TaskError
+from mart_upstream.tasks import PUBLISHED_SPLIT_NAMES
+from mart_upstream.tasks.gtzan import genres_dir
+from mart_upstream.tasks.mtat import read_annotations, split_of
 
-from .taskfolder import Item, TaskBuildError, TaskSpec
+from .taskfolder import Item, TaskSpec
 
 MULTICLASS_METRICS = ["top1_acc", "mAP", "d_prime", "aucroc"]
-HEAR_SPLIT = {"train": "train", "dev": "valid", "test": "test"}  # S3PRL split name -> HEAR's
 
 
 def _label_folders(root: str, what: str) -> List[Item]:
     if not os.path.isdir(root):
-        raise TaskBuildError(f"{root} is not a folder ({what})")
+        raise TaskError(f"{root} is not a folder ({what})")
     items = []
     for label in sorted(os.listdir(root)):
         folder = os.path.join(root, label)
@@ -38,7 +41,7 @@ def _label_folders(root: str, what: str) -> List[Item]:
             if is_audio_name(f):
                 items.append(Item(os.path.join(folder, f), os.path.splitext(f)[0], [label]))
     if not items:
-        raise TaskBuildError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in label folders under {root} ({what})")
+        raise TaskError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in label folders under {root} ({what})")
     stems = [it.name for it in items]
     if len(set(stems)) != len(stems):  # same file name under two labels: prefix the label
         for it in items:
@@ -47,8 +50,7 @@ def _label_folders(root: str, what: str) -> List[Item]:
 
 
 def gtzan(root: str, nfolds: int = 10, duration: float = 30.0) -> Tuple[TaskSpec, List[Item]]:
-    genres = os.path.join(root, "genres")
-    items = _label_folders(genres if os.path.isdir(genres) else root, "GTZAN: genres/<genre>/*.wav")
+    items = _label_folders(genres_dir(root), "GTZAN: genres/<genre>/*.wav")
     labels = sorted({it.labels[0] for it in items})
     spec = TaskSpec("tfds_gtzan", "1.0.0", "multiclass", "new_split_kfold", duration, MULTICLASS_METRICS,
                     labels, nfolds=nfolds)
@@ -60,7 +62,7 @@ def folder(root: str, name: Optional[str] = None, nfolds: int = 5,
     items = _label_folders(root, "<label>/<audio files>")
     labels = sorted({it.labels[0] for it in items})
     if len(labels) < 2:
-        raise TaskBuildError(f"{root}: a classification task needs at least 2 label folders, found {labels}")
+        raise TaskError(f"{root}: a classification task needs at least 2 label folders, found {labels}")
     if duration is None:
         duration = _p95_duration(items)
     name = name or os.path.basename(os.path.normpath(root))
@@ -79,26 +81,23 @@ def _p95_duration(items: List[Item]) -> float:
         except Exception:  # noqa: BLE001 - unreadable files are reported when converted
             pass
     if not seconds:
-        raise TaskBuildError("none of the audio files can be read")
+        raise TaskError("none of the audio files can be read")
     return float(np.ceil(np.percentile(seconds, 95) * 100) / 100)
 
 
 def mtat(root: str, top_k: int = 50, duration: float = 29.1) -> Tuple[TaskSpec, List[Item]]:
-    try:
-        df, tags = read_annotations(root, top_k)
-    except PluginError as e:
-        raise TaskBuildError(str(e)) from None
+    df, tags = read_annotations(root, top_k)
     items = []
     for row in df.itertuples(index=False):
         path = getattr(row, "mp3_path")
-        split = next((s for s, folders in SPLIT_FOLDERS.items() if path[:1].lower() in folders), None)
+        split = split_of(path)
         labels = [t for t, v in zip(tags, row[2:]) if int(v)]
         if not path or split is None or not labels:  # no file, not in a split folder, or untagged
             continue
         stem = os.path.splitext(os.path.basename(path))[0]
-        items.append(Item(os.path.join(root, path), f"{row.clip_id}-{stem}", labels, HEAR_SPLIT[split]))
+        items.append(Item(os.path.join(root, path), f"{row.clip_id}-{stem}", labels, PUBLISHED_SPLIT_NAMES[split]))
     if not items:
-        raise TaskBuildError(f"{root}: no tagged clips with an mp3_path in folders 0/ ... f/")
+        raise TaskError(f"{root}: no tagged clips with an mp3_path in folders 0/ ... f/")
     spec = TaskSpec("mtat_top50" if top_k == 50 else f"mtat_top{top_k}", "1.0.0", "multilabel", "trainvaltest",
                     duration, ["aucroc", "mAP"], tags)
     return spec, items

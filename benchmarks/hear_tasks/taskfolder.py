@@ -28,16 +28,13 @@ import soundfile as sf
 import torch
 
 from mart_upstream.audio import load_audio
+from mart_upstream.errors import TaskError
 from mart_upstream.fileio import atomic_path, replace_dir, staging_dir
 
 log = logging.getLogger(__name__)
 
 HEAR_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
 KFOLD_SEED_RETRIES = 1000
-
-
-class TaskBuildError(RuntimeError):
-    """Input that cannot make a task (missing folders, too few clips, bad options)."""
 
 
 @dataclass
@@ -131,29 +128,29 @@ def build_task(spec: TaskSpec, items: List[Item], tasks_dir: str, sample_rates: 
     rates = sorted({int(r) for r in sample_rates})
     for r in rates:
         if r not in HEAR_SAMPLE_RATES:
-            raise TaskBuildError(f"sample rate {r} is not one of HEAR's {HEAR_SAMPLE_RATES}")
+            raise TaskError(f"sample rate {r} is not one of HEAR's {HEAR_SAMPLE_RATES}")
     names = [it.name for it in items]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})[:5]
-        raise TaskBuildError(f"{spec.task_name}: file names must be unique in a task, repeated: {dup}")
+        raise TaskError(f"{spec.task_name}: file names must be unique in a task, repeated: {dup}")
     if not spec.sample_duration or spec.sample_duration <= 0:
-        raise TaskBuildError(f"sample duration must be positive, got {spec.sample_duration}")
+        raise TaskError(f"sample duration must be positive, got {spec.sample_duration}")
     target = os.path.join(tasks_dir, spec.folder_name)
     if os.path.exists(target) and not overwrite:
-        raise TaskBuildError(f"{target} exists; remove it or pass --overwrite")
+        raise TaskError(f"{target} exists; remove it or pass --overwrite")
     os.makedirs(tasks_dir, exist_ok=True)
     tmp = staging_dir(tasks_dir, f".tmp-{spec.folder_name}-")
     try:
         kept, skipped = _write_audio(spec, items, tmp, rates, workers)
         if spec.split_mode == "new_split_kfold":
             if len(kept) < spec.nfolds:
-                raise TaskBuildError(f"{spec.task_name}: {len(kept)} readable clips cannot fill {spec.nfolds} folds")
+                raise TaskError(f"{spec.task_name}: {len(kept)} readable clips cannot fill {spec.nfolds} folds")
             assign_kfolds(kept, spec.nfolds)
         splits = spec.splits()
         for split in splits:
             members = [it for it in kept if it.split == split]
             if not members:
-                raise TaskBuildError(f"{spec.task_name}: split {split} has no readable clips")
+                raise TaskError(f"{spec.task_name}: split {split} has no readable clips")
             for r in rates:
                 os.makedirs(os.path.join(tmp, str(r), split))
                 for it in members:

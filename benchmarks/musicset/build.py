@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -43,9 +42,10 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from mart_upstream.errors import TaskError, UsageError, command
 from mart_upstream.fileio import atomic_path, replace_dir, sha256_file, staging_dir, write_json, write_text
 
-from .render import PROGRAM_POOL, SOUNDFONT_DIR, SOUNDFONTS, Performance, RenderError, check_renderer, render, versions
+from .render import PROGRAM_POOL, SOUNDFONT_DIR, SOUNDFONTS, Performance, check_renderer, render, versions
 from .scores import STYLE_CORPORA, Note, Work, list_works, parse_notes, span
 
 log = logging.getLogger("mart-bench.data")
@@ -94,10 +94,6 @@ LICENSES_MD = """# Licences of the rendered benchmark data
 
 The rendered audio is for research benchmarking; check these terms before redistributing it.
 """
-
-
-class DataBuildError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -245,7 +241,7 @@ def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, w
         random.Random(f"{seed}-{label}").shuffle(cands)
         chosen = _take(cands, n_works, used, cfg, pool, f"style {label}", skipped)
         if len(chosen) < 3:
-            raise DataBuildError(f"style class {label}: only {len(chosen)} usable works (3 needed for the splits)")
+            raise TaskError(f"style class {label}: only {len(chosen)} usable works (3 needed for the splits)")
         n_val = max(1, round(len(chosen) * cfg.split[1]))
         n_test = max(1, round(len(chosen) * cfg.split[2]))
         splits = ["train"] * (len(chosen) - n_val - n_test) + ["valid"] * n_val + ["test"] * n_test
@@ -267,7 +263,7 @@ def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, w
                     sorted(STYLE_CORPORA))
     path, bad = build_task(spec, items, os.path.join(root, "tasks"), [SR], workers=workers)
     if bad:
-        raise DataBuildError(f"style task: {len(bad)} rendered clips could not be read back: {bad[:3]}")
+        raise TaskError(f"style task: {len(bad)} rendered clips could not be read back: {bad[:3]}")
     return {"task": os.path.relpath(path, root), "raw": "raw/style", "clips": len(items), "classes": info,
             "split_sizes": {s: sum(it.split == s for it in items) for s in SPLITS}}
 
@@ -278,7 +274,7 @@ def build_covers(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, 
 
     chosen = _take(_interleaved(seed, "covers", used), cfg.cover_works, used, cfg, pool, "cover works", skipped)
     if len(chosen) < cfg.cover_works:
-        raise DataBuildError(f"covers: only {len(chosen)} usable works left, {cfg.cover_works} asked for")
+        raise TaskError(f"covers: only {len(chosen)} usable works left, {cfg.cover_works} asked for")
     tracks, jobs = [], []
     for wi, c in enumerate(chosen):
         base = np.random.default_rng([seed, 2, wi])
@@ -399,7 +395,7 @@ def build_pretrain(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool
 
 def _check_out(out: str, overwrite: bool) -> None:
     if os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out) and not overwrite):
-        raise DataBuildError(f"{out} exists and is not an empty folder; remove it or pass --overwrite")
+        raise UsageError(f"{out} exists and is not an empty folder; remove it or pass --overwrite")
 
 
 def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, profile: str,
@@ -461,33 +457,30 @@ def _config(args) -> DataConfig:
                                           "pretrain_renderings", "clip_seconds") if getattr(args, k) is not None}
     for k in ("clips_per_class", "clips_per_work", "cover_works", "pretrain_renderings"):
         if k in over and over[k] < 1:
-            raise DataBuildError(f"--{k.replace('_', '-')} must be at least 1")
+            raise UsageError(f"--{k.replace('_', '-')} must be at least 1")
     if "pretrain_clips" in over and over["pretrain_clips"] < 0:
-        raise DataBuildError("--pretrain-clips must not be negative")
+        raise UsageError("--pretrain-clips must not be negative")
     if "clip_seconds" in over and not 1.0 <= over["clip_seconds"] <= 60.0:
-        raise DataBuildError("--clip-seconds must be within 1-60")
+        raise UsageError("--clip-seconds must be within 1-60")
     if args.no_recorded:
         over["recorded"] = False
     cfg = dataclasses.replace(PROFILES[args.profile], **over)
     if cfg.clips_per_class < 3:
-        raise DataBuildError("--clips-per-class must be at least 3 (one work in each of train, valid and test)")
+        raise UsageError("--clips-per-class must be at least 3 (one work in each of train, valid and test)")
     if cfg.clips_per_class < 3 * cfg.clips_per_work:  # at least one work per split
         cfg = dataclasses.replace(cfg, clips_per_work=cfg.clips_per_class // 3)
     return cfg
 
 
+@command("mart-bench data")
 def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _stop)
     t0 = time.time()
-    try:
-        if args.workers < 1:
-            raise DataBuildError("--workers must be at least 1")
-        cfg = _config(args)
-        m = build(args.out, cfg, args.seed, args.workers, args.overwrite, args.profile, args.soundfont_dir)
-    except (DataBuildError, RenderError) as e:
-        print(f"mart-bench data: error: {e}", file=sys.stderr)
-        return 2
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    cfg = _config(args)
+    m = build(args.out, cfg, args.seed, args.workers, args.overwrite, args.profile, args.soundfont_dir)
     s = m["style"]
     print(f"wrote {args.out} in {time.time() - t0:.0f} s: style {len(s['classes'])} classes, clips {s['split_sizes']}; "
           f"covers {m['covers']['works']} works x {m['covers']['versions']} versions; pretraining "

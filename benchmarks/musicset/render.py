@@ -13,6 +13,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from mart_upstream.errors import MartError
+
 from .scores import Note
 
 SOUNDFONT_DIR = "/usr/share/sounds/sf2"
@@ -23,8 +25,8 @@ INSTALL_HINT = ("apt-get install fluidsynth libfluidsynth3 fluid-soundfont-gm ti
 PROGRAM_POOL = (0, 4, 6, 19, 21, 24, 40, 41, 42, 46, 48, 52, 56, 60, 68, 70, 71, 73)
 
 
-class RenderError(RuntimeError):
-    pass
+class RenderError(MartError):
+    """fluidsynth, music21 or a soundfont is missing or cannot be loaded: one line naming what to install."""
 
 
 def soundfont_path(name: str, folder: str = SOUNDFONT_DIR) -> str:

@@ -14,8 +14,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from mart_upstream.fileio import atomic_path
+from mart_upstream.errors import UsageError
 
-from .evaluation import EvalError, Entry
+from .evaluation import Entry
 
 
 def parse_steps(text: Optional[str]) -> List[int]:
@@ -24,9 +25,9 @@ def parse_steps(text: Optional[str]) -> List[int]:
     try:
         steps = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise EvalError(f"--curve must be comma-separated step numbers, got {text!r}") from None
+        raise UsageError(f"--curve must be comma-separated step numbers, got {text!r}") from None
     if any(s <= 0 for s in steps):
-        raise EvalError(f"--curve steps must be positive, got {text!r}")
+        raise UsageError(f"--curve steps must be positive, got {text!r}")
     return steps
 
 

@@ -26,6 +26,7 @@ from mart_upstream.tasks import covers as cover_datasets
 from ..cover_song.embed import HearSource, embed_tracks
 from mart_upstream.tasks.metrics import average_precision, cosine_similarity, metrics_from_relevance, rank_relevance
 from mart_upstream.fileio import write_json
+from mart_upstream.errors import TaskError
 
 from . import paired
 from .pretraining import child_env
@@ -48,10 +49,6 @@ class Entry:
     key_invariant: bool = False  # cover similarity: max over 12 chroma rotations
 
 
-class EvalError(RuntimeError):
-    pass
-
-
 def _run(cmd, log_path: str, what: str) -> None:
     with open(log_path, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
@@ -63,7 +60,7 @@ def _run(cmd, log_path: str, what: str) -> None:
     if r.returncode != 0:
         with open(log_path) as f:
             tail = f.read()[-2000:]
-        raise EvalError(f"{what} failed (exit {r.returncode}); log {log_path}:\n{tail}")
+        raise TaskError(f"{what} failed (exit {r.returncode}); log {log_path}:\n{tail}")
 
 
 def _kept(path: str) -> Optional[Dict]:
@@ -92,14 +89,14 @@ def style_task(entry: Entry, task_dir: str, out_dir: str, grid: str = "default",
     t1 = time.perf_counter()
     emb_dirs = glob.glob(os.path.join(emb_root, "*", os.path.basename(task_dir)))
     if len(emb_dirs) != 1:
-        raise EvalError(f"heareval embeddings runner wrote {len(emb_dirs)} task folders under {emb_root}, expected 1")
+        raise TaskError(f"heareval embeddings runner wrote {len(emb_dirs)} task folders under {emb_root}, expected 1")
     _run([sys.executable, "-m", "heareval.predictions.runner", emb_dirs[0], "--grid", grid,
           "--grid-points", str(grid_points)], log_path, f"heareval predictions runner ({entry.key})")
     t2 = time.perf_counter()
     with open(os.path.join(emb_dirs[0], "test.predicted-scores.json")) as f:
         scores = json.load(f)
     if "test" not in scores:
-        raise EvalError(f"{emb_dirs[0]}: expected a train/valid/test task (trainvaltest split), "
+        raise TaskError(f"{emb_dirs[0]}: expected a train/valid/test task (trainvaltest split), "
                         f"got the scores {sorted(scores)}")
     test = scores["test"]
     out = {m: float(test[f"test_{m}"]) for m in STYLE_METRICS}
@@ -127,7 +124,7 @@ def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:
     source = HearSource(entry.module, entry.checkpoint)
     emb, kept, bad = embed_tracks(source, collection.tracks)
     if bad:
-        raise EvalError(f"{len(bad)} cover tracks could not be read, e.g. {bad[0]}")
+        raise TaskError(f"{len(bad)} cover tracks could not be read, e.g. {bad[0]}")
     works = [t.work for t in kept]
     # exact search: every query ranked once; the metrics and each query's AP come from the same lists
     sim = key_invariant_similarity(emb) if entry.key_invariant else cosine_similarity(emb)
@@ -146,14 +143,14 @@ def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:
 def find_task(tasks_dir: str, name: Optional[str] = None) -> str:
     """The classification task folder under ``tasks_dir`` (the one there, or ``name``)."""
     if not os.path.isdir(tasks_dir):
-        raise EvalError(f"no task folder: {tasks_dir} does not exist")
+        raise TaskError(f"no task folder: {tasks_dir} does not exist")
     found = sorted(d for d in os.listdir(tasks_dir) if os.path.isfile(os.path.join(tasks_dir, d, "task_metadata.json")))
     if name:
         if name not in found:
-            raise EvalError(f"task {name!r} not in {tasks_dir} (found: {', '.join(found) or 'none'})")
+            raise TaskError(f"task {name!r} not in {tasks_dir} (found: {', '.join(found) or 'none'})")
         return os.path.join(tasks_dir, name)
     if len(found) != 1:
-        raise EvalError(f"{tasks_dir} holds {len(found)} HEAR task folders ({', '.join(found) or 'none'}); "
+        raise TaskError(f"{tasks_dir} holds {len(found)} HEAR task folders ({', '.join(found) or 'none'}); "
                         "name one with --task")
     return os.path.join(tasks_dir, found[0])
 

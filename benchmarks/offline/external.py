@@ -21,7 +21,7 @@ from mart_upstream.config import to_dict
 from mart_upstream.models import build_config
 
 from . import pretraining
-from .evaluation import EvalError
+from mart_upstream.errors import UsageError
 from .pretraining import MODELS, Budget
 
 
@@ -47,7 +47,7 @@ def run_from_checkpoint(path: str, device_run: Dict, commit: str = "unknown") ->
     state = read_checkpoint(path)
     name = state["model_name"]
     if name not in MODELS:
-        raise EvalError(f"{path} holds a {name!r} model; the benchmark evaluates {', '.join(MODELS)}")
+        raise UsageError(f"{path} holds a {name!r} model; the benchmark evaluates {', '.join(MODELS)}")
     pre = state.get("pretrain") or {}
     settings = (pre.get("settings") or {}).get("run") or {}
     trained = dict(pre.get("device_run") or {})
@@ -86,16 +86,16 @@ def run_from_checkpoint(path: str, device_run: Dict, commit: str = "unknown") ->
 def runs_from(folder: str, commit: str = "unknown") -> List[Dict]:
     """Every ``folder/*.ckpt`` as a run, in the benchmark's model order; one checkpoint per model."""
     if not os.path.isdir(folder):
-        raise EvalError(f"--checkpoints: {folder} is not a folder")
+        raise UsageError(f"--checkpoints: {folder} is not a folder")
     paths = sorted(glob.glob(os.path.join(folder, "*.ckpt")))
     if not paths:
-        raise EvalError(f"--checkpoints: no .ckpt files in {folder}")
+        raise UsageError(f"--checkpoints: no .ckpt files in {folder}")
     device_run = _device_run(folder)
     runs: Dict[str, Dict] = {}
     for p in paths:
         r = run_from_checkpoint(p, device_run, commit)
         if r["model"] in runs:
-            raise EvalError(f"--checkpoints: {runs[r['model']]['checkpoint']} and {p} both hold {r['model']}; "
+            raise UsageError(f"--checkpoints: {runs[r['model']]['checkpoint']} and {p} both hold {r['model']}; "
                             "keep one checkpoint per model")
         runs[r["model"]] = r
     return [runs[m] for m in MODELS if m in runs]

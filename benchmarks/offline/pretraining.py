@@ -23,10 +23,10 @@ import torch
 from mart_upstream.checkpoint import read_checkpoint, save_checkpoint
 from mart_upstream.config import cpu_config_path, load_file
 from mart_upstream.fileio import write_json
-from mart_upstream.models import build_model
+from mart_upstream.models import build_model, model_names
 
 log = logging.getLogger("mart-bench.run")
-MODELS = ("mart", "pemr", "simclr")
+MODELS = tuple(model_names())
 
 
 @dataclass

@@ -76,26 +76,19 @@ def key_invariant_similarity(scene: np.ndarray) -> np.ndarray:
     return np.max(np.stack([c @ np.roll(c, k, axis=1).T for k in range(12)]), axis=0)
 
 
-def module_functions(kind: str):
-    """The three HEAR API functions of ``benchmarks.offline.hear_<kind>``."""
+@torch.no_grad()
+def get_timestamp_embeddings(audio: torch.Tensor, model: ReferenceModel,
+                             sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """HEAR API of ``hear_mfcc`` / ``hear_chroma``: frame features and their centres in ms."""
+    audio = check_audio(audio, model, sample_rate, model_type=ReferenceModel)
+    emb = model.frames(audio)
+    centres = torch.arange(emb.shape[1], dtype=torch.float32) * model.timestamp_hop_ms
+    return emb.float(), centres.expand(audio.shape[0], -1).contiguous()
 
-    def load_model(model_file_path: str = "") -> ReferenceModel:
-        return ReferenceModel(kind).eval()
 
-    @torch.no_grad()
-    def get_timestamp_embeddings(audio: torch.Tensor, model: ReferenceModel,
-                                 sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        audio = check_audio(audio, model, sample_rate, model_type=ReferenceModel)
-        emb = model.frames(audio)
-        centres = torch.arange(emb.shape[1], dtype=torch.float32) * model.timestamp_hop_ms
-        return emb.float(), centres.expand(audio.shape[0], -1).contiguous()
-
-    @torch.no_grad()
-    def get_scene_embeddings(audio: torch.Tensor, model: ReferenceModel,
-                             sample_rate: Optional[int] = None) -> torch.Tensor:
-        audio = check_audio(audio, model, sample_rate, model_type=ReferenceModel)
-        return model.scene(audio).float()
-
-    for f in (load_model, get_timestamp_embeddings, get_scene_embeddings):
-        f.__module__ = f"{__package__}.hear_{kind}"
-    return load_model, get_timestamp_embeddings, get_scene_embeddings
+@torch.no_grad()
+def get_scene_embeddings(audio: torch.Tensor, model: ReferenceModel,
+                         sample_rate: Optional[int] = None) -> torch.Tensor:
+    """HEAR API of ``hear_mfcc`` / ``hear_chroma``: mean and standard deviation of the frame features."""
+    audio = check_audio(audio, model, sample_rate, model_type=ReferenceModel)
+    return model.scene(audio).float()

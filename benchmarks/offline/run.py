@@ -19,14 +19,14 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from typing import Dict, List
 
+from mart_upstream.errors import UsageError
 from mart_upstream.fileio import write_json, write_text
 
 from . import curve, evaluation, export, external, pretraining, report
-from .evaluation import Entry, EvalError
+from .evaluation import Entry
 
 log = logging.getLogger("mart-bench.run")
 REFERENCES = [Entry(report.MFCC_ROW, "mfcc", f"{__package__}.hear_mfcc"),
@@ -95,7 +95,7 @@ def _data(args) -> Dict[str, str]:
         if what == "pretraining folder" and args.checkpoints:
             continue  # nothing is pretrained
         if not (os.path.isdir(path) if isdir else os.path.isfile(path)):
-            raise EvalError(f"{what} {path} does not exist")
+            raise UsageError(f"{what} {path} does not exist")
     desc = f"{os.path.abspath(root)}"
     manifest = os.path.join(root, "manifest.json")
     if os.path.isfile(manifest):
@@ -111,9 +111,9 @@ def _int_list(text: str, what: str) -> List[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise EvalError(f"--{what} must be comma-separated integers, got {text!r}") from None
+        raise UsageError(f"--{what} must be comma-separated integers, got {text!r}") from None
     if not values:
-        raise EvalError(f"--{what} is empty")
+        raise UsageError(f"--{what} is empty")
     return values
 
 
@@ -141,7 +141,7 @@ def _models(args) -> List[str]:
     models = [m for m in args.models.split(",") if m]
     unknown = sorted(set(models) - set(pretraining.MODELS))
     if unknown or not models:
-        raise EvalError(f"--models: unknown {unknown}; choose from {', '.join(pretraining.MODELS)}")
+        raise UsageError(f"--models: unknown {unknown}; choose from {', '.join(pretraining.MODELS)}")
     return models
 
 
@@ -151,41 +151,37 @@ def run(args) -> int:
         _apply_quick(args)
     t0 = time.time()
     code = export.commit()  # the code that trains and evaluates (recorded before anything runs)
-    try:
-        if args.device == "cuda":
-            import torch
+    if args.device == "cuda":
+        import torch
 
-            if not torch.cuda.is_available():
-                raise EvalError("--device cuda: no CUDA device is available here (use --device cpu)")
-        minutes = args.minutes if args.minutes and args.minutes > 0 else None
-        budget = pretraining.Budget(minutes, args.steps, args.batch_size)
-        if args.checkpoints:  # trained elsewhere: read, not pretrained
-            runs = external.runs_from(args.checkpoints, code)
-            models, seeds = [r["model"] for r in runs], sorted({r["seed"] for r in runs})
-        else:
-            models, seeds = _models(args), _int_list(args.seeds, "seeds")
-        data = _data(args)
-        steps = curve.parse_steps(args.curve)
-        if not args.checkpoints:
-            keep = [f"run.keep_steps=[{','.join(map(str, steps))}]"] if steps else []
-            runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
-                                         budget, args.device, args.num_workers, overrides=keep, commit=code)
-                    for m in models for s in seeds]
-        entries, curve_entries = [], []
-        main_entries = _entries(args, runs, models, seeds[0])
-        for e in main_entries + curve.entries(runs, steps):
-            folder = os.path.join(args.out, "eval", e.key)
-            log.info("evaluating %s", e.key)
-            style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
-            covers = evaluation.covers(e, data["covers"], folder)
-            (entries if e in main_entries else curve_entries).append(
-                {"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint, "seed": e.seed,
-                 "style": style, "covers": covers})
-            log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f", e.key,
-                     style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"])
-    except (EvalError, RuntimeError, ValueError) as e:
-        print(f"mart-bench run: error: {e}", file=sys.stderr)
-        return 2
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
+    minutes = args.minutes if args.minutes and args.minutes > 0 else None
+    budget = pretraining.Budget(minutes, args.steps, args.batch_size)
+    if args.checkpoints:  # trained elsewhere: read, not pretrained
+        runs = external.runs_from(args.checkpoints, code)
+        models, seeds = [r["model"] for r in runs], sorted({r["seed"] for r in runs})
+    else:
+        models, seeds = _models(args), _int_list(args.seeds, "seeds")
+    data = _data(args)
+    steps = curve.parse_steps(args.curve)
+    if not args.checkpoints:
+        keep = [f"run.keep_steps=[{','.join(map(str, steps))}]"] if steps else []
+        runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
+                                     budget, args.device, args.num_workers, overrides=keep, commit=code)
+                for m in models for s in seeds]
+    entries, curve_entries = [], []
+    main_entries = _entries(args, runs, models, seeds[0])
+    for e in main_entries + curve.entries(runs, steps):
+        folder = os.path.join(args.out, "eval", e.key)
+        log.info("evaluating %s", e.key)
+        style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
+        covers = evaluation.covers(e, data["covers"], folder)
+        (entries if e in main_entries else curve_entries).append(
+            {"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint, "seed": e.seed,
+             "style": style, "covers": covers})
+        log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f", e.key,
+                 style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"])
     rows = report.table_rows(entries)
     meta = {"data": data["description"], "data_root": data["root"], "task": os.path.basename(data["task"]),
             "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": entries[0]["covers"]["n_queries"],

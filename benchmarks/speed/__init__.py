@@ -1,14 +1,18 @@
 """``mart-bench speed``: how fast the encoders are, on the same random audio in one run.
 
     mart-bench speed --out DIR [--quick] [--device cpu|cuda] [--models mart,pemr,simclr,samplecnn]
+                     [--variants plain,fast,onnx] [--length-variants fast]
 
 1. Embedding throughput (audio seconds per wall-clock second) through the real embedding path
    (``frame_features`` and ``clip_embeddings``) at batch 1 and batched, paper-size configs with random
-   weights, beside CLMR's SampleCNN on the same audio; medians of ``--repeats`` after warm-up.
-2. FLOPs per second of audio (``FlopCounterMode``) and the achieved fraction of the machine's float32
-   matmul rate, measured with ``torch.mm`` in the same run.
+   weights, beside CLMR's SampleCNN on the same audio; medians of ``--repeats`` after warm-up. Each
+   model runs as variants: ``plain`` (eager, as built), ``fast`` (``mart_upstream.inference.for_inference``,
+   what the embedding tools load) and ``onnx`` (exported with ``mart-export``'s code, run by ONNX Runtime).
+2. FLOPs per second of audio (``FlopCounterMode``), the achieved fraction of the machine's float32
+   matmul rate (``torch.mm``) and 3x3 convolution rate (the encoders' main operation), both measured in
+   the same run, the speed-up over the plain variant and the ratio to the faster SampleCNN variant.
 3. Time and peak memory for single inputs of ``--lengths`` seconds (10 s to 1 h), each in a fresh
-   process; checks that time grows linearly and working memory stays flat.
+   process, for ``--length-variants``; checks that time grows linearly and working memory stays flat.
 4. Pretraining throughput (clips/s of forward + backward + Adam steps) with the paper configs and
    ``configs/*_cpu.yaml``.
 
@@ -23,7 +27,7 @@ from typing import List
 
 import torch
 
-from .subjects import ALL_MODELS
+from .subjects import ALL_MODELS, VARIANTS
 
 PROG = "mart-bench speed"
 SECTIONS = ("throughput", "lengths", "training")
@@ -60,6 +64,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="narrow, short model configs (to test the benchmark itself; not paper-size numbers)")
     p.add_argument("--sections", type=_csv(str), default=list(SECTIONS),
                    help=f"which parts to run (default: {','.join(SECTIONS)})")
+    p.add_argument("--variants", type=_csv(str), default=list(VARIANTS),
+                   help=f"how the models run in the throughput section, from {','.join(VARIANTS)} (default: all; "
+                   "onnx needs pip install -e .[onnx] and is skipped with a note without it)")
+    p.add_argument("--length-variants", type=_csv(str), default=["fast"],
+                   help="variants of the time-and-memory section (default: fast, what the embedding tools use; "
+                   "plain,fast for both; onnx is not run there)")
     g = p.add_argument_group("embedding throughput and FLOPs")
     g.add_argument("--clip-seconds", type=float, default=10.0, help="length of each clip")
     g.add_argument("--batch", type=int, default=16, help="clips in the batched measurement (also batch 1)")
@@ -114,15 +124,18 @@ def run(args) -> int:
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad:
         return _fail(f"unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
+    bad = [v for v in args.variants + args.length_variants if v not in VARIANTS]
+    if bad:
+        return _fail(f"unknown variant(s) {bad}; choose from {','.join(VARIANTS)}")
     if min(args.batch, args.repeats, args.train_steps) < 1 or min(args.lengths or [1]) <= 0:
         return _fail("--batch, --repeats, --train-steps and --lengths must be positive")
     _settle(args)
 
     from . import report
     from .lengths import checks, run_lengths
-    from .measure import load_average, machine_info, matmul_gflops
+    from .measure import conv_gflops, load_average, machine_info, matmul_gflops
     from .samplecnn import SampleCNN, check_size
-    from .throughput import run_throughput
+    from .throughput import relate, run_throughput
     from .training import run_training
 
     start = time.perf_counter()
@@ -131,25 +144,25 @@ def run(args) -> int:
     if "samplecnn" in args.models:
         res["samplecnn_params"] = check_size(SampleCNN())
         print(f"SampleCNN: {res['samplecnn_params']:,} parameters", file=sys.stderr)
-    print(f"float32 matmul {args.matmul_size}x{args.matmul_size} ...", file=sys.stderr)
+    print(f"float32 matmul {args.matmul_size}x{args.matmul_size} and 3x3 convolution 64->64 ...", file=sys.stderr)
     mm = {"size": args.matmul_size, "gflops_start": matmul_gflops(args.device, args.matmul_size)}
-    res["matmul"] = mm
-    print(f"  {mm['gflops_start']:.1f} GFLOP/s", file=sys.stderr)
+    conv = {"shape": [1, 64, 64, 1024], "gflops_start": conv_gflops(args.device)}
+    res["matmul"], res["conv"] = mm, conv
+    print(f"  {mm['gflops_start']:.1f} and {conv['gflops_start']:.1f} GFLOP/s", file=sys.stderr)
     if "throughput" in args.sections:
-        res["throughput"] = run_throughput(args, mm["gflops_start"])
+        res["throughput"] = run_throughput(args)
     if "lengths" in args.sections:
         res["lengths"] = run_lengths(args)
         res["length_checks"] = checks(res["lengths"], args.linear_max, args.flat_max, args.linear_from)
     if "training" in args.sections:
         res["training"] = run_training(args)
     mm["gflops_end"] = matmul_gflops(args.device, args.matmul_size)
-    mm["gflops"] = max(mm["gflops_start"], mm["gflops_end"])
-    # Fractions of the matmul rate against the better of the two measurements (the machine's rate
-    # when it was least shared).
-    for r in res.get("throughput", []):
-        for k, v in r.items():
-            if isinstance(v, dict) and "achieved_gflops" in v:
-                v["matmul_fraction"] = v["achieved_gflops"] / mm["gflops"]
+    conv["gflops_end"] = conv_gflops(args.device)
+    for rate in (mm, conv):
+        rate["gflops"] = max(rate["gflops_start"], rate["gflops_end"])
+    # Fractions of the rates against the better of the two measurements (the machine's rate when it
+    # was least shared).
+    relate(res.get("throughput", []), {"matmul": mm["gflops"], "conv": conv["gflops"]})
     res["machine"]["load_average_end"] = load_average()
     res["elapsed_s"] = time.perf_counter() - start
     md = report.write(res, args.out)

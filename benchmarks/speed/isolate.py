@@ -1,7 +1,9 @@
 """Run one measurement in a fresh Python process, so its peak memory is its own and a crash (or an
 out-of-memory kill) costs only that measurement.
 
-The child is ``python -m benchmarks.speed.isolate KIND JSON``; it prints its result as one JSON line.
+The parent calls ``run_isolated(kind, spec)``; the child is ``python -m <this package>.child KIND JSON``
+(``child.py``, which imports the probes) and prints its result as one JSON line after ``MARKER``. This
+module imports none of the probes' modules, so ``lengths`` and ``training`` can import it without a cycle.
 """
 from __future__ import annotations
 
@@ -9,27 +11,18 @@ import json
 import os
 import subprocess
 import sys
-from typing import Callable, Optional
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = "@@speed-result@@ "
-
-
-def _probe(kind: str) -> Callable[[dict], dict]:
-    if kind == "length":
-        from .lengths import probe_length
-
-        return probe_length
-    from .training import probe_training
-
-    return probe_training
+CHILD = (__spec__.parent if __spec__ is not None and __spec__.parent else "benchmarks.speed") + ".child"
 
 
 def run_isolated(kind: str, spec: dict, timeout: Optional[float] = None) -> dict:
     """``spec`` measured by probe ``kind`` in a child process -> its result, or {"error": ...}."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    cmd = [sys.executable, "-m", __name__ if __name__ != "__main__" else __spec__.name, kind, json.dumps(spec)]
+    cmd = [sys.executable, "-m", CHILD, kind, json.dumps(spec)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -43,17 +36,3 @@ def run_isolated(kind: str, spec: dict, timeout: Optional[float] = None) -> dict
         tail = [x for x in r.stderr.strip().splitlines() if x.strip()]
         why = f"exit {r.returncode}: {tail[-1] if tail else 'no output'}"
     return {"error": why}
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] not in ("length", "training"):
-        print("usage: python -m benchmarks.speed.isolate {length,training} JSON", file=sys.stderr)
-        return 2
-    result = _probe(argv[0])(json.loads(argv[1]))
-    sys.stdout.write(MARKER + json.dumps(result) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

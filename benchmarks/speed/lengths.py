@@ -1,5 +1,5 @@
 """Time and peak memory against input length: one input of each length through ``frame_features``
-and ``clip_embeddings``, each (model, path, length) in a fresh process.
+and ``clip_embeddings``, each (model, variant, path, length) in a fresh process.
 
 Memory is the peak resident set size during the timed calls (VmHWM, reset just before them) above
 the resident size just before them (after building the model, allocating the input and one warm-up
@@ -21,28 +21,30 @@ from tqdm import tqdm
 
 from .isolate import run_isolated
 from .measure import current_rss_mb, load_average, peak_rss_mb, reset_peak_rss, sync
-from .subjects import OUR_MODELS, PATHS, SR, build, embed_call, nbytes, window_samples
+from .subjects import OUR_MODELS, PATHS, SR, build, embed_call, nbytes, prepare, variants_of, window_samples
 from .throughput import make_audio
 
 
 def input_copy_samples(model, path: str, n: int) -> int:
     """Samples of the padded copy a path makes of a one-row input of ``n`` samples (0: no copy)."""
     if path == "frames" and hasattr(model, "feature_chunk"):
-        hop, chunk, ctx = model.frame_hop, model.feature_chunk, model.feature_context
-        total = -(-max(1, -(-n // hop)) * hop // chunk) * chunk
-        return total + 2 * ctx
+        from mart_upstream.embedding import feature_chunks
+
+        total, _ = feature_chunks(model, n)
+        return total + 2 * model.feature_context
     size = window_samples(model, path)
     padded = max(1, -(-n // size)) * size
     return padded if padded != n else 0
 
 
 def probe_length(spec: dict) -> dict:
-    """Runs in the child process. spec: model, path, seconds, device, tiny, repeats,
+    """Runs in the child process. spec: model, path, variant, seconds, device, tiny, repeats,
     repeat_max_seconds, warmup_seconds."""
     device = spec["device"]
     cuda = device.startswith("cuda")
     model = build(spec["model"], device, tiny=spec.get("tiny", False))
-    fn = embed_call(model, spec["path"])
+    variant = spec.get("variant", "plain")
+    fn = embed_call(prepare(model, variant), spec["path"])
     seconds = float(spec["seconds"])
     wav = make_audio(1, seconds, device)
     n = wav.shape[1]
@@ -78,6 +80,7 @@ def probe_length(spec: dict) -> dict:
     return {
         "model": spec["model"],
         "path": spec["path"],
+        "variant": variant,
         "seconds": seconds,
         "runs": len(times),
         "time_s": median,
@@ -99,21 +102,25 @@ def probe_length(spec: dict) -> dict:
 
 
 def checks(rows: List[Dict], linear_max: float, flat_max: float, linear_from: float) -> List[Dict]:
-    """Per (model, path): does time per audio second stay within ``linear_max`` x across lengths
-    (all lengths, and lengths >= ``linear_from`` s, where a chunk's padding no longer dominates) and
-    does working memory grow by less than ``flat_max`` from the second-longest to the longest input?"""
+    """Per (model, path, variant): does time per audio second stay within ``linear_max`` x across
+    lengths (all lengths, and lengths >= ``linear_from`` s, where a chunk's padding no longer dominates)
+    and does working memory grow by less than ``flat_max`` from the second-longest to the longest input?"""
     out = []
     keys = []
+
+    def key(r):
+        return r["model"], r["path"], r.get("variant", "plain")
+
     for r in rows:
-        if "error" not in r and (r["model"], r["path"]) not in keys:
-            keys.append((r["model"], r["path"]))
-    for model, path in keys:
-        rs = sorted((r for r in rows if "error" not in r and (r["model"], r["path"]) == (model, path)),
+        if "error" not in r and key(r) not in keys:
+            keys.append(key(r))
+    for model, path, variant in keys:
+        rs = sorted((r for r in rows if "error" not in r and key(r) == (model, path, variant)),
                     key=lambda r: r["seconds"])
         per = [r["time_per_audio_s"] for r in rs]
         long = [r["time_per_audio_s"] for r in rs if r["seconds"] >= linear_from] or per[-1:]
         spread_all, spread_long = max(per) / min(per), max(long) / min(long)
-        c = {"model": model, "path": path, "lengths": [r["seconds"] for r in rs],
+        c = {"model": model, "path": path, "variant": variant, "lengths": [r["seconds"] for r in rs],
              "time_spread_all": spread_all, "time_spread_long": spread_long,
              "linear_all": spread_all <= linear_max, "linear": spread_long <= linear_max}
         if len(rs) >= 2:
@@ -130,18 +137,20 @@ def checks(rows: List[Dict], linear_max: float, flat_max: float, linear_from: fl
 
 def run_lengths(args) -> List[Dict]:
     models = [m for m in args.models if m in OUR_MODELS or args.length_reference]
-    jobs = [(m, p, s) for m in models for p in PATHS for s in args.lengths]
+    # ONNX Runtime is left out here: each fresh process would export the model again
+    jobs = [(m, v, p, s) for m in models for v in variants_of(m, args.length_variants) if v != "onnx"
+            for p in PATHS for s in args.lengths]
     rows = []
-    for model, path, seconds in tqdm(jobs, desc="time and memory vs length", file=sys.stderr, leave=False):
-        spec = {"model": model, "path": path, "seconds": seconds, "device": args.device, "tiny": args.tiny,
-                "repeats": args.repeats, "repeat_max_seconds": args.repeat_max_seconds,
+    for model, variant, path, seconds in tqdm(jobs, desc="time and memory vs length", file=sys.stderr, leave=False):
+        spec = {"model": model, "path": path, "variant": variant, "seconds": seconds, "device": args.device,
+                "tiny": args.tiny, "repeats": args.repeats, "repeat_max_seconds": args.repeat_max_seconds,
                 "warmup_seconds": args.warmup_seconds}
         r = run_isolated("length", spec, timeout=args.probe_timeout)
         if "error" in r:
-            r = {"model": model, "path": path, "seconds": seconds, **r}
-            tqdm.write(f"  {model:9s} {path:6s} {seconds:7.0f} s: FAILED {r['error']}", file=sys.stderr)
+            r = {"model": model, "path": path, "variant": variant, "seconds": seconds, **r}
+            tqdm.write(f"  {model:9s} {path:6s} {variant:5s} {seconds:7.0f} s: FAILED {r['error']}", file=sys.stderr)
         else:
-            tqdm.write(f"  {model:9s} {path:6s} {seconds:7.0f} s: {r['time_s']:8.2f} s "
+            tqdm.write(f"  {model:9s} {path:6s} {variant:5s} {seconds:7.0f} s: {r['time_s']:8.2f} s "
                        f"({1e3 * r['time_per_audio_s']:.2f} ms per audio s), peak +{r['peak_growth_mb']:.0f} MB, "
                        f"working {r['working_mb']:.0f} MB", file=sys.stderr)
         rows.append(r)

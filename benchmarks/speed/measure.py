@@ -48,6 +48,19 @@ def matmul_gflops(device: str, n: int, repeats: int = 5) -> float:
     return 2 * n**3 / t / 1e9
 
 
+def conv_gflops(device: str, frames: int = 1024, repeats: int = 5) -> float:
+    """The machine's rate for the encoders' main operation: a 3x3 convolution of 64 to 64 channels on
+    [1, 64, 64, frames] channels-last maps (FCN-4's second block on ``frames`` x 256 samples of audio)."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 64, 64, frames, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3, generator=gen).to(device)
+    b = torch.randn(64, generator=gen).to(device)
+    t = median_time(lambda: F.conv2d(x, w, b, padding=1), repeats, device, warmup=2)
+    return 2 * 64 * 64 * 9 * 64 * frames / t / 1e9
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call as ``FlopCounterMode`` counts them: matmuls, convolutions and attention
     (elementwise ops, pooling, normalisation and FFTs are not counted)."""

@@ -25,6 +25,10 @@ def _length(s: float) -> str:
     return f"{s:g} s"
 
 
+def _x(v) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
 def throughput_table(res: Dict) -> List[str]:
     rows = res.get("throughput") or []
     if not rows:
@@ -32,20 +36,38 @@ def throughput_table(res: Dict) -> List[str]:
     b = res["settings"]["batch"]
     clip = _length(res["settings"]["clip_seconds"])
     out = [f"### Embedding throughput ({clip} clips, x realtime = audio seconds per wall-clock second)", "",
-           f"| model | path | params | GFLOP / audio s | audio computed per {clip} clip | x realtime b1 | "
-           f"x realtime b{b} | GFLOP/s b{b} | of matmul b1 | of matmul b{b} | CPU use |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           f"| model | path | params | GFLOP / audio s | audio computed per {clip} clip |",
+           "|---|---|---:|---:|---:|"]
+    seen = set()
     for r in rows:
-        one, big = r["b1"], r[f"b{b}"]
+        if "error" in r or (r["model"], r["path"]) in seen:
+            continue
+        seen.add((r["model"], r["path"]))
         out.append(f"| {r['model']} | {r['path']} | {r['params']:,} | {r['gflop_per_audio_s']:.2f} | "
-                   f"{r['computed_seconds_per_clip']:.1f} s | {one['x_realtime']:.1f} | {big['x_realtime']:.1f} | "
-                   f"{big['achieved_gflops']:.1f} | {one['matmul_fraction']:.1%} | {big['matmul_fraction']:.1%} | "
+                   f"{r['computed_seconds_per_clip']:.1f} s |")
+    out += ["", f"| model | path | variant | x realtime b1 | x realtime b{b} | vs plain b{b} | vs SampleCNN b1 | "
+            f"vs SampleCNN b{b} | GFLOP/s b{b} | of matmul b1 | of matmul b{b} | of conv b{b} | CPU use |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['model']} | {r['path']} | {r['variant']} | skipped: {r['error']} |" + " |" * 9)
+            continue
+        one, big = r["b1"], r[f"b{b}"]
+        out.append(f"| {r['model']} | {r['path']} | {r['variant']} | {one['x_realtime']:.1f} | {big['x_realtime']:.1f} | "
+                   f"{_x(big.get('vs_plain'))} | {_x(one.get('vs_samplecnn'))} | {_x(big.get('vs_samplecnn'))} | "
+                   f"{big['achieved_gflops']:.1f} | {_f(one.get('matmul_fraction'), '{:.1%}')} | "
+                   f"{_f(big.get('matmul_fraction'), '{:.1%}')} | {_f(big.get('conv_fraction'), '{:.1%}')} | "
                    f"{_f(big.get('cpu_utilisation'), '{:.0%}')} |")
     out += ["", "GFLOP / audio s: matmul and convolution FLOPs (FlopCounterMode) per second of long audio. "
             f"Audio computed: what one {clip} clip is padded to (whole windows / frame chunks, with chunk context). "
-            "Of matmul: the achieved FLOP rate of the call (its executed FLOPs / median time) divided by the "
-            "measured float32 torch.mm rate. CPU use: process CPU time / wall time / threads while timing "
-            "the batched call (below 100%: waiting, e.g. for other processes on the same cores).", ""]
+            "Variants: plain = the eager model; fast = mart_upstream.inference.for_inference (BatchNorm folded, "
+            "first block as a tiled patch product, channels-last maps, silent windows encoded once; SampleCNN: "
+            "BatchNorm folded); onnx = the mart-export graphs in ONNX Runtime. vs plain: speed-up over the same "
+            "model's plain variant; vs SampleCNN: throughput over the faster SampleCNN variant on the same audio "
+            "and batch. GFLOP/s: FLOPs the call executes (the fast variant skips repeated silent windows; ONNX "
+            "counted as plain) / median time; of matmul, of conv: that rate over the measured float32 torch.mm "
+            "and 3x3 convolution rates. CPU use: process CPU time / wall time / threads while timing the batched "
+            "call (below 100%: waiting, e.g. for other processes on the same cores).", ""]
     return out
 
 
@@ -54,27 +76,29 @@ def lengths_table(res: Dict) -> List[str]:
     if not rows:
         return []
     out = ["### Time and peak memory against input length (one input, fresh process each)", "",
-           "| model | path | length | time s | ms / audio s | x realtime | CPU use | peak RSS + MB | "
-           "result MB | working MB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| model | path | variant | length | time s | ms / audio s | x realtime | CPU use | peak RSS + MB | "
+           "result MB | working MB |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        variant = r.get("variant", "plain")
         if "error" in r:
-            out.append(f"| {r['model']} | {r['path']} | {_length(r['seconds'])} | failed: {r['error']} |"
+            out.append(f"| {r['model']} | {r['path']} | {variant} | {_length(r['seconds'])} | failed: {r['error']} |"
                        " | | | | | |")
             continue
-        out.append(f"| {r['model']} | {r['path']} | {_length(r['seconds'])} | {r['time_s']:.2f} | "
+        out.append(f"| {r['model']} | {r['path']} | {variant} | {_length(r['seconds'])} | {r['time_s']:.2f} | "
                    f"{1e3 * r['time_per_audio_s']:.2f} | {r['x_realtime']:.0f} | {r['cpu_utilisation']:.0%} | "
                    f"{r['peak_growth_mb']:.0f} | {r['output_mb']:.0f} | {r['working_mb']:.0f} |")
     s = res["settings"]
     out += ["", "Peak RSS +: peak resident memory during the call above the resident memory just before it "
             "(model built, input allocated, warmed up). Working: that minus the padded input copy and the "
             "returned result, which must grow with the length. CPU use: process CPU time / wall time / threads.",
-            "", f"| model | path | time / audio s spread (>= {_length(s['linear_from'])}) | linear (<= "
+            "", f"| model | path | variant | time / audio s spread (>= {_length(s['linear_from'])}) | linear (<= "
             f"{s['linear_max']:g}x) | spread incl. shortest | working memory growth | flat (< {s['flat_max']:.0%}) "
-            "| peak RSS growth | raw flat |", "|---|---|---:|---|---:|---|---|---|---|"]
+            "| peak RSS growth | raw flat |", "|---|---|---|---:|---|---:|---|---|---|---|"]
     for c in res.get("length_checks") or []:
         pair = c.get("compared")
         between = f" ({_length(pair[0])} -> {_length(pair[1])})" if pair else ""
-        out.append(f"| {c['model']} | {c['path']} | {c['time_spread_long']:.2f}x | {_yes(c['linear'])} | "
+        out.append(f"| {c['model']} | {c['path']} | {c.get('variant', 'plain')} | {c['time_spread_long']:.2f}x | "
+                   f"{_yes(c['linear'])} | "
                    f"{c['time_spread_all']:.2f}x | {_f(c.get('working_growth'), '{:+.0%}')}{between} | "
                    f"{_yes(c.get('flat'))} | {_f(c.get('peak_growth'), '{:+.0%}')} | {_yes(c.get('flat_raw'))} |")
     out.append("")
@@ -100,6 +124,13 @@ def training_table(res: Dict) -> List[str]:
     return out
 
 
+def _conv_rate(conv) -> str:
+    if not conv:
+        return ""
+    return (f"; 3x3 convolution 64->64 on {'x'.join(map(str, conv['shape']))} channels-last: "
+            f"{conv['gflops_start']:.1f} and {_f(conv.get('gflops_end'), '{:.1f}')}")
+
+
 def markdown(res: Dict) -> str:
     m, mm = res["machine"], res["matmul"]
     loads = [x[0] for x in (m.get("load_average_start"), m.get("load_average_end")) if x]
@@ -109,7 +140,8 @@ def markdown(res: Dict) -> str:
            f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, torch {m['torch']} with {m['torch_threads']} "
            f"threads, device {m['device']}{' (' + m['gpu'] + ')' if m.get('gpu') else ''}. "
            f"float32 matmul ({mm['size']}x{mm['size']}): {mm['gflops_start']:.1f} GFLOP/s at the start, "
-           f"{_f(mm.get('gflops_end'), '{:.1f}')} at the end; the larger is the reference. Load average "
+           f"{_f(mm.get('gflops_end'), '{:.1f}')} at the end{_conv_rate(res.get('conv'))}; the larger is the "
+           "reference. Load average "
            f"{m['load_average_start']} at the start, {m.get('load_average_end')} at the end{shared}. "
            f"Total {res['elapsed_s'] / 60:.1f} min.", ""]
     end = mm.get("gflops_end")

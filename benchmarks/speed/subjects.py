@@ -4,31 +4,32 @@ Our models go through the one embedding path of ``mart_upstream.embedding``:
 ``frames`` = ``frame_features(model, wav)`` (every layer on one frame grid) and
 ``clip`` = ``clip_embeddings(model, wav)`` (one vector per clip). The SampleCNN reference gives one
 vector per 59049-sample window (``frames``) and their mean (``clip``).
+
+Each is measured as variants (``prepare``): ``plain`` (the eager model as built), ``fast``
+(``mart_upstream.inference.for_inference``, what the embedding tools load; SampleCNN: its BatchNorms
+folded) and ``onnx`` (our models exported with ``mart_upstream.export`` and run by ONNX Runtime).
 """
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 
+from mart_upstream.models import model_names, tiny_config
+
 from .samplecnn import SampleCNN
 
 SR = 16000
-OUR_MODELS = ("mart", "pemr", "simclr")
+OUR_MODELS = tuple(model_names())
 REFERENCE_MODELS = ("samplecnn",)
 ALL_MODELS = OUR_MODELS + REFERENCE_MODELS
 PATHS = ("frames", "clip")
+VARIANTS = ("plain", "fast", "onnx")
 
 # ``--tiny``: the real architectures, narrowed and shortened, for smoke tests of the benchmark itself.
-TINY_CONFIGS: Dict[str, dict] = {
-    "mart": {"clip_samples": 8000, "finest_hop": 50, "encoder": {"channels": [8, 8, 8, 8, 8, 8, 16]},
-             "pwt_head_dim": 8, "proj_hidden": 16, "proj_dim": 8},
-    "pemr": {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "d_model": 24, "head_dim": 8,
-             "proj_hidden": 16, "proj_dim": 8},
-    "simclr": {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "proj_hidden": 16, "proj_dim": 8},
-}
+TINY_CONFIGS: Dict[str, dict] = {name: tiny_config(name) for name in OUR_MODELS}
 
 
 def model_config(name: str, tiny: bool = False) -> Optional[dict]:
@@ -49,6 +50,29 @@ def build(name: str, device: str = "cpu", tiny: bool = False, config: Optional[d
     else:
         raise KeyError(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
     return model.to(device).eval()
+
+
+def variants_of(name: str, wanted) -> List[str]:
+    """The variants of ``wanted`` that apply to model ``name`` (SampleCNN is not exported)."""
+    return [v for v in VARIANTS if v in wanted and not (v == "onnx" and name not in OUR_MODELS)]
+
+
+def prepare(model: nn.Module, variant: str, workdir: Optional[str] = None):
+    """The object the embedding calls of ``variant`` run on; ``onnx`` exports into ``workdir``."""
+    if variant == "plain":
+        return model
+    if variant == "fast":
+        from mart_upstream.inference import fold_batchnorms, for_inference
+
+        return fold_batchnorms(model) if isinstance(model, SampleCNN) else for_inference(model)
+    if variant == "onnx":
+        from mart_upstream.export import export_onnx, load_onnx
+
+        if workdir is None:
+            raise ValueError("the onnx variant needs a folder to export into")
+        export_onnx(model, workdir)
+        return load_onnx(workdir)
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
 def embed_call(model: nn.Module, path: str) -> Callable[[torch.Tensor], object]:
@@ -78,9 +102,10 @@ def computed_samples(model: nn.Module, path: str, n: int) -> int:
     if isinstance(model, SampleCNN) or path == "clip":
         size = window_samples(model, path)
         return max(1, -(-n // size)) * size
-    hop, chunk, ctx = model.frame_hop, model.feature_chunk, model.feature_context
-    chunks = -(-max(1, -(-n // hop)) * hop // chunk)
-    return chunks * (chunk + 2 * ctx)
+    from mart_upstream.embedding import feature_chunks
+
+    _, chunks = feature_chunks(model, n)
+    return sum(length + 2 * model.feature_context for _, length in chunks)
 
 
 def nbytes(out) -> int:

@@ -4,7 +4,6 @@ paper-size default configs and the CPU configs (``mart-pretrain --config cpu``),
 Data loading and augmentation are not included."""
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
@@ -13,7 +12,7 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from .isolate import ROOT, run_isolated
+from .isolate import run_isolated
 from .measure import current_rss_mb, load_average, peak_rss_mb, reset_peak_rss, sync
 from .subjects import OUR_MODELS, SR, TINY_CONFIGS
 
@@ -22,7 +21,7 @@ def training_setups(name: str, tiny: bool, batch_override: Optional[int]) -> Lis
     """(label, model config, batch size) to time for one model: the paper defaults with the
     default run batch size, and ``mart_upstream/configs/<name>_cpu.yaml`` with its own; ``tiny``: the tiny config."""
     from mart_upstream.config import cpu_config_path, load_file
-    from mart_upstream.train.cli import RunConfig
+    from mart_upstream.train.settings import RunConfig
 
     if tiny:
         setups = [{"config": "tiny", "model_config": TINY_CONFIGS[name], "batch": 2}]
@@ -42,7 +41,7 @@ def training_setups(name: str, tiny: bool, batch_override: Optional[int]) -> Lis
 def probe_training(spec: dict) -> dict:
     """Runs in the child process. spec: model, config, model_config, batch, device, warmup, steps."""
     from mart_upstream.models import build_model
-    from mart_upstream.train.cli import OptimConfig
+    from mart_upstream.train.settings import OptimConfig
 
     device = torch.device(spec["device"])
     torch.manual_seed(0)

@@ -8,7 +8,8 @@ Both calls are thin layers over ``mart_upstream.embedding``:
 * scenes: ``clip_embeddings`` (MART: the whole-clip part-whole output ŝ⁰; FCN-4 models: the pooled
   encoder output), averaged over windows of the pretraining length.
 
-See ``docs/hear.md`` for the hop and layer choices.
+The checkpoint is embedded through its fast inference copy (``mart_upstream.inference.for_inference``:
+the same numbers, computed faster). See ``docs/hear.md`` for the hop and layer choices.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from mart_upstream.checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
 from mart_upstream.embedding import check_waveforms, clip_embeddings, frame_features
+from mart_upstream.inference import for_inference
 
 MAX_HOP_MS = 50.0  # HEAR: timestamps at most 50 ms apart (onset tolerance of music transcription)
 FINE_HOP_MS = 25.0  # grid used when the native frame grid is coarser than MAX_HOP_MS
@@ -69,7 +71,7 @@ def load_model(name: str, model_file_path: str, layers: Sequence[int]) -> HearMo
         raise CheckpointError(
             f"{path} holds a {model.model_name!r} model; load it with hear_api.{model.model_name}, not hear_api.{name}"
         )
-    return HearModel(model, layers).eval()
+    return HearModel(for_inference(model), layers).eval()
 
 
 def check_audio(audio, model: nn.Module, sample_rate: Optional[int] = None, model_type: type = HearModel) -> torch.Tensor:

@@ -1,7 +1,15 @@
-"""Model registry: name -> (config dataclass, model class). Open for further baselines."""
+"""Model registry: name -> entry (config dataclass, model class). Open for further baselines.
+
+A model is one module in this package: its config dataclass and its ``SSLModel`` subclass, which states
+what the rest of the project needs to know about it (``tiny_config``, ``has_unused_parameters``,
+``upgrade_v1_config``), and one ``register_model`` line below. Training, checkpoints, the tests and the
+benchmarks read the models from here.
+"""
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Type
+import copy
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Type
 
 from ..config import from_dict
 from .base import SSLModel
@@ -9,11 +17,31 @@ from .mart import Mart, MartConfig
 from .pemr import Pemr, PemrConfig
 from .simclr import SimCLR, SimCLRConfig
 
-MODELS: Dict[str, Tuple[type, Type[SSLModel]]] = {}
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    config_cls: type
+    model_cls: Type[SSLModel]
+
+    def config(self, data: Optional[dict] = None) -> Any:
+        """The config dataclass from a (partial) dict over its defaults."""
+        return from_dict(self.config_cls, data, where=self.name)
+
+    def tiny_config(self) -> dict:
+        """Config overrides of the narrowed, shortened architecture (a fresh copy)."""
+        return copy.deepcopy(self.model_cls.tiny_config)
+
+    def find_unused_parameters(self, config: Any) -> bool:
+        """DDP's ``find_unused_parameters`` for training with ``config``."""
+        return self.model_cls.has_unused_parameters(config)
+
+
+MODELS: Dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, config_cls: type, model_cls: Type[SSLModel]) -> None:
-    MODELS[name] = (config_cls, model_cls)
+    MODELS[name] = ModelEntry(name, config_cls, model_cls)
 
 
 register_model("mart", MartConfig, Mart)
@@ -21,22 +49,27 @@ register_model("pemr", PemrConfig, Pemr)
 register_model("simclr", SimCLRConfig, SimCLR)
 
 
-def model_names():
+def model_names() -> List[str]:
     return sorted(MODELS)
 
 
-def get_entry(name: str) -> Tuple[type, Type[SSLModel]]:
+def get_entry(name: str) -> ModelEntry:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(model_names())}")
     return MODELS[name]
 
 
 def build_config(name: str, data: Optional[dict] = None):
-    return from_dict(get_entry(name)[0], data, where=name)
+    return get_entry(name).config(data)
 
 
 def build_model(name: str, config=None) -> SSLModel:
-    cfg_cls, model_cls = get_entry(name)
+    entry = get_entry(name)
     if config is None or isinstance(config, dict):
-        config = from_dict(cfg_cls, config, where=name)
-    return model_cls(config)
+        config = entry.config(config)
+    return entry.model_cls(config)
+
+
+def tiny_config(name: str) -> dict:
+    """``name``'s tiny config overrides (CPU tests, smoke runs of the benchmarks)."""
+    return get_entry(name).tiny_config()

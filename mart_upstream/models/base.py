@@ -1,7 +1,7 @@
 """What every pretraining model shares: a log-mel frontend, an FCN encoder and a projection head."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import ClassVar, Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +19,27 @@ class SSLModel(nn.Module):
 
     ``views``: [B, V, clip_samples] raw 16 kHz crops (already augmented), V = ``num_views``.
     The returned dict holds ``loss`` (the scalar to minimise) and its named components.
+
+    What the training code, the tests and the benchmarks need to know about a model is stated on its
+    class (``tiny_config``, ``has_unused_parameters``, ``upgrade_v1_config``) and read through the
+    registry in ``mart_upstream.models``.
     """
 
     num_views = 2
     MAX_CLIP_SAMPLES = 16000 * 600  # a pretraining crop / embedding window of at most 10 minutes
+    # The real architecture narrowed and shortened (config overrides), for CPU tests and smoke runs.
+    tiny_config: ClassVar[dict] = {}
+
+    @classmethod
+    def has_unused_parameters(cls, config) -> bool:
+        """Whether training with ``config`` leaves some parameters without a gradient (DDP then has
+        to look for them: ``find_unused_parameters``)."""
+        return False
+
+    @classmethod
+    def upgrade_v1_config(cls, config: dict) -> dict:
+        """The config dict of a format-1 checkpoint in today's terms (ConfigError where it cannot be)."""
+        return config
 
     def __init__(self, config):
         super().__init__()

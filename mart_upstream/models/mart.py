@@ -135,6 +135,15 @@ class PartWholeTransformer(nn.Module):
 
 
 class Mart(SSLModel):
+    tiny_config = {"clip_samples": 8000, "finest_hop": 50, "encoder": {"channels": [8, 8, 8, 8, 8, 8, 16]},
+                   "pwt_head_dim": 8, "proj_hidden": 16, "proj_dim": 8}
+
+    @classmethod
+    def has_unused_parameters(cls, config: MartConfig) -> bool:
+        # "w/o PWT" builds the part-whole transformer but skips it; "w/o HCL" trains on the whole only,
+        # which the last layer's parts-from-whole attention does not reach
+        return not (config.use_pwt and config.use_hcl)
+
     def __init__(self, config: MartConfig):
         super().__init__(config)
         c = config
@@ -190,7 +199,7 @@ class Mart(SSLModel):
         every part-whole transformer layer, each part repeated over the frames it spans."""
         c = self.config
         n = -(-c.clip_samples // self.frame_hop)
-        frames = self.encoder.forward_maps(self.level_frontends[-1](wav))[-1][:, :n]
+        frames = self.encoder.frame_map(self.level_frontends[-1](wav))[:, :n]
         levels = self.encode_levels(wav, c.levels)
         outs = [levels] + (self.pwt(levels, return_all=True) if c.use_pwt else [])
         finest = c.parts ** (c.levels - 1)

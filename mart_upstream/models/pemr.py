@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..encoders import FCNConfig, fcn4_config
+from ..errors import ConfigError
 from ..frontend import FrontendConfig
 from ..layers import TransformerBlock, sinusoidal_positions
 from ..losses import barlow_twins, negative_decorrelation
@@ -139,6 +140,19 @@ def positive_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 class Pemr(SSLModel):
+    tiny_config = {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "d_model": 24, "head_dim": 8,
+                   "proj_hidden": 16, "proj_dim": 8}
+
+    @classmethod
+    def upgrade_v1_config(cls, config: dict) -> dict:
+        """Format 1 stored ``mask_fill`` as the number masked frames were multiplied to: 0.0 is "zero"."""
+        fill = config.get("mask_fill", "zero")
+        if isinstance(fill, str):
+            return config
+        if float(fill) != 0.0:
+            raise ConfigError(f"pemr checkpoint with mask_fill={fill} cannot be upgraded")
+        return dict(config, mask_fill="zero")
+
     def __init__(self, config: PemrConfig):
         if config.mask_fill not in MASK_FILLS:
             raise ValueError(f"PemrConfig.mask_fill must be one of {MASK_FILLS}, got {config.mask_fill!r}")

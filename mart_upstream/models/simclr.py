@@ -20,6 +20,8 @@ class SimCLRConfig:
 
 
 class SimCLR(SSLModel):
+    tiny_config = {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "proj_hidden": 16, "proj_dim": 8}
+
     def forward(self, views):
         self.check_views(views, 2, self.clip_samples)
         b = views.shape[0]

@@ -1,0 +1,16 @@
+"""The task layer: downstream datasets as they are distributed, read one way for every harness.
+
+* ``covers``: cover-song collections (manifest CSV, Covers80, SHS100K-SUB) and their split by work;
+* ``metrics``: cover-song retrieval metrics (MAP, P@10, MR1);
+* ``gtzan``: GTZAN's genre folders and its fault-filtered split;
+* ``mtat``: MagnaTagATune's annotations, top-k tags and its split by folder.
+
+Data that cannot be used is a :class:`mart_upstream.errors.TaskError`. The harness adapters
+(``mart_upstream.adapters``) and the benchmarks build on these modules, never on each other.
+
+Split names here are ``SPLITS``; published split lists and HEAR task folders call ``dev`` ``valid``
+(``PUBLISHED_SPLIT_NAMES``).
+"""
+
+SPLITS = ("train", "dev", "test")
+PUBLISHED_SPLIT_NAMES = {"train": "train", "dev": "valid", "test": "test"}

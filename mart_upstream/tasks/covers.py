@@ -1,6 +1,8 @@
-"""Cover-song collections as lists of ``Track(work, version, path)``.
+"""Cover-song collections as lists of ``Track(work, version, path, split)``.
 
-* ``read_manifest``: a CSV with columns ``work_id,version_id,path`` (paths relative to the CSV's folder).
+* ``read_manifest``: a CSV with columns ``work_id,version_id,path`` and optionally ``split`` (paths
+  absolute or relative to the CSV's folder); ``assign_splits`` splits its works (not its versions)
+  into train / dev / test by that column or by a seeded shuffle.
 * ``covers80``: the LabROSA layout ``covers32k/<Work>/<version>.mp3`` with ``list1.list`` /
   ``list2.list`` (80 works x 2 versions; all 160 are queries).
 * ``shs100k_sub``: SHS100K's published ``list`` (set_id, ver_id, title, performer, url, status; tab
@@ -10,6 +12,7 @@
 Missing audio files are counted and reported (``Collection.missing``); an empty result is an error.
 A file listed twice under one work is counted once (``Collection.duplicates``; repeated rows would
 inflate every score); a file under two works, or one (work, version) with two files, is an error.
+Errors are :class:`mart_upstream.errors.TaskError`.
 """
 from __future__ import annotations
 
@@ -21,14 +24,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
+from mart_upstream.errors import TaskError
 from mart_upstream.fileio import atomic_path
+
+from . import SPLITS
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ("work_id", "version_id", "path")
-
-
-class CoverSetError(ValueError):
-    """A collection that cannot be used (missing files, bad manifest, nothing left)."""
+SPLIT_ALIASES = {"valid": "dev", "validation": "dev", "val": "dev"}  # accepted in a manifest's split column
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Track:
     work: str
     version: str
     path: str
+    split: str = ""  # a manifest's split column, when it has one
 
 
 @dataclass
@@ -57,7 +61,7 @@ def _unique(tracks: List[Track], what: str, conflicts: str = "error") -> Tuple[L
 
     def conflict(message: str) -> None:
         if conflicts == "error":
-            raise CoverSetError(f"{what}: {message}")
+            raise TaskError(f"{what}: {message}")
         log.warning("%s: %s; the later entry is dropped", what, message)
 
     by_file: Dict[str, Track] = {}
@@ -87,32 +91,60 @@ def _finish(tracks: List[Track], missing: List[str], what: str, conflicts: str =
     if duplicates:
         log.warning("%s: %d duplicate entries (a file listed again under its work) dropped", what, duplicates)
     if not tracks:
-        raise CoverSetError(f"{what}: no audio files found ({len(missing)} listed entries missing)")
+        raise TaskError(f"{what}: no audio files found ({len(missing)} listed entries missing)")
     return Collection(tracks, missing, duplicates)
 
 
-def read_manifest(path: str) -> Collection:
-    if not os.path.isfile(path):
-        raise CoverSetError(f"manifest {path} does not exist")
+def read_manifest(path: str, hint: str = "") -> Collection:
+    """``hint`` follows the message when the manifest does not exist (how to give its path)."""
+    if not path or not os.path.isfile(os.path.expanduser(str(path))):
+        raise TaskError(f"manifest {path} does not exist" + (f"; {hint}" if hint else ""))
+    path = os.path.expanduser(str(path))
     base = os.path.dirname(os.path.abspath(path))
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a column name
             rows = list(csv.DictReader(f))
             fieldnames = list(rows[0]) if rows else None
     except UnicodeDecodeError as e:
-        raise CoverSetError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        raise TaskError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except csv.Error as e:
-        raise CoverSetError(f"manifest {path}: not a readable CSV ({e})") from None
+        raise TaskError(f"manifest {path}: not a readable CSV ({e})") from None
     if fieldnames is None or not set(MANIFEST_COLUMNS) <= set(fieldnames):
-        raise CoverSetError(f"manifest {path}: needs the columns {','.join(MANIFEST_COLUMNS)} and at least one "
-                            f"row, got {fieldnames}")
+        raise TaskError(f"manifest {path}: needs the columns {','.join(MANIFEST_COLUMNS)} (and optionally split) "
+                        f"and at least one row, got {fieldnames}")
     tracks, missing = [], []
     for i, row in enumerate(rows, start=2):
-        if not row["work_id"] or not row["path"]:
-            raise CoverSetError(f"manifest {path} line {i}: empty work_id or path")
-        p = row["path"] if os.path.isabs(row["path"]) else os.path.join(base, row["path"])
-        (tracks.append(Track(row["work_id"], row["version_id"] or "", p)) if os.path.isfile(p) else missing.append(p))
+        work, version, rel, split = ((row.get(k) or "").strip() for k in (*MANIFEST_COLUMNS, "split"))
+        if not work or not rel:
+            raise TaskError(f"manifest {path} line {i}: empty work_id or path")
+        p = os.path.join(base, os.path.expanduser(rel))  # an absolute path stays as it is
+        if not os.path.isfile(p):
+            missing.append(p)
+        else:
+            tracks.append(Track(work, version, p, SPLIT_ALIASES.get(split, split)))  # checked by assign_splits
     return _finish(tracks, missing, f"manifest {path}")
+
+
+def assign_splits(tracks: Sequence[Track], dev_fraction: float, test_fraction: float,
+                  seed: int) -> Dict[str, str]:
+    """work -> split (train, dev or test), so that no work is in two splits: the manifest's ``split``
+    column when the tracks have one, else a seeded shuffle of the works gives ``dev_fraction`` and
+    ``test_fraction`` of them (at least one each when the fraction is above 0) to dev and test."""
+    if any(t.split for t in tracks):
+        out: Dict[str, str] = {}
+        for t in tracks:
+            if t.split not in SPLITS:
+                raise TaskError(f"split {t.split!r} of version {t.version or t.path} is not train, dev or test "
+                                "(valid or val for dev)")
+            if out.setdefault(t.work, t.split) != t.split:
+                raise TaskError(f"work {t.work} has versions in both {out[t.work]} and {t.split}")
+        return out
+    works = sorted({t.work for t in tracks})
+    random.Random(seed).shuffle(works)
+    n_test = int(round(len(works) * test_fraction)) if test_fraction > 0 else 0
+    n_dev = int(round(len(works) * dev_fraction)) if dev_fraction > 0 else 0
+    n_test, n_dev = max(n_test, test_fraction > 0), max(n_dev, dev_fraction > 0)
+    return {w: "test" if i < n_test else "dev" if i < n_test + n_dev else "train" for i, w in enumerate(works)}
 
 
 def write_manifest(tracks: Sequence[Track], path: str) -> None:
@@ -131,7 +163,7 @@ def covers80(root: str) -> Collection:
     top = os.path.join(root, "covers32k")
     top = top if os.path.isdir(top) else root
     if not os.path.isdir(top):
-        raise CoverSetError(f"Covers80: {root} is not a folder (expected covers32k/<Work>/<version>.mp3)")
+        raise TaskError(f"Covers80: {root} is not a folder (expected covers32k/<Work>/<version>.mp3)")
     lists = [os.path.join(top, f"list{i}.list") for i in (1, 2)]
     entries: List[str] = []
     if all(os.path.isfile(p) for p in lists):
@@ -164,7 +196,7 @@ def _find_audio(stem: str) -> Optional[str]:
 def read_shs100k_list(path: str) -> List[Dict[str, str]]:
     """SHS100K's ``list``: set_id, ver_id, title, performer, url, status per tab-separated line."""
     if not os.path.isfile(path):
-        raise CoverSetError(f"SHS100K list {path} does not exist")
+        raise TaskError(f"SHS100K list {path} does not exist")
     rows = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, start=1):
@@ -172,7 +204,7 @@ def read_shs100k_list(path: str) -> List[Dict[str, str]]:
             if not parts[0].strip() or (n == 1 and not parts[0].strip().isdigit()):
                 continue  # blank line or a header
             if len(parts) < 2:
-                raise CoverSetError(f"{path} line {n}: expected set_id<TAB>ver_id[<TAB>title<TAB>performer<TAB>url...]")
+                raise TaskError(f"{path} line {n}: expected set_id<TAB>ver_id[<TAB>title<TAB>performer<TAB>url...]")
             url = parts[4] if len(parts) > 4 else ""
             rows.append({"set_id": parts[0].strip(), "ver_id": parts[1].strip(),
                          "youtube_id": url.split("v=")[-1].split("&")[0] if "v=" in url else ""})
@@ -203,7 +235,7 @@ def shs100k_sub(list_path: str, audio_dir: str, out_dir: str, min_versions: int 
         by_work.setdefault(t.work, []).append(t)
     works = sorted((w for w, ts in by_work.items() if len(ts) >= min_versions), key=lambda w: (len(w), w))
     if len(works) < 3:
-        raise CoverSetError(f"SHS100K-SUB: only {len(works)} works have >= {min_versions} available versions; "
+        raise TaskError(f"SHS100K-SUB: only {len(works)} works have >= {min_versions} available versions; "
                             "need at least 3 for a train/val/test split")
     random.Random(seed).shuffle(works)
     total = sum(ratios)

@@ -2,8 +2,10 @@
 
 ``s3prl run_downstream ...`` / ``s3prl main ...`` (``launcher.py``) register them into an unmodified
 s3prl at run time and then hand over to s3prl's own runners. ``hubconf.py`` names the upstream entry
-points, ``expert.py`` wraps a pretrained model, ``downstream/<task>/`` holds the tasks.
+points, ``expert.py`` wraps a pretrained model, ``downstream/<task>/`` holds the tasks: thin layers over
+``mart_upstream.tasks``, which reads the datasets.
 """
+from mart_upstream.errors import UsageError
 
 
 # The upstreams this plugin adds, by model name (each also as NAME_local). Kept here, free of torch, so that
@@ -12,5 +14,6 @@ UPSTREAM_MODELS = ("mart", "pemr", "simclr")
 UPSTREAM_NAMES = tuple(f"{m}{suffix}" for m in UPSTREAM_MODELS for suffix in ("", "_local"))
 
 
-class PluginError(RuntimeError):
-    """A problem with the user's input (names, checkpoint, dataset): reported as one line."""
+class PluginError(UsageError):
+    """A bad name, option or setting given to the s3prl commands: reported as one line (with the other
+    :class:`mart_upstream.errors.MartError` types: TaskError, AudioError, CheckpointError)."""

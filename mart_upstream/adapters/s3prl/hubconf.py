@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Dict, Optional
 
 from ...checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
+from ...inference import for_inference
 from . import UPSTREAM_MODELS, PluginError
 from .expert import UpstreamExpert
 
@@ -46,7 +47,7 @@ def load_upstream(model_name: str, ckpt: Optional[str], entry: str) -> UpstreamE
             f"upstream {entry}: {ckpt} holds a {model.model_name} model, not {model_name}; "
             f"use -u {model.model_name}_local"
         )
-    return UpstreamExpert(model, entry)
+    return UpstreamExpert(for_inference(model), entry)
 
 
 def _entry(model_name: str, local: bool) -> Callable[..., UpstreamExpert]:

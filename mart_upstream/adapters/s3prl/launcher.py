@@ -7,8 +7,10 @@ Before handing over, it applies ``compat.apply()``, adds ``hubconf.ENTRY_POINTS`
 ``-u NAME`` and ``S3PRLUpstream(NAME)`` look names up) and this package's ``downstream/`` folder to
 ``s3prl.downstream.__path__`` (where ``-d NAME`` is imported from). s3prl's files are not touched.
 
-For ``run_downstream`` it also checks the names and paths it can check up front and reports a
-problem as one line, and supplies ``-c`` with the task's own ``config.yaml`` when it is not given.
+For ``run_downstream`` it also checks the names and paths it can check up front, and supplies ``-c``
+with the task's own ``config.yaml`` when it is not given. A problem with the user's input, found here or
+while s3prl runs (a bad name or option, a task's data, an audio file, a checkpoint: any
+:class:`mart_upstream.errors.MartError`), is reported as one line ``s3prl: error: ...``, exit status 2.
 Both commands get ``--device cpu`` when none is given and no GPU is available (s3prl defaults to ``cuda``).
 """
 from __future__ import annotations
@@ -18,6 +20,8 @@ import glob
 import os
 import sys
 from typing import List, Optional, Sequence
+
+from mart_upstream.errors import command
 
 from . import UPSTREAM_NAMES, PluginError
 
@@ -79,7 +83,8 @@ def upstream_names() -> List[str]:
     return [n for n in hub.options() if n not in UPSTREAM_NAMES]
 
 
-def _check_upstream(name: str) -> None:
+def check_upstream(name: str) -> None:
+    """PluginError naming the upstreams there are unless s3prl's hub (with ours registered) has ``name``."""
     from s3prl import hub
 
     if not hasattr(hub, name) or name.startswith("_"):
@@ -151,7 +156,7 @@ def prepare_run_downstream(args: Sequence[str]) -> List[str]:
     if not resuming:
         if not a.upstream:
             raise PluginError("no upstream given: -u NAME (see -h for the list)")
-        _check_upstream(a.upstream)
+        check_upstream(a.upstream)
         if not a.downstream:
             raise PluginError(f"no downstream given: -d NAME; available: {', '.join(downstream_names())}")
         if a.downstream not in downstream_names():
@@ -225,7 +230,7 @@ def run_problem(args: Sequence[str]) -> None:
         raise PluginError(f"unknown problem {args[0]!r}; available: {', '.join(available)}")
     name, trainable = _option(args, "--build_upstream.name"), _option(args, "--build_model.upstream_trainable")
     if name is not None:
-        _check_upstream(name)
+        check_upstream(name)
         if name in UPSTREAM_NAMES and str(trainable).lower() in ("true", "1", "yes"):
             raise PluginError(f"upstream {name} is a frozen feature extractor: "
                               "upstream_trainable is not supported")
@@ -240,28 +245,19 @@ def run_problem(args: Sequence[str]) -> None:
         s3prl_main.main()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+@command(PROG)
+def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
-        return
-    command, rest = argv[0], argv[1:]
+        return 0
+    command_name, rest = argv[0], argv[1:]
     commands = {"run_downstream": run_downstream, "main": run_problem}
-    try:
-        if command not in commands:
-            raise PluginError(f"unknown command {command!r}; use run_downstream or main")
-        commands[command](rest)
-    except PluginError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as e:  # a CheckpointError raised while s3prl builds the upstream
-        from ...checkpoint import CheckpointError
-
-        if not isinstance(e, CheckpointError):
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if command_name not in commands:
+        raise PluginError(f"unknown command {command_name!r}; use run_downstream or main")
+    commands[command_name](rest)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

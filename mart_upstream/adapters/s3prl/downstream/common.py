@@ -21,12 +21,13 @@ from torch import nn
 from torch.distributed import is_initialized
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mart_upstream.audio import load_audio as load_file
-from mart_upstream.fileio import atomic_path
 from mart_upstream.adapters.s3prl import PluginError
+from mart_upstream.audio import load_audio as load_file
+from mart_upstream.errors import AudioError, TaskError
+from mart_upstream.fileio import atomic_path
+from mart_upstream.tasks import SPLITS
 
 SAMPLE_RATE = 16000
-SPLITS = ("train", "dev", "test")
 log = logging.getLogger(__name__)
 
 
@@ -38,7 +39,7 @@ def check_split(split: str) -> str:
 
 def check_root(task: str, root: Optional[str], what: str) -> str:
     if not root or not os.path.isdir(os.path.expanduser(str(root))):
-        raise PluginError(
+        raise TaskError(
             f"{task}: dataset folder {root} does not exist ({what}); "
             f"set it with -o config.downstream_expert.datarc.root=PATH"
         )
@@ -56,13 +57,13 @@ def check_audio_files(task: str, paths: Sequence[str], sample_rate: Optional[int
         except Exception as e:  # noqa: BLE001 - libsndfile's errors name no single class
             if not skip_unreadable:
                 reason = "missing" if not os.path.exists(path) else f"unreadable ({e})"
-                raise PluginError(f"{task}: audio file {path} is {reason}; "
-                                  "set datarc.skip_unreadable=True to skip such files") from None
+                raise AudioError(f"{task}: audio file {path} is {reason}; "
+                                 "set datarc.skip_unreadable=True to skip such files") from None
             bad.append(path)
             continue
         if sample_rate and info.samplerate != sample_rate:
-            raise PluginError(f"{task}: {path} has sample rate {info.samplerate} Hz; this dataset's files are "
-                              f"{sample_rate} Hz (set datarc.sample_rate=null to accept and resample any rate)")
+            raise AudioError(f"{task}: {path} has sample rate {info.samplerate} Hz; this dataset's files are "
+                             f"{sample_rate} Hz (set datarc.sample_rate=null to accept and resample any rate)")
         if info.frames == 0:
             bad.append(path)
             continue

@@ -1,13 +1,11 @@
-"""Cover-song collections from a manifest CSV: ``work_id,version_id,path[,split]``.
-
-``path`` is absolute or relative to the manifest's folder. Works, not versions, are split, so no work
-is both trained on and searched for: by the ``split`` column (train/dev/test) when the manifest has
-one, else a seeded shuffle of the works gives ``dev_fraction`` and ``test_fraction`` of them to dev
-and test. Dev and test need at least one work with two versions (a query with an answer).
+"""Cover-song collections from a manifest CSV: ``work_id,version_id,path[,split]``, read by
+``mart_upstream.tasks.covers`` (paths absolute or relative to the manifest; repeated rows counted once;
+works, not versions, split into train / dev / test by the ``split`` column or a seeded shuffle giving
+``dev_fraction`` and ``test_fraction`` of the works to dev and test). Dev and test need at least one
+work with two versions (a query with an answer).
 """
 from __future__ import annotations
 
-import csv
 import os
 import random
 from collections import Counter
@@ -16,55 +14,13 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from mart_upstream.adapters.s3prl import PluginError
 from mart_upstream.adapters.s3prl.downstream.common import SAMPLE_RATE, check_audio_files, check_split, load_audio
+from mart_upstream.errors import AudioError, TaskError
+from mart_upstream.tasks import covers
 
 TASK = "cover_song"
-COLUMNS = ("work_id", "version_id", "path")
-
-
-def read_manifest(manifest: str) -> List[Dict[str, str]]:
-    if not manifest or not os.path.isfile(os.path.expanduser(str(manifest))):
-        raise PluginError(f"{TASK}: manifest {manifest} not found; set it with "
-                          "-o config.downstream_expert.datarc.manifest=PATH (CSV: work_id,version_id,path)")
-    manifest = os.path.expanduser(str(manifest))
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise PluginError(f"{TASK}: {manifest} lacks column(s) {', '.join(missing)}; "
-                              f"expected a header with {', '.join(COLUMNS)} (and optionally split)")
-        rows = [{k: (v or "").strip() for k, v in r.items() if k} for r in reader]
-    if not rows:
-        raise PluginError(f"{TASK}: {manifest} lists no versions")
-    base = os.path.dirname(os.path.abspath(manifest))
-    for i, r in enumerate(rows):
-        if not r["work_id"] or not r["path"]:
-            raise PluginError(f"{TASK}: {manifest} row {i + 2} has an empty work_id or path")
-        r["path"] = os.path.join(base, os.path.expanduser(r["path"]))
-    return rows
-
-
-def assign_splits(rows: List[Dict[str, str]], dev_fraction: float, test_fraction: float,
-                  seed: int) -> Dict[str, str]:
-    """work_id -> split: the manifest's ``split`` column, else a seeded shuffle of the works."""
-    if "split" in rows[0]:
-        out: Dict[str, str] = {}
-        for r in rows:
-            s = {"valid": "dev", "validation": "dev"}.get(r["split"], r["split"])
-            if s not in ("train", "dev", "test"):
-                raise PluginError(f"{TASK}: split {r['split']!r} of version {r['version_id']} "
-                                  "is not train, dev or test")
-            if out.setdefault(r["work_id"], s) != s:
-                raise PluginError(f"{TASK}: work {r['work_id']} has versions in both "
-                                  f"{out[r['work_id']]} and {s}")
-        return out
-    works = sorted({r["work_id"] for r in rows})
-    random.Random(seed).shuffle(works)
-    n_test = int(round(len(works) * test_fraction)) if test_fraction > 0 else 0
-    n_dev = int(round(len(works) * dev_fraction)) if dev_fraction > 0 else 0
-    n_test, n_dev = max(n_test, test_fraction > 0), max(n_dev, dev_fraction > 0)
-    return {w: "test" if i < n_test else "dev" if i < n_test + n_dev else "train" for i, w in enumerate(works)}
+MANIFEST_HINT = ("set it with -o config.downstream_expert.datarc.manifest=PATH "
+                 "(CSV: work_id,version_id,path[,split])")
 
 
 class CoverSongDataset(Dataset):
@@ -75,21 +31,24 @@ class CoverSongDataset(Dataset):
                  seed: int = 0, sample_rate: Optional[int] = None, max_seconds: Optional[float] = None,
                  skip_unreadable: bool = False, **unused):
         self.split = check_split(split)
-        rows = read_manifest(manifest)
-        where = assign_splits(rows, dev_fraction, test_fraction, seed)
-        rows = [r for r in rows if where[r["work_id"]] == split]
-        keep = check_audio_files(TASK, [r["path"] for r in rows], sample_rate, skip_unreadable)
-        rows = [rows[i] for i in keep]
-        if not rows:
-            raise PluginError(f"{TASK}: no {split} versions in {manifest}")
-        self.paths = [r["path"] for r in rows]
-        self.versions = [r["version_id"] or os.path.basename(r["path"]) for r in rows]
-        self.works = [r["work_id"] for r in rows]
+        collection = covers.read_manifest(manifest, hint=MANIFEST_HINT)
+        if collection.missing and not skip_unreadable:
+            raise AudioError(f"{TASK}: audio file {collection.missing[0]} is missing ({len(collection.missing)} "
+                             "listed files missing); set datarc.skip_unreadable=True to skip such files")
+        where = covers.assign_splits(collection.tracks, dev_fraction, test_fraction, seed)
+        tracks = [t for t in collection.tracks if where[t.work] == split]
+        keep = check_audio_files(TASK, [t.path for t in tracks], sample_rate, skip_unreadable)
+        tracks = [tracks[i] for i in keep]
+        if not tracks:
+            raise TaskError(f"{TASK}: no {split} versions in {manifest}")
+        self.paths = [t.path for t in tracks]
+        self.versions = [t.version or os.path.basename(t.path) for t in tracks]
+        self.works = [t.work for t in tracks]
         self.train_works = sorted(set(self.works)) if split == "train" else []
         index = {w: i for i, w in enumerate(self.train_works)}
         self.labels = [index[w] for w in self.works] if split == "train" else list(self.works)
         if split != "train" and max(Counter(self.works).values()) < 2:
-            raise PluginError(f"{TASK}: no {split} work of {manifest} has two versions: nothing to retrieve")
+            raise TaskError(f"{TASK}: no {split} work of {manifest} has two versions: nothing to retrieve")
         self.crop = None if not max_seconds else int(max_seconds * SAMPLE_RATE)
         self.epoch = 0
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mart_upstream.tasks.metrics import cosine_similarity, retrieval_metrics
 from mart_upstream.adapters.s3prl import PluginError
 from mart_upstream.adapters.s3prl.downstream.common import SPLITS, MusicExpert, PooledProbe, cross_entropy, mean
+from mart_upstream.tasks.metrics import cosine_similarity, retrieval_metrics
 
 from .dataset import TASK, CoverSongDataset, WorkBatchSampler
 

@@ -10,8 +10,9 @@ from typing import List
 import torch
 
 from mart_upstream.adapters.s3prl.downstream.common import SPLITS, MusicExpert, PooledProbe, cross_entropy, mean
+from mart_upstream.tasks.gtzan import GENRES
 
-from .dataset import GENRES, TASK, GtzanDataset
+from .dataset import TASK, GtzanDataset
 
 
 class DownstreamExpert(MusicExpert):

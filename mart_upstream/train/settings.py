@@ -1,0 +1,194 @@
+"""A pretraining run's settings and the one place they are put together.
+
+Each layer overrides the one before it:
+
+1. the defaults (the dataclasses below and the model's config dataclass);
+2. the config file (``--config FILE``, or ``--config cpu``: the model's packaged CPU-sized settings);
+3. the command line: ``key=value`` overrides, then the flags (``--steps``, ... see ``FLAG_KEYS``);
+4. with ``--resume``, the settings the run was started with (stored in its checkpoint), for everything
+   but ``RESUME_MAY_CHANGE``: the budget and how the run is carried out keep their command-line value.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, NamedTuple, Optional
+
+from ..augment import AugmentConfig
+from ..checkpoint import read_checkpoint
+from ..config import apply_overrides, cpu_config_path, from_dict, load_file, set_key, to_dict
+from ..errors import CheckpointError, ConfigError
+from ..models import build_config
+from .console import say
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4  # MART §3.1, PEMR §4.1.3: Adam, lr 0.0003
+    weight_decay: float = 1e-6  # weight decay 1e-6
+    betas: tuple = (0.9, 0.999)
+
+
+@dataclass
+class DataConfig:
+    file_list: Optional[str] = None
+    min_seconds: Optional[float] = None  # default: one crop
+    check_silence: bool = True
+    num_workers: int = 2
+    sampling: str = "duration"  # "duration": files drawn by length; "file": each file once per epoch
+    groups: Optional[str] = None  # CSV path,group (paths relative to --data): views cross a group's files
+    in_memory: bool = False  # decode every file once into memory (fast crops; needs RAM for the whole set)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    steps: int = 1000  # the step budget
+    max_minutes: Optional[float] = None  # a time budget too: stop at whichever comes first (training time,
+    # summed over resumed runs; data scanning and checkpoint writing not counted)
+    batch_size: int = 48  # MART §3.1, PEMR §4.1.3
+    log_every: int = 10
+    ckpt_every: int = 500
+    keep_steps: tuple = ()  # also keep the weights at these steps as OUT/step_<N>.ckpt (learning curves)
+    max_bad_batches: int = 10  # batches with a non-finite loss are skipped (no update); more stop the run
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = True  # autocast to bfloat16 on CUDA
+    bf16_cpu: bool = False  # autocast to bfloat16 on CPU too (the CUDA code path, testable without a GPU)
+    tensorboard: bool = False
+
+
+@dataclass
+class PretrainConfig:
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+class Settings(NamedTuple):
+    """Everything a run is trained with: the model's config and the pretraining config."""
+
+    model: Any  # the model's config dataclass
+    pretrain: PretrainConfig
+
+
+@dataclass
+class Job:
+    """What is trained and where: ``--model``, ``--out``, ``--data`` (or ``--demo N`` synthetic tracks)."""
+
+    model: str
+    out: str
+    data: Optional[str] = None
+    demo: int = 0
+
+    @property
+    def checkpoint(self) -> str:
+        return os.path.join(self.out, "last.ckpt")
+
+
+# The config key each command-line flag sets (argparse dest -> key). A flag not given leaves the key alone.
+FLAG_KEYS: Dict[str, str] = {
+    "steps": "run.steps",
+    "max_minutes": "run.max_minutes",
+    "batch_size": "run.batch_size",
+    "seed": "run.seed",
+    "device": "run.device",
+    "ckpt_every": "run.ckpt_every",
+    "log_every": "run.log_every",
+    "keep_steps": "run.keep_steps",
+    "tensorboard": "run.tensorboard",
+    "num_workers": "data.num_workers",
+    "file_list": "data.file_list",
+}
+
+# What a resumed run may change; every other setting comes from its checkpoint.
+RESUME_MAY_CHANGE = (("run", "steps"), ("run", "max_minutes"), ("run", "device"), ("run", "max_bad_batches"),
+                     ("run", "log_every"), ("run", "ckpt_every"), ("run", "tensorboard"), ("data", "num_workers"))
+
+
+def config_file(args) -> Optional[str]:
+    """``--config``: a file, or ``cpu`` for the packaged CPU-sized settings of ``--model``."""
+    return cpu_config_path(args.model) if args.config == "cpu" else args.config
+
+
+def build_settings(args, resumed: Optional[dict] = None) -> Settings:
+    """The run's settings from the parsed command line ``args`` and, with ``--resume``, the checkpoint
+    ``resumed`` it continues (see the module's docstring for the order). The settings asked for are
+    checked first (ConfigError naming the first value that cannot work)."""
+    data = load_file(config_file(args)) if args.config else {}
+    apply_overrides(data, args.overrides)
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            set_key(data, key, value, "--" + flag.replace("_", "-"))
+    model_data = data.pop("model", {}) or {}
+    pretrain = from_dict(PretrainConfig, data, where="pretrain config")
+    asked = Settings(build_config(args.model, model_data), pretrain)
+    check_settings(asked.pretrain)
+    return asked if resumed is None else _as_resumed(args.model, asked, resumed)
+
+
+def _as_resumed(model_name: str, asked: Settings, state: dict) -> Settings:
+    """The settings stored in the checkpoint ``state``, with ``RESUME_MAY_CHANGE`` taken from ``asked``;
+    any other value asked for that differs is named as ignored."""
+    kept = Settings(build_config(model_name, state["config"]),
+                    from_dict(PretrainConfig, state["pretrain"].get("settings", {}), "checkpoint settings"))
+    for section, key in RESUME_MAY_CHANGE:
+        setattr(getattr(kept.pretrain, section), key, getattr(getattr(asked.pretrain, section), key))
+    ignored = _differences(_plain(asked), _plain(kept))
+    if ignored:
+        say("--resume continues with the settings the run started with; ignored: " + ", ".join(ignored))
+    return kept
+
+
+def _plain(settings: Settings) -> dict:
+    return {"model": to_dict(settings.model), **to_dict(settings.pretrain)}
+
+
+def _differences(asked: dict, kept: dict, prefix: str = "") -> List[str]:
+    """``key=asked (the run's: kept)`` for every leaf where a resumed run ignores what was asked."""
+    out = []
+    for key, value in asked.items():
+        other = kept.get(key)
+        if isinstance(value, dict) and isinstance(other, dict):
+            out += _differences(value, other, f"{prefix}{key}.")
+        elif value != other:
+            out.append(f"{prefix}{key}={value} (the run's: {other})")
+    return out
+
+
+def check_settings(cfg: PretrainConfig) -> None:
+    """ConfigError naming the first run/data/optim value that cannot work."""
+    run = cfg.run
+    rules = [
+        (run.steps >= 1, f"run.steps (--steps) must be at least 1, got {run.steps}"),
+        (run.batch_size >= 2, f"run.batch_size (--batch-size) must be at least 2 (contrastive losses need "
+                              f"negatives), got {run.batch_size}"),
+        (run.log_every >= 1, f"run.log_every (--log-every) must be at least 1, got {run.log_every}"),
+        (run.ckpt_every >= 1, f"run.ckpt_every (--ckpt-every) must be at least 1, got {run.ckpt_every}"),
+        (run.max_bad_batches >= 0, f"run.max_bad_batches must be >= 0, got {run.max_bad_batches}"),
+        (cfg.data.num_workers >= 0, f"data.num_workers (--num-workers) must be >= 0, got {cfg.data.num_workers}"),
+        (run.max_minutes is None or (math.isfinite(run.max_minutes) and run.max_minutes > 0),
+         f"--max-minutes must be a positive number, got {run.max_minutes}"),
+        (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0, f"optim.lr must be a positive number, got {cfg.optim.lr}"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+
+
+def resumable_run(job: Job) -> Optional[dict]:
+    """The checkpoint ``--resume`` continues: ``job``'s last.ckpt, checked to be a run of ``job.model``
+    that can go on. None (and a line saying so) where the run has written none yet."""
+    path = job.checkpoint
+    if not os.path.exists(path):
+        say(f"--resume: no checkpoint at {path} yet; starting a new run from step 0")
+        return None
+    state = read_checkpoint(path)
+    if state["model_name"] != job.model:
+        raise CheckpointError(f"{path} holds a {state['model_name']!r} run, not {job.model!r}")
+    if not state.get("optimizer") or "settings" not in (state.get("pretrain") or {}):
+        raise CheckpointError(f"{path} holds weights only (an exported or packaged checkpoint), not a run "
+                              "to continue: --resume needs the last.ckpt a mart-pretrain run wrote")
+    return state
