@@ -20,6 +20,9 @@ Deliberate differences from the reference implementation (all documented at the 
 * Delay returns ``x + volume * delayed`` (upstream additionally halves the sum).
 * PitchShift draws whole semitones, 0 excluded (upstream: uniform integer cents in [-700, 700], sox).
 * Reverb is a synthetic exponentially decaying noise impulse response (upstream: sox ``reverb``).
+
+Beside CLMR's transforms, ``TimeStretch`` (tempo change at constant pitch, strategies paper §2.3.1)
+runs right after the pitch shift when ``p_stretch`` > 0 (off by default: the CLMR chain is unchanged).
 """
 from __future__ import annotations
 
@@ -63,6 +66,9 @@ class AugmentConfig:
     pitch_semitones: tuple = (-7, 7)  # [ta] PitchShift(pitch_shift_min=-7.0, pitch_shift_max=7.0); 0 excluded
     p_reverb: float = 0.0  # optional; CLMR evaluated reverb with p=0.6 ([cfg] transforms_reverb)
     reverb_rt60_s: tuple = (0.2, 1.5)
+    # Strategies §2.3.1: time stretch with a speed factor uniform in [0.8, 1.2]; not in CLMR's chain
+    p_stretch: float = 0.0
+    stretch_rate: tuple = (0.8, 1.2)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,6 +160,27 @@ def phase_vocoder(spec: Tensor, rate, phase_advance: Tensor, lock_phase: bool = 
         owner = owner.reshape(n, n_out, nf).transpose(1, 2)
         phase = phase.gather(1, owner) + ang0 - ang0.gather(1, owner)
     return torch.polar(mag, phase)
+
+
+def _vocoder_n_fft(sample_rate: int, n_fft: Optional[int]) -> int:
+    """The vocoder's FFT size: ``n_fft``, or 1024 points (64 ms, 15.6 Hz bins) at 16 kHz scaled with the
+    sample rate."""
+    return int(n_fft or _next_pow2(round(1024 * sample_rate / 16000)))
+
+
+def stretch_rows(x: Tensor, rates, n_fft: int, hop: int, length: Optional[int] = None) -> Tensor:
+    """Time-stretch each row of ``x`` [n, T] by its rate (> 1 shortens: row i lasts T / rate_i after)
+    with the phase-locked phase vocoder: STFT, :func:`phase_vocoder` with per-row rates, inverse STFT,
+    all rows at once. Returns [n, length] (default: the longest row's natural length; a row that ends
+    sooner is followed by the fading tail of its last frames and then zeros)."""
+    wd = _work_dtype(x)
+    window = torch.hann_window(n_fft, device=x.device, dtype=wd)
+    pad_mode = "reflect" if x.shape[1] > n_fft // 2 else "constant"
+    spec = torch.stft(x.to(wd), n_fft, hop, window=window, center=True, pad_mode=pad_mode,
+                      return_complex=True)  # [n, F, frames]
+    phase_advance = torch.linspace(0.0, math.pi * hop, spec.shape[1], device=x.device, dtype=wd)[:, None]
+    stretched = phase_vocoder(spec, rates, phase_advance)
+    return torch.istft(stretched, n_fft, hop, window=window, center=True, length=length)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -370,8 +397,7 @@ class PitchShift(RandomTransform):
         if not choices:
             raise ValueError(f"pitch semitones {semitones} leave no non-zero shift")
         self.choices = choices
-        # 1024 points (64 ms, 15.6 Hz bins) at 16 kHz, scaled with the sample rate
-        self.n_fft = int(n_fft or _next_pow2(round(1024 * self.sample_rate / 16000)))
+        self.n_fft = _vocoder_n_fft(self.sample_rate, n_fft)
         self.hop = self.n_fft // 4
         self.max_denominator = int(max_denominator)
         self._resamplers: dict = {}
@@ -390,19 +416,10 @@ class PitchShift(RandomTransform):
         n, t = x.shape
         shifts = torch.tensor(self.choices)[_randint(len(self.choices), n, g)]
         groups = {s: self.ratio(s) for s in shifts.unique().tolist()}
-        wd = _work_dtype(x)
-        window = torch.hann_window(self.n_fft, device=x.device, dtype=wd)
-        pad_mode = "reflect" if t > self.n_fft // 2 else "constant"
-        spec = torch.stft(x.to(wd), self.n_fft, self.hop, window=window, center=True, pad_mode=pad_mode,
-                          return_complex=True)  # [n, F, frames]
-        phase_advance = torch.linspace(0.0, math.pi * self.hop, spec.shape[1], device=x.device,
-                                       dtype=wd)[:, None]
         # one batched vocoder call: row i lasts r_i * T afterwards (rate 1/r_i), zero frames after it
         rates = torch.tensor([1.0 / float(groups[s]) for s in shifts.tolist()], dtype=torch.float64)
         lengths = {s: max(1, round(t * float(r))) for s, r in groups.items()}
-        stretched = phase_vocoder(spec, rates, phase_advance)
-        y = torch.istft(stretched, self.n_fft, self.hop, window=window, center=True,
-                        length=max(lengths.values()))
+        y = stretch_rows(x, rates, self.n_fft, self.hop, length=max(lengths.values()))
         out = y.new_empty(n, t)
         for s, r in groups.items():
             idx = (shifts == s).nonzero().squeeze(1).to(x.device)
@@ -413,6 +430,42 @@ class PitchShift(RandomTransform):
 
     def extra_repr(self):
         return f"p={self.p}, sample_rate={self.sample_rate}, semitones={self.semitones}, n_fft={self.n_fft}"
+
+
+class TimeStretch(RandomTransform):
+    """Change the tempo by a speed factor r ~ U(rate[0], rate[1]) per example, pitch unchanged, same length.
+
+    Strategies §2.3.1 ("stretch time with a speed factor randomly chosen from a range between 0.8 to
+    1.2"): r > 1 plays faster. The phase-locked phase vocoder of :class:`PitchShift` (its step 1, with
+    the rates drawn per row, all rows in one call) makes row i last T / r_i samples; the result is then
+    cropped to its first T samples (r < 1) or zero padded at the end (r > 1), so up to T (1 - 1/r)
+    samples of silence end a sped-up example. (The authors' code reads 1.2 x the segment before
+    augmenting, so its sped-up segments are full; the crops here are exactly ``clip_samples`` long. Their
+    code also uses sox ``speed``, a resampling that moves the pitch with the tempo; the vocoder follows
+    the paper's "time stretching" and leaves the pitch to :class:`PitchShift`.)
+    """
+
+    def __init__(self, p: float = 0.0, sample_rate: int = 16000, rate: Tuple[float, float] = (0.8, 1.2),
+                 n_fft: Optional[int] = None):
+        super().__init__(p)
+        if not 0 < float(rate[0]) <= float(rate[1]) or not math.isfinite(float(rate[1])):
+            raise ValueError(f"stretch rate range must satisfy 0 < low <= high, got {tuple(rate)}")
+        self.sample_rate = int(sample_rate)
+        self.rate = (float(rate[0]), float(rate[1]))
+        self.n_fft = _vocoder_n_fft(self.sample_rate, n_fft)
+        self.hop = self.n_fft // 4
+
+    def transform(self, x, g):
+        n, t = x.shape
+        rates = _uniform(n, self.rate[0], self.rate[1], g)  # float64 [n]
+        lengths = (t / rates).round().clamp(min=1).to(x.device)  # each row's stretched length
+        y = stretch_rows(x, rates, self.n_fft, self.hop)
+        y = y[:, :t] if y.shape[1] >= t else F.pad(y, (0, t - y.shape[1]))
+        # a sped-up row ends at its own length (the vocoder's tail of reflected frames is cut there)
+        return y * (torch.arange(t, device=x.device)[None, :] < lengths[:, None])
+
+    def extra_repr(self):
+        return f"p={self.p}, sample_rate={self.sample_rate}, rate={self.rate}, n_fft={self.n_fft}"
 
 
 class Reverb(RandomTransform):
@@ -457,7 +510,8 @@ class Reverb(RandomTransform):
 
 
 class AugmentationChain(nn.Module):
-    """The CLMR chain: polarity, noise, gain, filter, delay, pitch shift, reverb (each with its own p)."""
+    """The CLMR chain: polarity, noise, gain, filter, delay, pitch shift, reverb (each with its own p),
+    with the strategies paper's time stretch after the pitch shift (``p_stretch``, 0 by default)."""
 
     def __init__(self, cfg: Optional[AugmentConfig] = None):
         super().__init__()
@@ -473,12 +527,23 @@ class AugmentationChain(nn.Module):
             PitchShift(cfg.p_pitch, sr, cfg.pitch_semitones),
             Reverb(cfg.p_reverb, sr, cfg.reverb_rt60_s),
         ])
+        # Not one of CLMR's transforms, so kept beside their list; applied after the pitch shift, the
+        # order of the strategies paper's code (sox pitch, then speed)
+        self.stretch = TimeStretch(cfg.p_stretch, sr, cfg.stretch_rate)
+
+    def steps(self) -> list:
+        """The transforms in the order they are applied."""
+        steps = list(self.transforms)
+        after_pitch = next(i for i, t in enumerate(steps) if isinstance(t, PitchShift)) + 1
+        return steps[:after_pitch] + [self.stretch] + steps[after_pitch:]
 
     def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """x: [B, T] float waveform -> [B, T] augmented, same dtype/device.
 
         Each transform is applied to each example independently with its own probability, in the
-        CLMR order: polarity, noise, gain, filter, delay, pitch shift, reverb. All randomness is
+        CLMR order: polarity, noise, gain, filter, delay, pitch shift, (time stretch,) reverb. A
+        transform with p = 0 draws nothing, so the time stretch off leaves CLMR's draws as they
+        were. All randomness is
         drawn from ``generator`` (default: the global RNG), so a generator with the same seed
         reproduces the output (on the same device).
         """
@@ -486,6 +551,6 @@ class AugmentationChain(nn.Module):
             raise ValueError(f"augmentations expect a waveform batch [B, T], got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"augmentations expect a float waveform, got {x.dtype}")
-        for transform in self.transforms:
+        for transform in self.steps():
             x = transform(x, generator)
         return x

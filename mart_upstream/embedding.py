@@ -4,8 +4,9 @@
 * ``frame_features``: every layer of a model on one frame grid (``model.frame_hop`` samples per
   frame), for audio of any length, processed in chunks with context so memory stays flat.
 * ``clip_embeddings``: one vector per clip: the model's ``window_embedding`` (MART: the whole clip's
-  part-whole transformer output ŝ⁰; PEMR/SimCLR: the pooled FCN-4 output) averaged over windows of
-  the pretraining length (the last one zero padded).
+  part-whole transformer output ŝ⁰; PEMR/SimCLR: the pooled FCN-4 output) over windows of the
+  pretraining length (the last one zero padded), summarised by their mean, or by mean ‖ standard
+  deviation (the strategies paper's summary, §4) where the model's ``window_summary`` says so.
 
 Both take a model as loaded (``checkpoint.load_pretrained``), its fast inference copy
 (``inference.for_inference``, which the embedding tools use) or an ONNX export (``export.load_onnx``);
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .models.base import SSLModel
+
+SUMMARIES = ("mean", "mean_std")
 
 # audio per forward pass of clip_embeddings and frame_features: 32 s (4 windows of paper MART, 8 of
 # PEMR/SimCLR crops; frame chunks are batched up to it, a longer one goes alone)
@@ -74,10 +77,15 @@ def _normal(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[int] = None,
-                    max_samples: int = CLIP_SAMPLES_PER_PASS) -> torch.Tensor:
-    """[B, T] waveforms at the model's sample rate -> [B, D], in chunks of ``max_windows`` windows
-    (default: as many as fit in ``max_samples`` of audio, so peak memory is bounded for any model).
-    The windows of all B sounds are batched together."""
+                    max_samples: int = CLIP_SAMPLES_PER_PASS, summary: Optional[str] = None) -> torch.Tensor:
+    """[B, T] waveforms at the model's sample rate -> [B, D] (``summary="mean"``) or [B, 2D]
+    (``"mean_std"``: mean ‖ population standard deviation of the windows' embeddings); default: the
+    model's ``window_summary``. Computed in chunks of ``max_windows`` windows (default: as many as fit
+    in ``max_samples`` of audio, so peak memory is bounded for any model); the windows of all B sounds
+    are batched together."""
+    summary = summary or getattr(model, "window_summary", "mean")
+    if summary not in SUMMARIES:
+        raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}")
     w = windows(wav, model.clip_samples)  # [B, W, L]
     b, n, L = w.shape
     max_windows = max_windows or max(1, max_samples // L)
@@ -85,7 +93,10 @@ def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[in
     dev = _device(model)
     with torch.inference_mode():
         outs = [model.window_embedding(flat[i : i + max_windows].to(dev)) for i in range(0, b * n, max_windows)]
-        emb = torch.cat(outs).view(b, n, -1).mean(dim=1)
+        per_window = torch.cat(outs).view(b, n, -1)
+        emb = per_window.mean(dim=1)
+        if summary == "mean_std":
+            emb = torch.cat([emb, per_window.std(dim=1, unbiased=False)], dim=1)
     return _normal(emb)
 
 

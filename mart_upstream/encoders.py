@@ -1,8 +1,10 @@
-"""Fully convolutional encoders after Choi et al. 2016 (conv3x3-BN-ReLU-maxpool stacks).
+"""Fully convolutional encoders after Choi et al. 2016 (conv-BN-ReLU-maxpool stacks).
 
 FCN-4 is PEMR's base encoder (~370 K parameters, 512-d output, PEMR §3.5, Table 2); FCN-7 is MART's
-projection encoder E(·) (MART §2.2). Both map a log-mel [B, F, T] to a clip vector [B, D] and can
-return frame-level maps [B, T_k, C_k] (frequency max-pooled) of every block.
+projection encoder E(·) (MART §2.2); CNN-5 is the strategies paper's encoder (five 5x5 convolutions
+with BatchNorm and 2-D max pooling, one vector per 3 s segment, strategies §2.1). All map a log-mel
+[B, F, T] to a clip vector [B, D] and can return frame-level maps [B, T_k, C_k] (frequency
+max-pooled) of every block.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class FCNConfig:
     freq_pools: Tuple[int, ...] = (2, 4, 4, 4)  # 128 mel bands -> 1
     time_pools: Tuple[int, ...] = (2, 2, 1, 1)  # frame maps at hop * 4
     global_pool: str = "max"  # "max" (Choi et al.) or "mean" over the remaining frames
+    kernel: int = 3  # square convolution kernel (odd: "same" padding)
 
     @property
     def out_dim(self) -> int:
@@ -45,6 +48,19 @@ def fcn7_config() -> FCNConfig:
     )
 
 
+def cnn5_config() -> FCNConfig:
+    """Strategies §2.1: 5 layers of 5x5 convolutions, BatchNorm, 2-D max pooling. The paper gives no
+    widths or pool sizes; these follow its published code (128-256-256-512-512 channels; time pools
+    2, 2, 2, 4, 5 take a 3 s segment of 188 frames at hop 256 to one or two frames, which the global
+    max pool makes one vector). Frequency pools take 128 mel bands to one."""
+    return FCNConfig(
+        channels=(128, 256, 256, 512, 512),
+        freq_pools=(2, 2, 2, 4, 4),
+        time_pools=(2, 2, 2, 4, 5),
+        kernel=5,
+    )
+
+
 class FCN(nn.Module):
     def __init__(self, cfg: FCNConfig):
         super().__init__()
@@ -58,13 +74,15 @@ class FCN(nn.Module):
             raise ValueError(f"FCNConfig: freq_pools reduce {cfg.n_mels} mel bands below 1")
         if cfg.global_pool not in ("max", "mean"):
             raise ValueError(f"FCNConfig.global_pool must be 'max' or 'mean', got {cfg.global_pool!r}")
+        if cfg.kernel < 1 or cfg.kernel % 2 == 0:
+            raise ValueError(f"FCNConfig.kernel must be a positive odd number, got {cfg.kernel}")
         self.cfg = cfg
         blocks = []
         c_in = 1
         for c, fp, tp in zip(cfg.channels, cfg.freq_pools, cfg.time_pools):
             blocks.append(
                 nn.Sequential(
-                    nn.Conv2d(c_in, c, 3, padding=1, bias=False),
+                    nn.Conv2d(c_in, c, cfg.kernel, padding=cfg.kernel // 2, bias=False),
                     nn.BatchNorm2d(c),
                     nn.ReLU(inplace=True),
                     # ceil_mode keeps a partial last window so short inputs never pool to zero frames

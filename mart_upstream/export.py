@@ -118,6 +118,7 @@ def export_onnx(model: nn.Module, out: str, opset: int = OPSET, checkpoint: Opti
         "feature_context": int(model.feature_context),
         "embedding_dim": int(model.embedding_dim),
         "layers": n_layers,
+        "window_summary": model.window_summary,
         "files": {"clip": "clip.onnx", "frames": "frames.onnx"},
         "torch": torch.__version__,
     }
@@ -142,6 +143,7 @@ class OnnxModel:
         self.sample_rate, self.clip_samples, self.frame_hop = m["sample_rate"], m["clip_samples"], m["frame_hop"]
         self.feature_chunk, self.feature_context = m["feature_chunk"], m["feature_context"]
         self.embedding_dim = m["embedding_dim"]
+        self.window_summary = m.get("window_summary", "mean")
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1

@@ -21,6 +21,9 @@ class FrontendConfig:
     f_min: float = 0.0
     f_max: Optional[float] = None
     log_offset: float = 1e-6  # COLA: log(mel + 1e-6)
+    # Strategies §3: "We standardize the input across all training data": the log-mel minus one mean,
+    # divided by one standard deviation, both estimated over every training batch (``Standardiser``)
+    standardise: bool = False
 
 
 # Bounds of a sane frontend (beyond them a config is an error, not a huge allocation).
@@ -41,8 +44,56 @@ def check_frontend(cfg: FrontendConfig, hop_length: int, win_length: int) -> Non
                           f"f_max={cfg.f_max}, sample_rate={cfg.sample_rate}")
 
 
+class Standardiser(nn.Module):
+    """x -> (x - mean) / std with one scalar mean and standard deviation over all the training data.
+
+    In training mode every batch updates ``count``, ``mean`` and ``var``, the exact mean and population
+    variance of all the values seen so far (Chan et al.'s pairwise update, in float64, so a long run
+    loses no precision), and the batch is standardised with the updated statistics; in eval mode they
+    are frozen. Training and inference thus apply the same transform (a batch's own statistics, as
+    BatchNorm uses in training, would differ from batch to batch). Before any update (``count`` 0)
+    it is the identity. The statistics are buffers: saved in checkpoints, restored with a skipped
+    batch, and constants of an ONNX export. Under DDP the buffers of rank 0 are broadcast before each
+    forward pass, so the estimate is rank 0's share of the data.
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = float(eps)
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("var", torch.ones((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold the values of ``x`` into the running statistics."""
+        x = x.detach().double()
+        n = float(x.numel())
+        if n == 0:
+            return
+        mean, var = x.mean(), x.var(unbiased=False)
+        total = self.count + n
+        delta = mean - self.mean
+        m2 = self.var * self.count + var * n + delta * delta * self.count * n / total
+        self.mean.add_(delta * n / total)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.update(x)
+        scale = (self.var + self.eps).rsqrt()
+        return (x - self.mean.to(x.dtype)) * scale.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        if self.count.is_meta:
+            return ""
+        return f"count={int(self.count)}, mean={float(self.mean):.4g}, std={float(self.var) ** 0.5:.4g}"
+
+
 class LogMel(nn.Module):
-    """Waveform [B, T] -> log-mel [B, n_mels, frames]; frames = T // hop + 1 (centred STFT).
+    """Waveform [B, T] -> log-mel [B, n_mels, frames]; frames = T // hop + 1 (centred STFT), standardised
+    if ``cfg.standardise`` (``Standardiser``).
 
     Always computed in float32 (outside autocast) on the input's device.
     """
@@ -74,6 +125,7 @@ class LogMel(nn.Module):
                 n_mels=cfg.n_mels,
                 power=2.0,
             )
+        self.standardiser = Standardiser() if cfg.standardise else None
 
     def num_frames(self, num_samples: int) -> int:
         return num_samples // self.hop_length + 1
@@ -82,4 +134,5 @@ class LogMel(nn.Module):
         if wav.dim() != 2:
             raise ValueError(f"LogMel expects a waveform batch [B, T], got shape {tuple(wav.shape)}")
         with torch.autocast(device_type=wav.device.type, enabled=False):
-            return torch.log(self.mel(wav.float()) + self.cfg.log_offset)
+            spec = torch.log(self.mel(wav.float()) + self.cfg.log_offset)
+            return spec if self.standardiser is None else self.standardiser(spec)

@@ -153,3 +153,79 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, off_diagonal_weight: float 
 def negative_decorrelation(z1: torch.Tensor, z_neg: torch.Tensor, weight: float = 5e-3) -> torch.Tensor:
     """PEMR eq. (9): λ Σ_i V_ii² with V the cross-correlation of Z' and Z''_neg (λ = 5e-3, as in eq. 8)."""
     return weight * torch.diagonal(cross_correlation(z1, z_neg)).pow(2).sum()
+
+
+SIMILARITIES = ("cosine", "dot")
+
+
+def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 1.0,
+             similarity: str = "cosine") -> torch.Tensor:
+    """Strategies eq. (1) (CPC's InfoNCE): -log exp(s(y^a, y^p)) / (exp(s(y^a, y^p)) + Σ_j exp(s(y^a, y^n_j))).
+
+    anchor, positive: [B, D] local. Anchor b's positive is positive b; its N-1 negatives are the
+    positives of the other examples of the (global) batch (strategies §2.2.1: negatives from the other
+    tracks of the minibatch). ``similarity="dot"``: s = y^aᵀy^p / τ, the printed form (τ = 1);
+    ``"cosine"``: the vectors are L2-normalised first. Returns the mean over the local anchors.
+    """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"info_nce: similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    if similarity == "cosine":
+        anchor, positive = F.normalize(anchor, dim=-1), F.normalize(positive, dim=-1)
+    b = anchor.shape[0]
+    keys = gather_with_grad(positive)  # [N, D]
+    logits = anchor.float() @ keys.float().t() / temperature  # [B, N]
+    target = torch.arange(b, device=anchor.device) + local_offset(b)
+    return F.cross_entropy(logits, target)
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL eq. (2): ‖p̄ − z̄‖² = 2 − 2·cos(p, z), the normalised MSE between the online prediction p and
+    the target projection z (no gradient through z), averaged over the local batch. A per-example loss:
+    DDP's gradient averaging makes it the global mean, nothing to gather."""
+    return (2 - 2 * F.cosine_similarity(p.float(), z.detach().float(), dim=-1)).mean()
+
+
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """MoCo eq. (1): -log exp(q·k₊/τ) / (exp(q·k₊/τ) + Σ_{k₋ ∈ queue} exp(q·k₋/τ)).
+
+    q, k: [B, D] queries and their keys (L2-normalised here; no gradient through k); queue: [K, D]
+    L2-normalised keys of earlier batches, the negatives. Returns the mean over the local queries.
+    """
+    q, k = F.normalize(q.float(), dim=-1), F.normalize(k.detach().float(), dim=-1)
+    l_pos = (q * k).sum(dim=-1, keepdim=True)  # [B, 1]
+    l_neg = q @ queue.detach().float().t()  # [B, K]
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+def cpc_step_losses(predictions: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                    similarity: str = "dot") -> torch.Tensor:
+    """The terms of strategies eq. (3), L_CPC = Σ_k InfoNCE(W_k c_t, y_{t+k}, {y^n}): one per step k -> [K].
+
+    predictions[:, k-1] = W_k c_t and targets[:, k-1] = y_{t+k}, both [B, K, D] local. The negatives of
+    track b at step k are the y_{t+k} of the other tracks of the (global) batch (``info_nce``), never
+    another segment of track b (strategies §2.2.2).
+    """
+    if predictions.shape != targets.shape or predictions.dim() != 3:
+        raise ValueError(f"cpc_step_losses: expected predictions and targets [B, K, D] of one shape, got "
+                         f"{tuple(predictions.shape)} and {tuple(targets.shape)}")
+    return torch.stack([info_nce(predictions[:, k], targets[:, k], temperature, similarity)
+                        for k in range(predictions.shape[1])])
+
+
+def multilevel_info_nce(anchors: Sequence[torch.Tensor], positives: Sequence[torch.Tensor], temperature: float = 1.0,
+                        similarity: str = "cosine", return_levels: bool = False):
+    """Strategies eq. (2): L_InfoNCE-Multi = Σ_i^M InfoNCE(ŷ_i^a, ŷ_i^p, {ŷ_i^n}), one eq. (1) term per level.
+
+    anchors[i], positives[i]: [B, D_i] local vectors of level i (the i-th convolutional layer's output
+    and its fully connected layer); each level's negatives are that level's vectors of the other
+    examples of the (global) batch (``info_nce``). The printed sum, not a mean (the authors' code
+    divides by M: the same gradients up to a constant factor). ``return_levels=True`` returns (loss,
+    the M level terms [M], detached).
+    """
+    if len(anchors) != len(positives) or not anchors:
+        raise ValueError(f"multilevel_info_nce: need one positive per anchor level and at least one level, "
+                         f"got {len(anchors)} anchor and {len(positives)} positive levels")
+    terms = torch.stack([info_nce(a, p, temperature, similarity) for a, p in zip(anchors, positives)])
+    loss = terms.sum()
+    return (loss, terms.detach()) if return_levels else loss

@@ -183,5 +183,5 @@ def test_missing_inputs_are_one_clear_error(bench, tmp_path):
              check=False)
     assert r.returncode == 2 and "cover manifest" in r.stderr and "manifest.csv" in r.stderr
     r = _run([os.path.join(BIN, "mart-bench"), "run", "--data", bench["data"], "--out", tmp_path / "o",
-              "--models", "mart,byol"], tmp_path, check=False)
-    assert r.returncode == 2 and "byol" in r.stderr
+              "--models", "mart,nosuchmodel"], tmp_path, check=False)
+    assert r.returncode == 2 and "nosuchmodel" in r.stderr

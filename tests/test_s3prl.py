@@ -14,7 +14,7 @@ import torch
 
 from conftest import TINY
 from mart_upstream.checkpoint import save_checkpoint
-from mart_upstream.models import build_model
+from mart_upstream.models import build_model, model_names
 
 pytest.importorskip("s3prl")
 
@@ -90,7 +90,7 @@ def write_covers(root, works=6, versions=3, seconds=1.0, sr=16000):
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
     out = {}
-    for name in ("mart", "pemr"):
+    for name in model_names():
         torch.manual_seed(0)
         out[name] = str(d / f"{name}.ckpt")
         save_checkpoint(out[name], build_model(name, TINY[name]), name, step=0)
@@ -177,7 +177,10 @@ def test_help_lists_our_upstreams_and_downstreams():
 
 
 # --------------------------------------------------------------------------- the upstream adapter
-@pytest.mark.parametrize("name", ["mart", "pemr", "simclr"])
+FCN_MODELS = ("mart", "pemr", "simclr", "byol", "moco")
+
+
+@pytest.mark.parametrize("name", model_names())
 def test_upstream_layers_share_one_integer_frame_grid(name, tmp_path):
     from mart_upstream.embedding import frame_features
     from mart_upstream.adapters.s3prl.hubconf import ENTRY_POINTS
@@ -190,13 +193,13 @@ def test_upstream_layers_share_one_integer_frame_grid(name, tmp_path):
     wavs = [torch.randn(16000), torch.randn(7001), torch.randn(90)]  # the last is shorter than any window
     out = up(wavs)
     hs = out["hidden_states"]
-    assert len(hs) >= 4 and out["last_hidden_state"] is hs[-1]
+    assert len(hs) >= (4 if name in FCN_MODELS else 1) and out["last_hidden_state"] is hs[-1]
     assert len({tuple(h.shape) for h in hs}) == 1 and hs[0].shape[:2] == (3, -(-16000 // rate))
     assert all(torch.isfinite(h).all() for h in hs)
     # the same numbers as the core embedding path, each native frame repeated onto the finer grid
     native = frame_features(up.model, torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True))
     rep = up.model.frame_hop // rate
-    assert rep == (4 if name != "mart" else 1)
+    assert rep == {"mart": 1, "pemr": 4, "simclr": 4}.get(name, rep) and rep * rate == up.model.frame_hop
     for h, n in zip(hs, native):
         torch.testing.assert_close(h, n.repeat_interleave(rep, dim=1)[:, : h.shape[1]])
     up.train()
@@ -382,6 +385,16 @@ def test_mart_on_gtzan_trains_writes_scores_and_resumes(ckpts, data, tmp_path):
     s3prl("run_downstream", "-m", "evaluate", "-e", exp / "dev-best.ckpt", "-t", "test")
     s = json.loads((exp / "test-scores-dev-best.json").read_text())
     assert s["split"] == "test" and 0 <= s["accuracy"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [m for m in model_names() if m not in ("mart", "pemr", "simclr")])
+def test_every_other_model_runs_a_downstream(name, ckpts, data, tmp_path):
+    exp = tmp_path / "exp"
+    s3prl("run_downstream", "-m", "train", "-u", f"{name}_local", "-k", ckpts[name], "-d", "gtzan_genre", "-p", exp,
+          "-o", tiny_run([f"config.downstream_expert.datarc.root={data['gtzan']}"], steps=2))
+    s = scores(exp, "test")
+    assert s["step"] == 2 and 0 <= s["accuracy"] <= 1 and s["n_clips"] == 3
 
 
 @pytest.mark.slow

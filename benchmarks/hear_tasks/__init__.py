@@ -2,6 +2,7 @@
 
     mart-hear-task gtzan  GTZAN_ROOT --out tasks [--sample-rates 16000,48000]
     mart-hear-task mtat   MTAT_ROOT  --out tasks [--top-k 50]
+    mart-hear-task nsynth NSYNTH_ROOT --out tasks [--per-class 500] [--seed 0]
     mart-hear-task folder ROOT       --out tasks [--name NAME] [--nfolds 5]
 
 then ``python -m heareval.embeddings.runner hear_api.mart --model mart.ckpt --tasks-dir tasks`` and
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--top-k", type=int, default=50, help="most frequent tags kept (default 50)")
     common(m, "seconds per clip, trimmed or zero padded (default 29.1, the clips' length)")
 
+    n = sub.add_parser("nsynth", help="NSynth json/wav -> nsynth_instrument_family-2.2.3-<mode> (train/valid/test)")
+    n.add_argument("root", help="folder holding nsynth-train/, nsynth-valid/ and nsynth-test/")
+    n.add_argument("--per-class", type=int, default=None,
+                   help="at most this many notes of each instrument family in each split (default: all)")
+    n.add_argument("--seed", type=int, default=0, help="seed of the --per-class draw (default 0)")
+    common(n, "seconds per note, trimmed or zero padded (default 4, the notes' length)")
+
     f = sub.add_parser("folder", help="<label>/<audio files> -> multiclass task with new k folds")
     f.add_argument("root")
     f.add_argument("--name", default=None, help="task name (default: the folder's name)")
@@ -72,6 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         spec, items = sources.gtzan(args.root, args.nfolds, args.duration or 30.0)
     elif args.dataset == "mtat":
         spec, items = sources.mtat(args.root, args.top_k, args.duration or 29.1)
+    elif args.dataset == "nsynth":
+        spec, items = sources.nsynth(args.root, args.per_class, args.seed, args.duration or 4.0)
     else:
         spec, items = sources.folder(args.root, args.name, args.nfolds, args.duration)
     if spec.nfolds is not None and spec.nfolds < 3:

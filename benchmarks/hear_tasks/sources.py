@@ -6,6 +6,9 @@
   ``mart_upstream.tasks.mtat``, as the S3PRL ``mtat_tagging`` downstream reads it): top-50 tags, the
   split by the first hex digit of the folder (``0``-``b`` train, ``c`` valid, ``d``-``f`` test; untagged
   clips dropped), multilabel, aucroc then mAP.
+* NSynth (``nsynth-{train,valid,test}/examples.json`` + ``audio/<note_str>.wav``, read by
+  ``mart_upstream.tasks.instruments``): instrument family (11 labels), NSynth's own train/valid/test
+  split, 4 s notes, top1_acc first; ``per_class`` subsamples each family in each split.
 * any ``<label>/<audio files>`` tree: multiclass with new k folds.
 
 Input that cannot make a task is a :class:`mart_upstream.errors.TaskError`.
@@ -21,6 +24,7 @@ import soundfile as sf
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
 from mart_upstream.errors import TaskError
 from mart_upstream.tasks import PUBLISHED_SPLIT_NAMES
+from mart_upstream.tasks import instruments
 from mart_upstream.tasks.gtzan import genres_dir
 from mart_upstream.tasks.mtat import read_annotations, split_of
 
@@ -100,4 +104,15 @@ def mtat(root: str, top_k: int = 50, duration: float = 29.1) -> Tuple[TaskSpec, 
         raise TaskError(f"{root}: no tagged clips with an mp3_path in folders 0/ ... f/")
     spec = TaskSpec("mtat_top50" if top_k == 50 else f"mtat_top{top_k}", "1.0.0", "multilabel", "trainvaltest",
                     duration, ["aucroc", "mAP"], tags)
+    return spec, items
+
+
+def nsynth(root: str, per_class: Optional[int] = None, seed: int = 0,
+           duration: float = instruments.SECONDS) -> Tuple[TaskSpec, List[Item]]:
+    found = instruments.nsynth(root, per_class, seed)
+    items = [Item(n.path, n.name, [n.family], PUBLISHED_SPLIT_NAMES[n.split]) for n in found.notes]
+    mode = "full" if per_class is None else f"{per_class}perclass"
+    spec = TaskSpec("nsynth_instrument_family", "2.2.3", "multiclass", "trainvaltest", duration, MULTICLASS_METRICS,
+                    list(instruments.FAMILIES), mode=mode,
+                    extra={"per_class": per_class, "subsample_seed": seed, "missing_audio": len(found.missing)})
     return spec, items

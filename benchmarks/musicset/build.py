@@ -8,6 +8,11 @@
   work (corpus file) -> HEAR task ``tasks/music_style-1.0.0-full``; the clips also stay in ``raw/style``;
 * covers: works x versions (soundfont, program set, transposition within ±3 semitones, tempo
   x0.8-1.2, the same excerpt) -> ``covers/audio/<work>/<version>.wav`` and ``covers/manifest.csv``;
+* playlists: ``playlists`` playlists of ``playlist_tracks`` style clips, each drawn from the clips of
+  works that share corpus, key mode (major / minor, estimated from the notes) and ensemble (solo,
+  2-3 or 4+ parts) -> ``playlists.jsonl`` (``mart_upstream.tasks.playlists``' layout; track ids are
+  the style task's clip names); where no group has enough clips, none are written. The manifest's
+  ``playlists.tracks`` gives every clip's grouping keys;
 * pretrain: clips of other works, plus, when installed, the recorded wesnoth music resampled to
   16 kHz -> ``pretrain/rendered`` and ``pretrain/recorded`` for ``mart-pretrain --data``. With
   ``pretrain_renderings`` K > 1 every work is rendered K times as cover versions are (the same
@@ -52,6 +57,10 @@ log = logging.getLogger("mart-bench.data")
 SR = 16000
 RECORDED_DIR = "/usr/share/games/wesnoth/1.16/data/core/music"
 SPLITS = ("train", "valid", "test")
+PLAYLIST_KEYS = ("corpus", "mode", "ensemble")  # the clips of one playlist share these
+# Krumhansl and Kessler's (1982) probe-tone profiles of C major and C minor
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 @dataclass
@@ -71,12 +80,15 @@ class DataConfig:
     recorded: bool = True  # add the wesnoth recordings to the pretraining pool when installed
     min_beats: float = 16.0  # works shorter than this are not used
     parse_timeout_s: int = 60  # a score taking longer to parse is skipped
+    playlists: int = 40  # drawn from style clips of works sharing PLAYLIST_KEYS
+    playlist_tracks: Tuple[int, int] = (6, 10)  # tracks per playlist (3 queries + at least one to find)
 
 
 PROFILES = {
     "full": DataConfig(),
     "small": DataConfig(clip_seconds=10.0, clips_per_class=6, clips_per_work=1, cover_works=12,
-                        pretrain_clips=16, pretrain_seconds=10.0, recorded=False),
+                        pretrain_clips=16, pretrain_seconds=10.0, recorded=False, playlists=12,
+                        playlist_tracks=(4, 6)),
     "multi": DataConfig(pretrain_renderings=3),  # full, with 3 renderings of each pretraining work
     # `mart-bench run --quick`: small, with 2 renderings of each pretraining work
     "quick": DataConfig(clip_seconds=8.0, clips_per_class=16, clips_per_work=1, cover_works=12,
@@ -233,7 +245,7 @@ def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, w
     from ..hear_tasks.sources import MULTICLASS_METRICS
     from ..hear_tasks.taskfolder import Item, TaskSpec, build_task
 
-    items, jobs, info = [], [], {}
+    items, jobs, info, tracks = [], [], {}, {}
     n_works = -(-cfg.clips_per_class // max(1, cfg.clips_per_work))
     beats = cfg.clip_seconds * cfg.bpm_range[1] / 60
     for ci, label in enumerate(sorted(STYLE_CORPORA)):
@@ -249,11 +261,13 @@ def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, w
         for wi, (c, split) in enumerate(zip(chosen, splits)):
             k = cfg.clips_per_class // len(chosen) + (wi < cfg.clips_per_class % len(chosen))
             rng = np.random.default_rng([seed, 1, ci, wi])
+            keys = {"corpus": label, "work": c.work.id, "mode": key_mode(c.notes), "ensemble": ensemble(c.notes)}
             for j, start in enumerate(_starts(c.notes, k, beats, rng)):
                 name = f"{_slug(c.work.path)}_{j}"
                 path = os.path.join(root, "raw", "style", label, name + ".wav")
                 jobs.append((_perf(c.notes, rng, cfg, start, cfg.clip_seconds), cfg.clip_seconds, path, sf_dir))
                 items.append(Item(path, f"{label}.{name}", [label], split))
+                tracks[f"{label}.{name}"] = keys
                 per_split[split] += 1
         info[label] = {"corpora": list(STYLE_CORPORA[label][0]), "clips": sum(per_split.values()),
                        "clips_per_split": per_split, "tunes": _tunes(chosen),
@@ -265,7 +279,64 @@ def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, w
     if bad:
         raise TaskError(f"style task: {len(bad)} rendered clips could not be read back: {bad[:3]}")
     return {"task": os.path.relpath(path, root), "raw": "raw/style", "clips": len(items), "classes": info,
-            "split_sizes": {s: sum(it.split == s for it in items) for s in SPLITS}}
+            "split_sizes": {s: sum(it.split == s for it in items) for s in SPLITS}, "tracks": tracks}
+
+
+def key_mode(notes: List[Note]) -> str:
+    """"major" or "minor": the mode of the key whose Krumhansl-Kessler profile correlates best with the
+    work's duration-weighted pitch-class histogram (the Krumhansl-Schmuckler key finding)."""
+    hist = np.zeros(12)
+    np.add.at(hist, [p % 12 for _, _, _, p in notes], [d for _, _, d, _ in notes])
+    profiles = np.stack([np.roll(prof, tonic) for prof in (KK_MAJOR, KK_MINOR) for tonic in range(12)])  # [24, 12]
+    h, pr = hist - hist.mean(), profiles - profiles.mean(axis=1, keepdims=True)
+    r = pr @ h / (np.linalg.norm(pr, axis=1) * max(np.linalg.norm(h), 1e-12))  # Pearson r with each key
+    return "major" if int(np.argmax(r)) < 12 else "minor"
+
+
+def ensemble(notes: List[Note]) -> str:
+    """The work's scoring by its number of parts with notes: solo, 2-3 parts or 4+ parts."""
+    parts = len({p for p, *_ in notes})
+    return "solo" if parts == 1 else "2-3 parts" if parts <= 3 else "4+ parts"
+
+
+def draw_playlists(tracks: Dict[str, Dict[str, str]], n: int, sizes: Tuple[int, int], seed: int) -> List:
+    """``n`` playlists, in turn from each group of tracks sharing ``PLAYLIST_KEYS`` that holds at least
+    ``sizes[0]`` tracks, each of a seeded size within ``sizes`` (at most the group's size), its tracks
+    drawn without replacement in a seeded order; none when no group is large enough."""
+    from mart_upstream.tasks.playlists import Playlist
+
+    lo, hi = sizes
+    if lo < 4 or hi < lo:
+        raise UsageError(f"playlist sizes must be at least 4 (3 queries and 1 to find) and ordered, got {sizes}")
+    groups: Dict[Tuple[str, ...], List[str]] = {}
+    for tid in sorted(tracks):
+        groups.setdefault(tuple(tracks[tid][k] for k in PLAYLIST_KEYS), []).append(tid)
+    eligible = sorted(k for k, members in groups.items() if len(members) >= lo)
+    rng = np.random.default_rng([seed, 4])
+    out = []
+    for i in range(n if eligible else 0):
+        key = eligible[i % len(eligible)]
+        members = groups[key]
+        picked = [members[j] for j in rng.choice(len(members), int(rng.integers(lo, min(hi, len(members)) + 1)),
+                                                  replace=False)]
+        out.append(Playlist(f"p{i:03d}", picked, "/".join(key),
+                            {t: (tracks[t]["corpus"], tracks[t]["work"]) for t in picked}))
+    return out
+
+
+def build_playlists(root: str, cfg: DataConfig, seed: int, tracks: Dict[str, Dict[str, str]]) -> Dict:
+    from mart_upstream.tasks.playlists import PLAYLIST_FILES, write_playlists
+
+    playlists = draw_playlists(tracks, cfg.playlists, cfg.playlist_tracks, seed)
+    info = {"file": PLAYLIST_FILES[0] if playlists else None, "playlists": len(playlists),
+            "keys": list(PLAYLIST_KEYS), "groups": len({p.category for p in playlists}),
+            "tracks_per_playlist": [len(p.tracks) for p in playlists], "tracks": tracks}
+    if playlists:
+        write_playlists(playlists, os.path.join(root, PLAYLIST_FILES[0]))
+    elif cfg.playlists:
+        log.warning("no playlists: no group of style clips sharing %s holds %d clips", ", ".join(PLAYLIST_KEYS),
+                    cfg.playlist_tracks[0])
+    return info
 
 
 def build_covers(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, sf_dir: str,
@@ -419,6 +490,7 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
             "covers": build_covers(tmp, cfg, seed, used, pool, soundfont_dir, skipped),
             "pretrain": build_pretrain(tmp, cfg, seed, used, pool, soundfont_dir, skipped),
         }
+        manifest["playlists"] = build_playlists(tmp, cfg, seed, manifest["style"].pop("tracks"))
         manifest["skipped_works"] = dict(sorted(skipped.items()))
         write_json(os.path.join(tmp, "manifest.json"), manifest)
         write_text(os.path.join(tmp, "LICENSES.md"), LICENSES_MD)
@@ -485,5 +557,5 @@ def run(args) -> int:
     print(f"wrote {args.out} in {time.time() - t0:.0f} s: style {len(s['classes'])} classes, clips {s['split_sizes']}; "
           f"covers {m['covers']['works']} works x {m['covers']['versions']} versions; pretraining "
           f"{m['pretrain']['rendered_works']} works x {m['pretrain']['renderings']} renderings + "
-          f"{len(m['pretrain']['recorded_tracks'])} recordings")
+          f"{len(m['pretrain']['recorded_tracks'])} recordings; {m['playlists']['playlists']} playlists")
     return 0

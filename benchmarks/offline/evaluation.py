@@ -6,7 +6,10 @@
 * cover songs (a manifest CSV): scene embeddings from the same HEAR module
   (``benchmarks.cover_song.embed``), every version a query against all others, MAP / P@10 / MR1
   (``benchmarks.cover_song.search``, MIREX definitions). The chroma reference ranks by its
-  key-invariant similarity instead of the cosine.
+  key-invariant similarity instead of the cosine;
+* playlists (a playlist file, when the data has one): playlist continuation by ItemKNN on the scene
+  embeddings the classification step already wrote for the style clips (nothing is embedded again),
+  HR@10 and MPR (``mart_upstream.tasks.playlists``, Strategies §4.4), cosine for every entry.
 """
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ from typing import Dict, Optional
 import numpy as np
 
 from mart_upstream.tasks import covers as cover_datasets
+from mart_upstream.tasks import playlists as playlist_task
 from ..cover_song.embed import HearSource, embed_tracks
 from mart_upstream.tasks.metrics import average_precision, cosine_similarity, metrics_from_relevance, rank_relevance
-from mart_upstream.fileio import write_json
+from mart_upstream.fileio import sha256_file, write_json
 from mart_upstream.errors import TaskError
 
 from . import paired
@@ -35,6 +39,7 @@ from .references import key_invariant_similarity
 log = logging.getLogger("mart-bench.run")
 STYLE_METRICS = ("top1_acc", "mAP")
 COVER_METRICS = ("map", "p_at_10", "mr1")
+PLAYLIST_METRICS = ("hr_at_10", "mpr")
 
 
 @dataclass
@@ -136,6 +141,33 @@ def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:
                search="exact, key-invariant (max over 12 chroma rotations)" if entry.key_invariant else "exact",
                dim=int(emb.shape[1]), embed_s=round(time.perf_counter() - t0, 1),
                query_ap=[None if np.isnan(a) else float(a) for a in ap], query_works=works)
+    write_json(result_path, out, sort_keys=False)
+    return out
+
+
+def playlists(entry: Entry, task_dir: str, playlist_file: str, out_dir: str) -> Dict:
+    """HR@10 and MPR of ItemKNN playlist continuation with the style task's scene embeddings (written
+    by ``style_task`` into ``out_dir``); track ids are the task's clip names without ``.wav``. A kept
+    result is reused only while the playlist file is unchanged."""
+    result_path = os.path.join(out_dir, "playlists.json")
+    digest = sha256_file(playlist_file)
+    if (kept := _kept(result_path)) is not None and kept.get("playlists_sha256") == digest:
+        return kept
+    t0 = time.perf_counter()
+    emb_dirs = glob.glob(os.path.join(out_dir, "embeddings", "*", os.path.basename(os.path.abspath(task_dir))))
+    if len(emb_dirs) != 1:
+        raise TaskError(f"playlists: expected the style task's embeddings in one folder under {out_dir}/embeddings, "
+                        f"found {len(emb_dirs)}; remove {out_dir}/style.json to embed again")
+    emb = paired.load_scene_embeddings(emb_dirs[0])
+    found = playlist_task.read_playlists(playlist_file)
+    res = playlist_task.evaluate(emb["X"], [os.path.splitext(n)[0] for n in emb["names"]], found.playlists)
+    items = res["items"]
+    out = {m: float(res[m]["mean"]) for m in PLAYLIST_METRICS}
+    out.update({f"{m}_ci": [res[m]["ci_low"], res[m]["ci_high"]] for m in PLAYLIST_METRICS})
+    out.update(n_playlists=res["playlists"], n_items=len(items["hit"]), negatives=res["negatives"],
+               n_query=res["n_query"], search=res["score"], playlists_sha256=digest,
+               probe_s=round(time.perf_counter() - t0, 2), item_playlist=items["playlist"], item_track=items["track"],
+               item_hit=items["hit"], item_percentile=items["percentile"])
     write_json(result_path, out, sort_keys=False)
     return out
 

@@ -24,6 +24,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler, label_binarize
 
+from mart_upstream.tasks.metrics import grouped_bootstrap
+
 
 def work_of(name: str) -> str:
     """Style clip name ``<label>.<work>_<j>.wav`` -> its work ``<label>.<work>``."""
@@ -84,15 +86,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], groups: Sequence, 
                       seed: int = 0) -> Dict[str, float]:
     """mean(a - b) over items, with a 95% bootstrap interval resampling groups (works)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    groups = np.asarray(groups)
-    if d.shape != groups.shape:
-        raise ValueError(f"paired_difference: {d.shape[0]} differences for {groups.shape[0]} group labels")
-    names, inverse = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inverse, weights=d, minlength=len(names))
-    counts = np.bincount(inverse, minlength=len(names)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(names), size=(n_boot, len(names)))
-    boot = sums[pick].sum(1) / counts[pick].sum(1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "groups": int(len(names)),
-            "n": int(len(d))}
+    if d.shape != np.shape(groups):
+        raise ValueError(f"paired_difference: {d.shape[0]} differences for {np.shape(groups)[0]} group labels")
+    out = grouped_bootstrap(d, groups, n_boot, seed)
+    return {"diff": out.pop("mean"), **out}

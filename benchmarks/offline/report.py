@@ -7,13 +7,15 @@ from mart_upstream.fileio import atomic_path
 
 import numpy as np
 
-from .evaluation import COVER_METRICS, STYLE_METRICS, summarise
+from .evaluation import COVER_METRICS, PLAYLIST_METRICS, STYLE_METRICS, summarise
 from .paired import paired_difference
 
 COLUMNS = [("style", m) for m in STYLE_METRICS] + [("covers", m) for m in COVER_METRICS]
+PLAYLIST_COLUMNS = [("playlists", m) for m in PLAYLIST_METRICS]  # shown when the data has playlists
 HEADERS = {("style", "top1_acc"): "style top1_acc", ("style", "mAP"): "style mAP",
-           ("covers", "map"): "cover MAP", ("covers", "p_at_10"): "cover P@10", ("covers", "mr1"): "cover MR1 (lower better)"}
-HIGHER_IS_BETTER = {("covers", "mr1"): False}
+           ("covers", "map"): "cover MAP", ("covers", "p_at_10"): "cover P@10", ("covers", "mr1"): "cover MR1 (lower better)",
+           ("playlists", "hr_at_10"): "playlist HR@10", ("playlists", "mpr"): "playlist MPR (lower better)"}
+HIGHER_IS_BETTER = {("covers", "mr1"): False, ("playlists", "mpr"): False}
 MFCC_ROW = "MFCC statistics"
 CHROMA_ROW = "chroma statistics (key-invariant on covers)"
 
@@ -28,11 +30,16 @@ def table_rows(entries: List[Dict]) -> List[Dict]:
             row["seeds"].append(e["seed"])
     for row in rows.values():
         mine = [e for e in entries if e["row"] == row["row"]]
-        for task, metric in COLUMNS:
+        for task, metric in COLUMNS + PLAYLIST_COLUMNS:
             values = [e[task][metric] for e in mine if task in e]
             if values:
                 row[f"{task}_{metric}"] = summarise(values)
     return list(rows.values())
+
+
+def columns(rows: List[Dict]) -> List:
+    """The table's columns: style and covers, and the playlist ones when some row has them."""
+    return COLUMNS + [c for c in PLAYLIST_COLUMNS if any(f"{c[0]}_{c[1]}" in r for r in rows)]
 
 
 def _cell(stats) -> str:
@@ -57,7 +64,7 @@ def comparisons(rows: List[Dict], models=("mart", "pemr")) -> List[Dict]:
         for ref in (random_row(m), MFCC_ROW, "simclr", CHROMA_ROW):
             if ref not in by_name:
                 continue
-            for task, metric in COLUMNS:
+            for task, metric in COLUMNS + PLAYLIST_COLUMNS:
                 a, b = by_name[m].get(f"{task}_{metric}"), by_name[ref].get(f"{task}_{metric}")
                 if a is None or b is None:
                     continue
@@ -89,6 +96,14 @@ def paired_metrics(model_entries: List[Dict], ref: Dict) -> Dict[str, Dict]:
         works = np.asarray(ref["covers"]["query_works"])[ok]
         d = paired_difference(a[:, ok].mean(0), r[ok], works)
         out["cover MAP"] = dict(d, seed_diffs=[float(x[ok].mean() - r[ok].mean()) for x in a])
+    pls = [e.get("playlists") for e in model_entries]
+    ref_pl = ref.get("playlists")
+    if pls and all(pls) and ref_pl and all((p["item_playlist"], p["item_track"]) ==
+                                           (ref_pl["item_playlist"], ref_pl["item_track"]) for p in pls):
+        for metric, key in (("playlist HR@10", "item_hit"), ("playlist MPR (lower better)", "item_percentile")):
+            mine = np.mean([p[key] for p in pls], axis=0)  # the same held-out tracks against the same negatives
+            d = paired_difference(mine, ref_pl[key], ref_pl["item_playlist"])
+            out[metric] = dict(d, seed_diffs=[float(np.mean(p[key]) - np.mean(ref_pl[key])) for p in pls])
     return out
 
 
@@ -174,15 +189,18 @@ def _comparison_table(comps: List[Dict]) -> List[str]:
 
 def markdown(result: Dict) -> str:
     rows, meta = result["table"], result["meta"]
+    cols = columns(rows)
     lines = ["## mart-bench run", "",
              f"Data: {meta['data']}. Pretraining budget per run: {meta['budget']}; seeds {meta['seeds']}. "
              f"Classification: heareval embeddings + predictions runners (grid {meta['grid']}, "
              f"{meta['grid_points']} points), test split. Covers: {meta['cover_tracks']} versions of "
-             f"{meta['cover_works']} works, each a query against all others. Total {meta['total_minutes']:.1f} min.",
-             "", "| model | seeds | " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(COLUMNS)]
+             f"{meta['cover_works']} works, each a query against all others."
+             + (f" Playlists: {meta['playlists']}." if meta.get("playlists") else "")
+             + f" Total {meta['total_minutes']:.1f} min.",
+             "", "| model | seeds | " + " | ".join(HEADERS[c] for c in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
     for r in rows:
-        cells = [_cell(r.get(f"{t}_{m}")) for t, m in COLUMNS]
+        cells = [_cell(r.get(f"{t}_{m}")) for t, m in cols]
         lines.append(f"| {r['row']} | {len(r['seeds']) or '–'} | " + " | ".join(cells) + " |")
     runs = result.get("runs", [])
     if runs:
@@ -194,7 +212,8 @@ def markdown(result: Dict) -> str:
     if pcomps:
         lines += ["", "Paired differences on the same data (style: out-of-fold correctness of a linear probe, "
                   "5-fold cross-validation grouped by work over all clips, 3 repeats; covers: average precision "
-                  "per query). The model's seeds are averaged item by item; the interval resamples works. "
+                  "per query; playlists: hit and percentile rank of each held-out track). The model's seeds are "
+                  "averaged item by item; the interval resamples works (playlists for the playlist metrics). "
                   "'separated': the interval excludes 0 and the difference exceeds the spread over seeds.", ""]
         lines += _paired_table(pcomps)
         lines += verdict(result)

@@ -3,13 +3,15 @@
     mart-bench run --out results/bench                       # builds the full data set into OUT/data
     mart-bench run --out results/quick --quick               # small data, short runs: the README demo
     mart-bench run --out OUT --data DIR [--task NAME]        # a set built elsewhere: DIR/tasks/<task>/,
-                                                             # DIR/covers/manifest.csv, DIR/pretrain/
+                                                             # DIR/covers/manifest.csv, DIR/pretrain/,
+                                                             # DIR/playlists.jsonl (when there)
     mart-bench run --out OUT --export mart_upstream/checkpoints   # also package the best seeds
     mart-bench run --out OUT --checkpoints RUN [--export DIR]     # evaluate checkpoints trained elsewhere
                                                              # (RUN/<model>.ckpt, e.g. from a GPU run)
 
 Rows: each pretrained model (mean ± std over ``--seeds``), the same models with random weights, MFCC
-statistics and chroma statistics (key-invariant on covers). Everything finished is kept in OUT, so a
+statistics and chroma statistics (key-invariant on covers). Playlist continuation (HR@10, MPR) is
+scored when the data has a playlist file, with the style task's embeddings. Everything finished is kept in OUT, so a
 killed run continues where it stopped when started again with the same arguments.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Dict, List
 
 from mart_upstream.errors import UsageError
 from mart_upstream.fileio import write_json, write_text
+from mart_upstream.tasks.playlists import PLAYLIST_FILES
 
 from . import curve, evaluation, export, external, pretraining, report
 from .evaluation import Entry
@@ -44,11 +47,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", help="the HEAR task folder name under DATA/tasks (when there are several)")
     p.add_argument("--covers", help="cover manifest CSV (default DATA/covers/manifest.csv)")
     p.add_argument("--pretrain-data", help="pretraining audio folder (default DATA/pretrain)")
+    p.add_argument("--playlists", help="playlist file whose track ids are the style task's clip names "
+                                       "(default DATA/playlists.jsonl when it exists)")
     p.add_argument("--profile", default=DEFAULTS["profile"], choices=["multi", "full", "quick", "small"],
                    help="data profile when building (default multi)")
     p.add_argument("--quick", action="store_true",
                    help=f"a short end-to-end version: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
-    p.add_argument("--models", default=",".join(pretraining.MODELS), help="comma-separated (default: all)")
+    p.add_argument("--models", default=",".join(pretraining.DEFAULT_MODELS),
+                   help=f"comma-separated, from {','.join(pretraining.MODELS)} (default: "
+                        f"{','.join(pretraining.DEFAULT_MODELS)})")
     p.add_argument("--seeds", default=DEFAULTS["seeds"], help="pretraining seeds (default 0,1,2)")
     p.add_argument("--minutes", type=float, default=DEFAULTS["minutes"],
                    help="training minutes per run, the same for every model (an equal-time budget; stops at the "
@@ -91,6 +98,9 @@ def _data(args) -> Dict[str, str]:
     task = evaluation.find_task(os.path.join(root, "tasks"), args.task)
     covers = args.covers or os.path.join(root, "covers", "manifest.csv")
     pool = args.pretrain_data or os.path.join(root, "pretrain")
+    playlists = args.playlists or os.path.join(root, PLAYLIST_FILES[0])
+    if args.playlists and not os.path.isfile(playlists):
+        raise UsageError(f"playlist file {playlists} does not exist")
     for what, path, isdir in (("cover manifest", covers, False), ("pretraining folder", pool, True)):
         if what == "pretraining folder" and args.checkpoints:
             continue  # nothing is pretrained
@@ -104,7 +114,17 @@ def _data(args) -> Dict[str, str]:
         desc = (f"`mart-bench data --profile {m.get('profile')} --seed {m.get('seed')}`: "
                 f"{m['pretrain'].get('rendered_clips')} rendered clips and "
                 f"{len(m['pretrain'].get('recorded_tracks', []))} recordings for pretraining")
-    return {"root": os.path.abspath(root), "task": task, "covers": covers, "pretrain": pool, "description": desc}
+    return {"root": os.path.abspath(root), "task": task, "covers": covers, "pretrain": pool, "description": desc,
+            "playlists": playlists if os.path.isfile(playlists) else None}
+
+
+def _playlist_text(scores, path) -> str:
+    """How the playlist columns were measured, for the report ("" without playlists)."""
+    if not scores:
+        return ""
+    return (f"{scores['n_playlists']} playlists ({os.path.basename(path)}) with {scores['n_query']} query tracks "
+            f"each; {scores['n_items']} held-out tracks, each ranked against {scores['negatives']} random tracks "
+            f"outside its playlist ({scores['search']})")
 
 
 def _int_list(text: str, what: str) -> List[int]:
@@ -177,15 +197,20 @@ def run(args) -> int:
         log.info("evaluating %s", e.key)
         style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
         covers = evaluation.covers(e, data["covers"], folder)
-        (entries if e in main_entries else curve_entries).append(
-            {"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint, "seed": e.seed,
-             "style": style, "covers": covers})
-        log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f", e.key,
-                 style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"])
+        entry = {"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint, "seed": e.seed,
+                 "style": style, "covers": covers}
+        more = ""
+        if data["playlists"]:  # the style task's embeddings, ranked: no second embedding pass
+            pl = entry["playlists"] = evaluation.playlists(e, data["task"], data["playlists"], folder)
+            more = f"; playlists HR@10 {pl['hr_at_10']:.3f} MPR {pl['mpr']:.3f}"
+        (entries if e in main_entries else curve_entries).append(entry)
+        log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f%s", e.key,
+                 style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"], more)
     rows = report.table_rows(entries)
     meta = {"data": data["description"], "data_root": data["root"], "task": os.path.basename(data["task"]),
             "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": entries[0]["covers"]["n_queries"],
             "cover_works": entries[0]["covers"]["works"], "seeds": seeds,
+            "playlists": _playlist_text(entries[0].get("playlists"), data["playlists"]),
             "budget": external.describe(runs) if args.checkpoints else budget.describe(models),
             "grid": args.grid, "grid_points": args.grid_points, "commit": code,
             "device": ", ".join(sorted({r["device"] for r in runs})) if args.checkpoints else args.device,

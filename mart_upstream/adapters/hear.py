@@ -39,16 +39,22 @@ def default_checkpoint(name: str) -> str:
 class HearModel(nn.Module):
     """A frozen pretrained model with the attributes the HEAR API asks for.
 
-    ``layers``: indices into ``frame_features``' layers, concatenated for timestamp embeddings.
+    ``layers``: indices into ``frame_features``' layers, concatenated for timestamp embeddings
+    (``combine="concat"``) or summed (``"sum"``: for models whose layers fill disjoint slots of one
+    vector, such as the multi-level Siamese model's levels).
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[int]):
+    def __init__(self, model: nn.Module, layers: Sequence[int], combine: str = "concat"):
         super().__init__()
+        if combine not in ("concat", "sum"):
+            raise ValueError(f"combine must be 'concat' or 'sum', got {combine!r}")
         self.model = model
         self.layers = tuple(layers)
+        self.combine = combine
         self.sample_rate = int(model.frontend.cfg.sample_rate)
-        self.scene_embedding_size = int(model.embedding_dim)
-        self.timestamp_embedding_size = int(model.embedding_dim) * len(self.layers)
+        # mean ‖ std summaries (``window_summary``) are twice the window embedding
+        self.scene_embedding_size = int(model.embedding_dim) * (2 if model.window_summary == "mean_std" else 1)
+        self.timestamp_embedding_size = int(model.embedding_dim) * (len(self.layers) if combine == "concat" else 1)
         native_ms = 1000.0 * model.frame_hop / self.sample_rate
         # an odd integer upsampling factor: the fine grid holds every native frame centre (frame i's centre
         # is fine point r * i + (r - 1) / 2, a whole number only for odd r)
@@ -57,7 +63,7 @@ class HearModel(nn.Module):
         self.timestamp_hop_ms = native_ms / self.upsample
 
 
-def load_model(name: str, model_file_path: str, layers: Sequence[int]) -> HearModel:
+def load_model(name: str, model_file_path: str, layers: Sequence[int], combine: str = "concat") -> HearModel:
     """``hear_api.<name>.load_model``: a checkpoint from ``mart-pretrain --model <name>``; "" reads the
     packaged ``mart_upstream/checkpoints/<name>.ckpt`` (a clear error if it is absent)."""
     path = os.path.expanduser(model_file_path) if model_file_path else default_checkpoint(name)
@@ -71,7 +77,7 @@ def load_model(name: str, model_file_path: str, layers: Sequence[int]) -> HearMo
         raise CheckpointError(
             f"{path} holds a {model.model_name!r} model; load it with hear_api.{model.model_name}, not hear_api.{name}"
         )
-    return HearModel(for_inference(model), layers).eval()
+    return HearModel(for_inference(model), layers, combine).eval()
 
 
 def check_audio(audio, model: nn.Module, sample_rate: Optional[int] = None, model_type: type = HearModel) -> torch.Tensor:
@@ -117,7 +123,8 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel,
     outs = []
     for part in _sub_batches(audio):
         layers = frame_features(model.model, part)  # each [b, ceil(T / frame_hop), D]
-        x = torch.cat([layers[i] for i in model.layers], dim=-1)
+        picked = [layers[i] for i in model.layers]
+        x = torch.cat(picked, dim=-1) if model.combine == "concat" else torch.stack(picked).sum(dim=0)
         if model.upsample > 1:
             # frame i stands for samples [i, i + 1) * hop, centred at (i + 0.5) * hop; align_corners=False
             # puts fine point k at (k + 0.5) * hop / r: native centres are hit exactly, the ends are held.

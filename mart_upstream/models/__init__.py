@@ -13,8 +13,12 @@ from typing import Any, Dict, List, Optional, Type
 
 from ..config import from_dict
 from .base import SSLModel
+from .byol import BYOL, BYOLConfig
 from .mart import Mart, MartConfig
+from .melcpc import MelCPC, MelCPCConfig
+from .moco import MoCo, MoCoConfig
 from .pemr import Pemr, PemrConfig
+from .siamese import MultilevelSiameseConfig, Siamese, SiameseConfig
 from .simclr import SimCLR, SimCLRConfig
 
 
@@ -47,6 +51,11 @@ def register_model(name: str, config_cls: type, model_cls: Type[SSLModel]) -> No
 register_model("mart", MartConfig, Mart)
 register_model("pemr", PemrConfig, Pemr)
 register_model("simclr", SimCLRConfig, SimCLR)
+register_model("byol", BYOLConfig, BYOL)
+register_model("moco", MoCoConfig, MoCo)
+register_model("melcpc", MelCPCConfig, MelCPC)
+register_model("cnn5_infonce", SiameseConfig, Siamese)
+register_model("cnn5_multilevel", MultilevelSiameseConfig, Siamese)
 
 
 def model_names() -> List[str]:

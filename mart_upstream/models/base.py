@@ -29,6 +29,9 @@ class SSLModel(nn.Module):
     MAX_CLIP_SAMPLES = 16000 * 600  # a pretraining crop / embedding window of at most 10 minutes
     # The real architecture narrowed and shortened (config overrides), for CPU tests and smoke runs.
     tiny_config: ClassVar[dict] = {}
+    # Pretraining settings (``optim``/``data``/``run``/``augment`` keys) of this model's paper where they
+    # differ from the shared defaults: the first layer above the defaults (a config file overrides them).
+    pretrain_defaults: ClassVar[dict] = {}
 
     @classmethod
     def has_unused_parameters(cls, config) -> bool:
@@ -53,6 +56,21 @@ class SSLModel(nn.Module):
     @property
     def clip_samples(self) -> int:
         return self.config.clip_samples
+
+    # -- how training feeds the model --------------------------------------------------------
+    @property
+    def pairing(self) -> str:
+        """How the views of a training example are placed in their track (``train.data.PAIRINGS``)."""
+        return "independent"
+
+    @property
+    def pairing_gap_seconds(self) -> float:
+        """Gap between adjacent views (``pairing == "adjacent"``)."""
+        return 0.0
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Called after every optimizer update (``step`` counts the updates done, of ``total_steps``):
+        momentum encoders follow the online weights here."""
 
     @property
     def embedding_dim(self) -> int:
@@ -99,6 +117,12 @@ class SSLModel(nn.Module):
                 m = F.pad(m, (0, d - m.shape[2]))
             out.append(m)
         return out
+
+    @property
+    def window_summary(self) -> str:
+        """How ``embedding.clip_embeddings`` summarises the windows of a clip: ``"mean"``, or
+        ``"mean_std"`` (mean ‖ standard deviation) for models whose config asks for it (``summary``)."""
+        return getattr(self.config, "summary", "mean")
 
     def window_embedding(self, wav: torch.Tensor) -> torch.Tensor:
         """[B, clip_samples] window -> [B, D]: the representation a window of pretraining length gets."""

@@ -1,9 +1,12 @@
 """The task layer: downstream datasets as they are distributed, read one way for every harness.
 
 * ``covers``: cover-song collections (manifest CSV, Covers80, SHS100K-SUB) and their split by work;
-* ``metrics``: cover-song retrieval metrics (MAP, P@10, MR1);
+* ``metrics``: cover-song retrieval metrics (MAP, P@10, MR1), recommendation metrics (HR@k, percentile
+  rank) and a bootstrap interval over groups of items;
 * ``gtzan``: GTZAN's genre folders and its fault-filtered split;
-* ``mtat``: MagnaTagATune's annotations, top-k tags and its split by folder.
+* ``mtat``: MagnaTagATune's annotations, top-k tags and its split by folder;
+* ``instruments``: NSynth's notes labelled by instrument family, its split, a per-class subsample;
+* ``playlists``: AOTM-2011-style playlists and the ItemKNN playlist-continuation probe (HR@10, MPR).
 
 Data that cannot be used is a :class:`mart_upstream.errors.TaskError`. The harness adapters
 (``mart_upstream.adapters``) and the benchmarks build on these modules, never on each other.

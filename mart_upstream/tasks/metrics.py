@@ -1,9 +1,14 @@
-"""Cover-song retrieval metrics with the MIREX audio cover song definitions.
+"""Retrieval metrics: cover songs (MIREX definitions) and recommendation against sampled negatives.
 
-Every version is a query against all other versions of the collection (the query itself removed).
+Cover songs: every version is a query against all other versions of the collection (the query itself removed).
 Queries whose work has no other version have no correct answer: they stay in the collection as
 distractors but are not scored. Ties in similarity are broken pessimistically (a correct item is
 ranked after every incorrect item of equal score), so a constant embedding cannot score above chance.
+
+Recommendation (``rank_against_negatives``, ``hit_at_k``, ``percentile_rank``): each held-out item is
+ranked against its own sampled negatives, ties broken the same pessimistic way.
+``grouped_bootstrap`` gives a mean with a 95% interval that resamples groups (works, playlists) of
+items that are not independent.
 """
 from __future__ import annotations
 
@@ -78,3 +83,49 @@ def cosine_similarity(emb: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(e, axis=1, keepdims=True)
     e = e / np.where(norm == 0, 1.0, norm)
     return e @ e.T
+
+
+def rank_against_negatives(positive: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """Scores of held-out items [I] and of each one's negatives [I, K] -> 1-based rank of each item
+    among its K + 1 candidates; a negative scoring the same as the item is ranked before it."""
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.asarray(negatives, dtype=np.float64)
+    if neg.ndim != 2 or pos.shape != (neg.shape[0],):
+        raise ValueError(f"positive must be [I] and negatives [I, K], got {pos.shape} and {neg.shape}")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise ValueError("scores have NaN or infinite values")
+    return 1 + (neg >= pos[:, None]).sum(axis=1)
+
+
+def hit_at_k(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """1.0 where the item is among the first ``k`` of its ranked list, else 0.0 (mean: the hit ratio HR@k)."""
+    return (np.asarray(ranks) <= k).astype(np.float64)
+
+
+def percentile_rank(ranks: np.ndarray, n_candidates: int) -> np.ndarray:
+    """(rank - 1) / (n - 1): 0 at the top of a list of ``n_candidates``, 1 at the bottom, 0.5 expected by
+    chance (its mean over items: the mean percentile rank, MPR, lower is better)."""
+    if n_candidates < 2:
+        raise ValueError(f"a percentile rank needs at least 2 candidates, got {n_candidates}")
+    return (np.asarray(ranks, dtype=np.float64) - 1) / (n_candidates - 1)
+
+
+def grouped_bootstrap(values: Sequence[float], groups: Sequence, n_boot: int = 2000,
+                      seed: int = 0) -> Dict[str, float]:
+    """Mean of per-item ``values`` with a 95% bootstrap interval that resamples whole groups (each
+    resample: the mean over the items of the drawn groups)."""
+    v = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups)
+    if v.ndim != 1 or v.shape != groups.shape:
+        raise ValueError(f"grouped_bootstrap: {v.shape} values for {groups.shape} group labels")
+    if not len(v):
+        raise ValueError("grouped_bootstrap: no values")
+    names, inverse = np.unique(groups, return_inverse=True)
+    sums = np.bincount(inverse, weights=v, minlength=len(names))
+    counts = np.bincount(inverse, minlength=len(names)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(names), size=(n_boot, len(names)))
+    boot = sums[pick].sum(1) / counts[pick].sum(1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "groups": int(len(names)),
+            "n": int(len(v))}

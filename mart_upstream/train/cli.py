@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file-list", dest="file_list", help="text file of audio paths (relative to --data)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
+    p.add_argument("--strategy", help="where a model's positive views come from (models with a 'strategy' "
+                   "setting: self_aug, adjacent, random)")
     p.add_argument("--num-workers", type=int, dest="num_workers")
     p.add_argument("--ckpt-every", type=int, dest="ckpt_every")
     p.add_argument("--log-every", type=int, dest="log_every")

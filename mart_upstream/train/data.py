@@ -169,6 +169,14 @@ def _seed(*parts: int) -> int:
 
 
 SAMPLING = ("duration", "file")
+# How the views of one example are placed in their track (strategies §2.3.2, Table 1):
+#   independent: each view anywhere in the file (or, with groups, in another file of its group)
+#   same:        every view the same segment (self-augmented targets: the augmentations tell them apart)
+#   adjacent:    view k+1 starts ``gap_seconds`` after view k ends (strategies: 0.5 s gap, against
+#                edge-continuity shortcuts); which of a pair comes first is drawn
+#   rest:        the anchor anywhere; every other view uniformly from the rest of the track, not
+#                overlapping the anchor
+PAIRINGS = ("independent", "same", "adjacent", "rest")
 
 
 def read_groups(path: str, root: str, files: List[AudioFileInfo]) -> List[int]:
@@ -207,17 +215,28 @@ class RandomCropDataset(torch.utils.data.Dataset):
     lengths. ``sampling="file"``: epoch = k // len(files) visits the files in a seeded permutation.
     ``groups`` (a group id per file): every crop after the first comes from a file drawn uniformly
     among the other files of the first file's group (itself when it is alone), so positive pairs
-    cross renderings. ``in_memory``: every file is decoded and resampled once, at construction.
+    cross renderings. ``pairing`` (see ``PAIRINGS``) places the crops of one key in their track; a
+    track too short for the placement asked gets the nearest that fits (crops zero-padded at the end
+    of the track). ``in_memory``: every file is decoded and resampled once, at construction.
     All draws come from generators seeded with (seed, k): the same key gives the same crops.
     """
 
     def __init__(self, files: List[AudioFileInfo], num_samples: int, num_crops: int = 2,
                  sample_rate: int = 16000, seed: int = 0, sampling: str = "duration",
-                 groups: Optional[List[int]] = None, in_memory: bool = False):
+                 groups: Optional[List[int]] = None, in_memory: bool = False, pairing: str = "independent",
+                 gap_seconds: float = 0.0):
         if not files:
             raise AudioError("RandomCropDataset needs at least one file")
         if sampling not in SAMPLING:
             raise AudioError(f"data.sampling must be one of {SAMPLING}, got {sampling!r}")
+        if pairing not in PAIRINGS:
+            raise AudioError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+        if groups is not None and pairing != "independent":
+            raise AudioError(f"data.groups (views from other renderings) needs independent crops; this model "
+                             f"places its views with pairing={pairing!r} in one track")
+        if not gap_seconds >= 0:
+            raise AudioError(f"gap_seconds must be >= 0, got {gap_seconds}")
+        self.pairing, self.gap_seconds = pairing, float(gap_seconds)
         if groups is not None and len(groups) != len(files):
             raise AudioError(f"{len(groups)} group ids for {len(files)} files")
         self.files, self.num_samples, self.num_crops = files, num_samples, num_crops
@@ -275,15 +294,43 @@ class RandomCropDataset(torch.utils.data.Dataset):
         seg = x[a:a + self.num_samples]
         return torch.nn.functional.pad(seg, (0, self.num_samples - seg.shape[0]))
 
-    def __getitem__(self, key: int) -> torch.Tensor:
+    def starts(self, key: int) -> List[float]:
+        """Start time (seconds, in its own file) of each crop of ``key``."""
         g = torch.Generator().manual_seed(_seed(self.seed, -1, int(key)))
         picks = self._picks(key, g)
         u = torch.rand(self.num_crops, generator=g)
-        crops = []
-        for j, v in zip(picks, u):
-            span = max(0.0, self.files[j].seconds - self.num_samples / self.sample_rate)
-            crops.append(self._crop(j, float(v) * span))
-        return torch.stack(crops)
+        crop_s = self.num_samples / self.sample_rate
+        if self.pairing == "independent":
+            return [float(v) * max(0.0, self.files[j].seconds - crop_s) for j, v in zip(picks, u)]
+        seconds = self.files[picks[0]].seconds
+        span = max(0.0, seconds - crop_s)
+        if self.pairing == "same":
+            return [float(u[0]) * span] * self.num_crops
+        if self.pairing == "adjacent":
+            step = crop_s + self.gap_seconds
+            total = crop_s + step * (self.num_crops - 1)
+            if total > seconds:  # too short for the gap: the views share the track evenly
+                step = span / max(1, self.num_crops - 1)
+                total = seconds
+            first = float(u[0]) * max(0.0, seconds - total)
+            out = [first + k * step for k in range(self.num_crops)]
+            return out[::-1] if self.num_crops > 1 and float(u[1]) < 0.5 else out  # which view comes first is drawn
+        # rest: the anchor at a, the others uniformly on [0, a - crop] U [a + crop, span]
+        a = float(u[0]) * span
+        before, after = max(0.0, a - crop_s), max(0.0, span - (a + crop_s))
+        out = [a]
+        for v in u[1:]:
+            if before + after <= 0.0:  # no room for a segment apart from the anchor: anywhere else
+                out.append(float(v) * span)
+                continue
+            x = float(v) * (before + after)
+            out.append(x if x < before else a + crop_s + (x - before))
+        return out
+
+    def __getitem__(self, key: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(_seed(self.seed, -1, int(key)))
+        picks = self._picks(key, g)
+        return torch.stack([self._crop(j, start) for j, start in zip(picks, self.starts(key))])
 
 
 class StepSampler(torch.utils.data.Sampler):

@@ -172,7 +172,8 @@ def build_loader(files: List[AudioFileInfo], root: str, model: torch.nn.Module, 
             log.info("positive pairs cross files of one group: %d groups over %d files", len(set(groups)), len(files))
     dataset = RandomCropDataset(files, model.clip_samples, num_crops=model.num_views,
                                 sample_rate=model.config.frontend.sample_rate, seed=cfg.run.seed,
-                                sampling=cfg.data.sampling, groups=groups, in_memory=cfg.data.in_memory)
+                                sampling=cfg.data.sampling, groups=groups, in_memory=cfg.data.in_memory,
+                                pairing=model.pairing, gap_seconds=model.pairing_gap_seconds)
     sampler = StepSampler(cfg.run.batch_size, start, dist.rank, dist.world_size)
     loader = DataLoader(
         dataset,
@@ -212,8 +213,8 @@ class StepLoop:
         self.device, self.dist, self.progress = device, dist, progress
         self.start = progress.step
         self.augment = AugmentationChain(cfg.augment).to(device)
-        self.norm_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                             for b in m.buffers()]
+        # a skipped batch leaves no trace in the model's buffers (BatchNorm statistics, MoCo's queue)
+        self.norm_buffers = list(model.buffers())
         self.use_bf16 = cfg.run.bf16 and (device.type == "cuda" or cfg.run.bf16_cpu)
         self.metrics = MetricsLog(job.out, progress.step, cfg.run.tensorboard) if dist.is_main else None
         self.out_of_time = False
@@ -269,6 +270,7 @@ class StepLoop:
         else:
             loss.backward()
             self.optim.step()
+            self.model.after_optimizer_step(step + 1, self.run_cfg.steps)
         return losses, skipped
 
     def skip(self, step: int, loss: float, batch: torch.Tensor, saved_norms: List[torch.Tensor]) -> None:

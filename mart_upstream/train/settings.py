@@ -2,7 +2,8 @@
 
 Each layer overrides the one before it:
 
-1. the defaults (the dataclasses below and the model's config dataclass);
+1. the defaults (the dataclasses below and the model's config dataclass), then the pretraining
+   settings of the model's paper (``pretrain_defaults`` on its class);
 2. the config file (``--config FILE``, or ``--config cpu``: the model's packaged CPU-sized settings);
 3. the command line: ``key=value`` overrides, then the flags (``--steps``, ... see ``FLAG_KEYS``);
 4. with ``--resume``, the settings the run was started with (stored in its checkpoint), for everything
@@ -10,6 +11,8 @@ Each layer overrides the one before it:
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,9 +20,9 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 from ..augment import AugmentConfig
 from ..checkpoint import read_checkpoint
-from ..config import apply_overrides, cpu_config_path, from_dict, load_file, set_key, to_dict
+from ..config import apply_overrides, cpu_config_path, from_dict, load_file, merge, set_key, to_dict
 from ..errors import CheckpointError, ConfigError
-from ..models import build_config
+from ..models import build_config, get_entry
 from .console import say
 
 
@@ -100,6 +103,7 @@ FLAG_KEYS: Dict[str, str] = {
     "tensorboard": "run.tensorboard",
     "num_workers": "data.num_workers",
     "file_list": "data.file_list",
+    "strategy": "model.strategy",
 }
 
 # What a resumed run may change; every other setting comes from its checkpoint.
@@ -116,7 +120,12 @@ def build_settings(args, resumed: Optional[dict] = None) -> Settings:
     """The run's settings from the parsed command line ``args`` and, with ``--resume``, the checkpoint
     ``resumed`` it continues (see the module's docstring for the order). The settings asked for are
     checked first (ConfigError naming the first value that cannot work)."""
-    data = load_file(config_file(args)) if args.config else {}
+    entry = get_entry(args.model)
+    if getattr(args, "strategy", None) is not None and "strategy" not in _field_names(entry.config_cls):
+        raise ConfigError(f"--strategy applies to models with a strategy setting; {args.model} has none")
+    data = copy.deepcopy(entry.model_cls.pretrain_defaults)
+    if args.config:
+        data = merge(data, load_file(config_file(args)))
     apply_overrides(data, args.overrides)
     for flag, key in FLAG_KEYS.items():
         value = getattr(args, flag)
@@ -127,6 +136,10 @@ def build_settings(args, resumed: Optional[dict] = None) -> Settings:
     asked = Settings(build_config(args.model, model_data), pretrain)
     check_settings(asked.pretrain)
     return asked if resumed is None else _as_resumed(args.model, asked, resumed)
+
+
+def _field_names(cls) -> set:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def _as_resumed(model_name: str, asked: Settings, state: dict) -> Settings:

@@ -1,0 +1,98 @@
+"""MoCo v2 (He et al. 2020, "Momentum Contrast"; Chen et al. 2020, "Improved Baselines with Momentum
+Contrastive Learning") on the shared FCN-4 encoder, one of PEMR's baselines (PEMR Table 2).
+
+A query encoder f_q with an MLP head encodes view 1; a key encoder f_k, the momentum copy of the
+query encoder and head, encodes view 2. The query's positive is its key; its negatives are a queue of
+K keys of earlier batches (MoCo §3.1):
+
+    L_q = −log exp(q·k₊/τ) / Σ_{i=0..K} exp(q·k_i/τ)   (MoCo eq. 1)
+    θ_k ← m θ_k + (1 − m) θ_q                           (MoCo eq. 2)
+
+After each batch its keys (gathered from every rank) replace the oldest ones of the queue. The key
+encoder's weights, the queue and its pointer are buffers: no gradient, out of the optimizer, saved in
+checkpoints; a batch skipped for a non-finite loss is undone by the training loop, which restores the
+buffers. The downstream representation is the query encoder's output.
+
+Shuffle-BN (MoCo §3.3) is not implemented. It shuffles the keys' examples across GPUs so that the
+key encoder's BatchNorm statistics do not come from the same examples as the queries'; one process
+has nothing to shuffle across, and under torchrun each rank computes both from its own examples.
+(MoCo's single-GPU demo simulates it by splitting the batch; not done here.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..config import ConfigError
+from ..distributed import gather_with_grad
+from ..encoders import FCNConfig, fcn4_config
+from ..frontend import FrontendConfig
+from ..losses import moco_loss
+from .base import SSLModel
+from .byol import PEMR_BASELINE_TRAINING, ema_update, momentum_copy
+
+
+@dataclass
+class MoCoConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)  # hop 128 (PEMR §4.1.3)
+    encoder: FCNConfig = field(default_factory=fcn4_config)  # FCN-4 (PEMR Table 2)
+    clip_samples: int = 59049  # crop length as CLMR, PEMR and SimCLR here (3^10 samples, 3.7 s)
+    # PEMR §4.1.3: all its methods share the projection head (Linear(512)-ReLU-Linear(256)); MoCo v2's
+    # own head has the same form with 2048 hidden units and 128 outputs.
+    proj_hidden: int = 512
+    proj_dim: int = 256
+    queue_size: int = 65536  # K, MoCo's default (MoCo §4)
+    momentum: float = 0.999  # m (MoCo §3.2, eq. 2)
+    temperature: float = 0.2  # τ (MoCo v2 §2; MoCo v1: 0.07)
+
+
+class MoCo(SSLModel):
+    tiny_config = {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "proj_hidden": 16, "proj_dim": 8,
+                   "queue_size": 16}
+    # MoCo v2's SGD (lr 0.03, batch 256) is an ImageNet setting for an optimizer the loop does not have.
+    pretrain_defaults = PEMR_BASELINE_TRAINING
+
+    def __init__(self, config: MoCoConfig):
+        super().__init__(config)
+        c = config
+        if c.queue_size < 1:
+            raise ConfigError(f"queue_size must be at least 1, got {c.queue_size}")
+        if not 0.0 <= c.momentum <= 1.0:
+            raise ConfigError(f"momentum must be in [0, 1], got {c.momentum}")
+        if not c.temperature > 0:
+            raise ConfigError(f"temperature must be positive, got {c.temperature}")
+        self.key_encoder = momentum_copy(self.encoder)  # f_k, initialised to f_q (MoCo Algorithm 1)
+        self.key_head = momentum_copy(self.head)
+        # random unit keys until real ones fill it (MoCo's code)
+        self.register_buffer("queue", F.normalize(torch.randn(c.queue_size, c.proj_dim), dim=1))  # [K, Dp]
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # where the next key goes
+
+    def forward(self, views):
+        self.check_views(views, 2, self.clip_samples)
+        h = self.encoder(self.frontend(views[:, 0]))  # [B, D]
+        q = self.head(h)
+        with torch.no_grad():
+            k = self.key_head(self.key_encoder(self.frontend(views[:, 1])))
+        # a copy: enqueueing changes the queue in place, and backward still needs these negatives
+        loss = moco_loss(q, k, self.queue.clone(), self.config.temperature)
+        if self.training:
+            with torch.no_grad():
+                self.enqueue(gather_with_grad(F.normalize(k.float(), dim=-1)))
+        return {"loss": loss, "moco": loss.detach(), "emb": h.detach(), "z1": q.detach(), "z2": k.detach()}
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """``keys`` [N, Dp] replace the oldest keys of the queue (MoCo §3.1), wrapping around its end: N
+        need not divide K; of more than K keys the newest K stay, where writing all N in turn leaves them."""
+        size, n = self.queue.shape[0], keys.shape[0]
+        keys = keys[-size:]
+        idx = (self.queue_ptr + (n - keys.shape[0]) + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue.index_copy_(0, idx, keys.to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """MoCo eq. (2): the key encoder and head follow the query's after every update."""
+        ema_update(self.key_encoder, self.encoder, self.config.momentum)
+        ema_update(self.key_head, self.head, self.config.momentum)
