@@ -104,7 +104,9 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
         cmd += ["--max-minutes", str(budget.minutes)]
     if budget.batch_size:
         cmd += ["--batch-size", str(budget.batch_size)]
-    if os.path.isfile(os.path.join(data, "groups.csv")):  # renderings of one work: positives cross them
+    # renderings of one work: positives cross them, for models whose views are independent crops (the
+    # strategies-paper models place their views in one track: self-augmented, adjacent, rest of track)
+    if os.path.isfile(os.path.join(data, "groups.csv")) and build_model(model, model_config(model)).pairing == "independent":
         cmd.append("data.groups=groups.csv")
     cmd += list(overrides or [])
     os.makedirs(run_dir, exist_ok=True)

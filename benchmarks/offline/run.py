@@ -217,7 +217,8 @@ def run(args) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "total_minutes": (time.time() - t0) / 60}
     result = {"meta": meta, "runs": runs, "entries": entries, "table": rows,
-              "comparisons": report.comparisons(rows), "paired": report.paired_comparisons(entries)}
+              "comparisons": report.comparisons(rows, [m for m in models if m != "simclr"]),  # simclr: a reference
+              "paired": report.paired_comparisons(entries, models)}
     if steps:
         result["curve"] = curve.curves(entries, curve_entries, runs, {m: report.random_row(m) for m in models})
         result["curve_entries"] = curve_entries
