@@ -73,7 +73,9 @@ def probe_length(spec: dict) -> dict:
     if cuda:
         growth = (torch.cuda.max_memory_allocated() - alloc_before) / 2**20
     else:
-        growth = peak_rss_mb() - base
+        # Linux updates RSS counters lazily (per-thread caches of up to 64 pages): a call that allocates
+        # next to nothing can read a peak a fraction of a MB below the base. A peak cannot shrink: clamp.
+        growth = max(0.0, peak_rss_mb() - base)
     median = statistics.median(times)
     copy_mb = input_copy_samples(model, spec["path"], n) * wav.element_size() / 2**20
     out_mb = nbytes(out) / 2**20
