@@ -19,9 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .models.base import SSLModel
-
-SUMMARIES = ("mean", "mean_std")
+from .models.base import SUMMARIES, SSLModel, mean_std
 
 # audio per forward pass of clip_embeddings and frame_features: 32 s (4 windows of paper MART, 8 of
 # PEMR/SimCLR crops; frame chunks are batched up to it, a longer one goes alone)
@@ -94,9 +92,7 @@ def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[in
     with torch.inference_mode():
         outs = [model.window_embedding(flat[i : i + max_windows].to(dev)) for i in range(0, b * n, max_windows)]
         per_window = torch.cat(outs).view(b, n, -1)
-        emb = per_window.mean(dim=1)
-        if summary == "mean_std":
-            emb = torch.cat([emb, per_window.std(dim=1, unbiased=False)], dim=1)
+        emb = mean_std(per_window, dim=1) if summary == "mean_std" else per_window.mean(dim=1)
     return _normal(emb)
 
 

@@ -13,6 +13,15 @@ from ..frontend import LogMel
 from ..layers import ProjectionHead
 
 
+# how ``embedding.clip_embeddings`` summarises a clip's windows (``SSLModel.window_summary``)
+SUMMARIES = ("mean", "mean_std")
+
+
+def mean_std(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean ‖ population standard deviation of ``x`` over ``dim`` (strategies §4's summary)."""
+    return torch.cat([x.mean(dim=dim), x.std(dim=dim, unbiased=False)], dim=-1)
+
+
 class SSLModel(nn.Module):
     """Base class. Subclasses set ``config`` (a dataclass with ``frontend``, ``encoder``,
     ``clip_samples``, ``proj_hidden``, ``proj_dim``) and implement ``forward(views) -> losses``.

@@ -26,8 +26,8 @@ from ..config import ConfigError
 from ..encoders import FCN, FCNConfig, cnn5_config
 from ..frontend import FrontendConfig, LogMel
 from ..losses import SIMILARITIES, cpc_step_losses
-from .base import SSLModel
-from .siamese import SUMMARIES, siamese_frontend
+from .base import SUMMARIES, SSLModel, mean_std
+from .siamese import siamese_frontend
 
 # Segments of one sound encoded at once by ``sequence_embedding``: memory stays flat for any length.
 SEGMENTS_PER_PASS = 32
@@ -115,7 +115,7 @@ class MelCPC(SSLModel):
     @staticmethod
     def summarise(c: torch.Tensor) -> torch.Tensor:
         """[B, S, H] -> mean ‖ population standard deviation over the time steps [B, 2H] (strategies §4)."""
-        return torch.cat([c.mean(dim=1), c.std(dim=1, unbiased=False)], dim=1)
+        return mean_std(c, dim=1)
 
     def sequence_embedding(self, wav: torch.Tensor) -> torch.Tensor:
         """[B, L] audio of any length -> [B, 2 x gru_hidden]: every segment of the clip through the GRU at

@@ -34,11 +34,10 @@ from ..config import ConfigError
 from ..encoders import FCN, FCNConfig, cnn5_config
 from ..frontend import FrontendConfig, LogMel
 from ..losses import SIMILARITIES, multilevel_info_nce
-from .base import SSLModel
+from .base import SUMMARIES, SSLModel
 
 # strategy -> how the training crops place the two views (``train.data.PAIRINGS``), strategies Table 1
 STRATEGIES = {"self_aug": "same", "adjacent": "adjacent", "random": "rest"}
-SUMMARIES = ("mean", "mean_std")
 # frame features (``window_features``): audio per chunk, about 40 s, in whole last-layer frames
 FEATURE_CHUNK_SAMPLES = 16000 * 40
 
