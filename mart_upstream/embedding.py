@@ -6,7 +6,9 @@
 * ``clip_embeddings``: one vector per clip: the model's ``window_embedding`` (MART: the whole clip's
   part-whole transformer output ŝ⁰; PEMR/SimCLR: the pooled FCN-4 output) over windows of the
   pretraining length (the last one zero padded), summarised by their mean, or by mean ‖ standard
-  deviation (the strategies paper's summary, §4) where the model's ``window_summary`` says so.
+  deviation (the strategies paper's summary, §4) where the model's ``window_summary`` says so. A model
+  with a ``sequence_embedding`` (MelCPC: its GRU over every 3 s segment of the clip, summarised) embeds
+  the whole clip at once instead, unless a ``summary`` is asked for.
 
 Both take a model as loaded (``checkpoint.load_pretrained``), its fast inference copy
 (``inference.for_inference``, which the embedding tools use) or an ONNX export (``export.load_onnx``);
@@ -81,6 +83,8 @@ def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[in
     model's ``window_summary``. Computed in chunks of ``max_windows`` windows (default: as many as fit
     in ``max_samples`` of audio, so peak memory is bounded for any model); the windows of all B sounds
     are batched together."""
+    if summary is None and hasattr(model, "sequence_embedding"):
+        return _sequence_embeddings(model, wav, max_samples)
     summary = summary or getattr(model, "window_summary", "mean")
     if summary not in SUMMARIES:
         raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}")
@@ -93,6 +97,18 @@ def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[in
         outs = [model.window_embedding(flat[i : i + max_windows].to(dev)) for i in range(0, b * n, max_windows)]
         per_window = torch.cat(outs).view(b, n, -1)
         emb = mean_std(per_window, dim=1) if summary == "mean_std" else per_window.mean(dim=1)
+    return _normal(emb)
+
+
+def _sequence_embeddings(model, wav: torch.Tensor, max_samples: int) -> torch.Tensor:
+    """A model that summarises a whole clip of any length at once (MelCPC: its GRU over every segment,
+    strategies paper §4): sounds in groups of about ``max_samples`` of audio (the model bounds its own
+    memory within a sound)."""
+    check_waveforms(wav)
+    b, t = wav.shape
+    group, dev = max(1, max_samples // max(t, 1)), _device(model)
+    with torch.inference_mode():
+        emb = torch.cat([model.sequence_embedding(wav[i : i + group].to(dev)) for i in range(0, b, group)])
     return _normal(emb)
 
 

@@ -292,3 +292,24 @@ def test_a_format_1_pemr_checkpoint_gets_its_mask_fill_upgraded_by_the_model(tmp
     else:
         with pytest.raises(CheckpointError, match=f"v1.ckpt: pemr checkpoint with mask_fill={fill} cannot be"):
             read_checkpoint(str(path))
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_forward_buffers_are_exactly_what_a_training_step_changes_before_the_optimizer(name, tiny):
+    """A skipped batch restores ``forward_buffers`` only: every buffer a training forward pass changes
+    must be in it (else a skipped batch leaves a trace), and constant buffers stay out of the per-step copy."""
+    cfg = tiny[name]
+    if "frontend" in cfg or name in ("mart", "pemr", "simclr"):
+        cfg = {**cfg, "frontend": {**cfg.get("frontend", {}), "standardise": True}}
+    model = build_model(name, cfg).train()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    torch.manual_seed(0)
+    model(0.1 * torch.randn(4, model.num_views, model.clip_samples))
+    declared = {id(b) for b in model.forward_buffers()}
+    changed = [n for n, b in model.named_buffers() if not torch.equal(b, before[n])]
+    assert changed, "a training forward pass updates BatchNorm statistics"
+    assert all(id(dict(model.named_buffers())[n]) in declared for n in changed), changed
+    left_out = [n for n, b in model.named_buffers() if id(b) not in declared]
+    assert "frontend.mel.mel_scale.fb" in left_out  # constant
+    if name in ("byol", "moco"):  # momentum copies change after the optimizer step, not in the forward pass
+        assert any(n.endswith("blocks.0.0.weight") for n in left_out), left_out

@@ -256,9 +256,13 @@ def test_melcpc_sequence_embedding_summarises_every_segment_of_the_clip(monkeypa
     monkeypatch.setattr(melcpc_module, "SEGMENTS_PER_PASS", 4)  # encoded a few segments at a time
     with torch.no_grad():
         assert torch.allclose(model.sequence_embedding(wav), emb, atol=1e-5)
-    # a clip of one window: the embedding path gives the same vector
-    one = wav[:, :model.clip_samples]
-    assert torch.allclose(clip_embeddings(model, one), model.sequence_embedding(one), atol=1e-5)
+    # the one embedding path (HEAR scene, mart-embed, mart-bench) summarises the whole clip, not a mean
+    # over 12 s windows, also for a clip longer than a window, in groups of sounds
+    assert wav.shape[1] > model.clip_samples
+    assert torch.allclose(clip_embeddings(model, wav), emb, atol=1e-5)
+    assert torch.allclose(clip_embeddings(model, wav, max_samples=1), emb, atol=1e-5)
+    windowed = clip_embeddings(model, wav, summary="mean")  # asked for: the windows' mean
+    assert not torch.allclose(windowed, emb, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["byol", "moco", "melcpc"])

@@ -185,3 +185,25 @@ def test_missing_inputs_are_one_clear_error(bench, tmp_path):
     r = _run([os.path.join(BIN, "mart-bench"), "run", "--data", bench["data"], "--out", tmp_path / "o",
               "--models", "mart,nosuchmodel"], tmp_path, check=False)
     assert r.returncode == 2 and "nosuchmodel" in r.stderr
+
+
+def test_compact_checkpoints_halve_float32_weights_and_keep_the_standardiser_statistics(tmp_path):
+    """The exported (float16) checkpoint of a model with input standardisation keeps the running count,
+    mean and variance in float64: a count of billions of log-mel values overflows float16."""
+    from mart_upstream.benchmarks.offline.export import compact
+    from mart_upstream.checkpoint import load_pretrained, read_checkpoint, save_checkpoint, write_state
+    from mart_upstream.models import build_model, tiny_config
+
+    model = build_model("cnn5_infonce", tiny_config("cnn5_infonce"))
+    std = model.frontend.standardiser
+    std.count.fill_(3.0e9), std.mean.fill_(-4.123456789), std.var.fill_(2.5)
+    save_checkpoint(str(tmp_path / "full.ckpt"), model, "cnn5_infonce", step=1)
+    state = compact(read_checkpoint(str(tmp_path / "full.ckpt")))
+    weights = state["model"]
+    assert weights["frontend.standardiser.count"].dtype == torch.float64
+    assert float(weights["frontend.standardiser.count"]) == 3.0e9
+    assert all(v.dtype in (torch.float16, torch.float64) for v in weights.values() if v.is_floating_point())
+    assert any(v.dtype == torch.float16 for v in weights.values())
+    write_state(str(tmp_path / "small.ckpt"), state)
+    loaded, _ = load_pretrained(str(tmp_path / "small.ckpt"))
+    assert float(loaded.frontend.standardiser.mean) == -4.123456789

@@ -45,10 +45,12 @@ from typing import Dict, List, Optional
 
 from mart_upstream.fileio import atomic_path, write_json
 from mart_upstream.errors import UsageError, command
+from mart_upstream.models import model_names
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_KIT = os.path.join(REPO_ROOT, ".device_kit")
-MODELS = ("mart", "pemr", "simclr")
+MODELS = tuple(model_names())  # every registered model can be trained on the device
+DEFAULT_MODELS = ("mart", "pemr", "simclr")  # what a training call runs without --models
 BIG_STEPS = 1_000_000  # the time budget ends every run
 PART_BYTES = 15 * 2**20
 PART_PREFIX = "run.tar.part"
@@ -408,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--minutes", type=float, default=7.0, help="training minutes (each model's, or shared with "
                                                               "--sequential; default 7)")
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated (default mart,pemr,simclr)")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help=f"comma-separated, from {','.join(MODELS)} (default {','.join(DEFAULT_MODELS)})")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--sequential", action="store_true", help="one model after the other, minutes shared")
     p.add_argument("--smoke", action="store_true",

@@ -11,6 +11,8 @@ import os
 import subprocess
 from typing import Dict, List
 
+import torch
+
 from mart_upstream.checkpoint import read_checkpoint, write_state
 from mart_upstream.fileio import write_text
 
@@ -41,9 +43,11 @@ def best_seeds(entries: List[Dict], runs: List[Dict]) -> Dict[str, Dict]:
 
 
 def compact(state: Dict) -> Dict:
-    """A checkpoint dict without optimizer state, its floating weights as float16."""
+    """A checkpoint dict without optimizer state, its float32 weights as float16. Float64 buffers (the
+    input Standardiser's running count, mean and variance) stay as they are: a count of billions of
+    values is beyond float16."""
     out = dict(state, optimizer=None, pretrain=dict(state.get("pretrain") or {}))
-    out["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    out["model"] = {k: v.half() if v.dtype == torch.float32 else v for k, v in state["model"].items()}
     return out
 
 

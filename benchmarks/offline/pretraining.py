@@ -63,6 +63,11 @@ def config_run(model: str) -> dict:
     return load_file(config_path(model)).get("run", {}) or {}
 
 
+def has_strategy(model: str) -> bool:
+    """Whether the model places its positive by a target-instance strategy (strategies paper Table 1)."""
+    return hasattr(build_model(model, model_config(model)).config, "strategy")
+
+
 def initial_model(model: str, seed: int, config: Optional[dict] = None):
     """The model as ``mart-pretrain --seed SEED`` builds it before any step, with ``config`` (default: the
     benchmark's config)."""

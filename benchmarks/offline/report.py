@@ -194,7 +194,9 @@ def markdown(result: Dict) -> str:
     cols = columns(rows)
     lines = ["## mart-bench run", "",
              f"Data: {meta['data']}. Pretraining budget per run: {meta['budget']}; seeds {meta['seeds']}. "
-             f"Classification: heareval embeddings + predictions runners (grid {meta['grid']}, "
+             + (f"Positive pairs by the {meta['strategy']} strategy (strategies paper Table 1). "
+                if meta.get("strategy") else "")
+             + f"Classification: heareval embeddings + predictions runners (grid {meta['grid']}, "
              f"{meta['grid_points']} points), test split. Covers: {meta['cover_tracks']} versions of "
              f"{meta['cover_works']} works, each a query against all others."
              + (f" Playlists: {meta['playlists']}." if meta.get("playlists") else "")

@@ -25,6 +25,7 @@ import time
 from typing import Dict, List
 
 from mart_upstream.errors import UsageError
+from mart_upstream.models.siamese import STRATEGIES
 from mart_upstream.fileio import write_json, write_text
 from mart_upstream.tasks.playlists import PLAYLIST_FILES
 
@@ -56,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=",".join(pretraining.DEFAULT_MODELS),
                    help=f"comma-separated, from {','.join(pretraining.MODELS)} (default: "
                         f"{','.join(pretraining.DEFAULT_MODELS)})")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES),
+                   help="target-instance strategy (strategies paper Table 1) for the models that have one "
+                        "(cnn5_infonce, cnn5_multilevel); default: each config's (self_aug)")
     p.add_argument("--seeds", default=DEFAULTS["seeds"], help="pretraining seeds (default 0,1,2)")
     p.add_argument("--minutes", type=float, default=DEFAULTS["minutes"],
                    help="training minutes per run, the same for every model (an equal-time budget; stops at the "
@@ -162,7 +166,14 @@ def _models(args) -> List[str]:
     unknown = sorted(set(models) - set(pretraining.MODELS))
     if unknown or not models:
         raise UsageError(f"--models: unknown {unknown}; choose from {', '.join(pretraining.MODELS)}")
+    if args.strategy and not any(pretraining.has_strategy(m) for m in models):
+        raise UsageError(f"--strategy {args.strategy}: none of --models {','.join(models)} has a strategy")
     return models
+
+
+def _overrides(args, model: str, keep: List[str]) -> List[str]:
+    """mart-pretrain overrides of one model's runs: the learning-curve steps, the strategy where it has one."""
+    return keep + ([f"model.strategy={args.strategy}"] if args.strategy and pretraining.has_strategy(model) else [])
 
 
 def run(args) -> int:
@@ -188,7 +199,8 @@ def run(args) -> int:
     if not args.checkpoints:
         keep = [f"run.keep_steps=[{','.join(map(str, steps))}]"] if steps else []
         runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
-                                     budget, args.device, args.num_workers, overrides=keep, commit=code)
+                                     budget, args.device, args.num_workers, overrides=_overrides(args, m, keep),
+                                     commit=code)
                 for m in models for s in seeds]
     entries, curve_entries = [], []
     main_entries = _entries(args, runs, models, seeds[0])
@@ -212,6 +224,7 @@ def run(args) -> int:
             "cover_works": entries[0]["covers"]["works"], "seeds": seeds,
             "playlists": _playlist_text(entries[0].get("playlists"), data["playlists"]),
             "budget": external.describe(runs) if args.checkpoints else budget.describe(models),
+            "strategy": args.strategy,
             "grid": args.grid, "grid_points": args.grid_points, "commit": code,
             "device": ", ".join(sorted({r["device"] for r in runs})) if args.checkpoints else args.device,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..encoders import FCN
-from ..frontend import LogMel
+from ..frontend import LogMel, Standardiser
 from ..layers import ProjectionHead
 
 
@@ -80,6 +80,23 @@ class SSLModel(nn.Module):
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Called after every optimizer update (``step`` counts the updates done, of ``total_steps``):
         momentum encoders follow the online weights here."""
+
+    # buffers besides BatchNorm's and the Standardiser's that a training forward pass changes
+    forward_buffer_names: ClassVar[tuple] = ()
+
+    def forward_buffers(self) -> List[torch.Tensor]:
+        """The buffers a training forward pass changes: BatchNorm running statistics, the input
+        Standardiser's and those named in ``forward_buffer_names`` (MoCo's queue). What a skipped batch
+        restores; constant buffers (mel filters, windows) and those that change after the optimizer
+        step (momentum copies' weights) are left out, so the per-step snapshot stays small."""
+        out = [getattr(self, name) for name in self.forward_buffer_names]
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                out += [b for n, b in module.named_buffers(recurse=False)
+                        if n in ("running_mean", "running_var", "num_batches_tracked")]
+            elif isinstance(module, Standardiser):
+                out += list(module.buffers(recurse=False))
+        return out
 
     @property
     def embedding_dim(self) -> int:

@@ -69,6 +69,8 @@ class MoCo(SSLModel):
         self.register_buffer("queue", F.normalize(torch.randn(c.queue_size, c.proj_dim), dim=1))  # [K, Dp]
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # where the next key goes
 
+    forward_buffer_names = ("queue", "queue_ptr")  # enqueued in the forward pass
+
     def forward(self, views):
         self.check_views(views, 2, self.clip_samples)
         h = self.encoder(self.frontend(views[:, 0]))  # [B, D]
