@@ -90,9 +90,10 @@ PROFILES = {
                         pretrain_clips=16, pretrain_seconds=10.0, recorded=False, playlists=12,
                         playlist_tracks=(4, 6)),
     "multi": DataConfig(pretrain_renderings=3),  # full, with 3 renderings of each pretraining work
-    # `mart-bench run --quick`: small, with 2 renderings of each pretraining work
+    # `mart-bench run --quick`: small, with 2 renderings of each pretraining work of 12 s (MelCPC's crop,
+    # the longest of every model's)
     "quick": DataConfig(clip_seconds=8.0, clips_per_class=16, clips_per_work=1, cover_works=12,
-                        pretrain_clips=16, pretrain_seconds=10.0, recorded=False, pretrain_renderings=2),
+                        pretrain_clips=16, pretrain_seconds=12.0, recorded=False, pretrain_renderings=2),
 }
 LICENCES = {"FluidR3_GM": "MIT", "TimGM6mb": "GPL-2"}
 LICENSES_MD = """# Licences of the rendered benchmark data
