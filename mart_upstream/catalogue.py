@@ -293,7 +293,8 @@ def run(args) -> int:
         errors = sorted((e for path in rank_files for e in _read_csv(path)), key=lambda e: order[e["path"]])
         for path in rank_files:
             os.unlink(path)
-    meta = dict(settings, checkpoint=ckpt, layer=settings.get("layer"))
+    meta = dict(settings, checkpoint=ckpt, layer=settings.get("layer"), input=os.path.abspath(args.input),
+                input_kind="folder" if os.path.isdir(args.input) else "list")
     if args.level == "frames":
         meta["frame_hop_s"] = model.frame_hop / rate
     embedded = len(todo) - len(errors)  # by every process
@@ -305,6 +306,44 @@ def run(args) -> int:
     else:
         print(f"mart-embed: everything is already embedded in {args.out}; nothing written{bad}")
     return 0
+
+
+@dataclass
+class Catalogue:
+    """A finished ``mart-embed`` output folder, read back: one row per track (``--level frames``: the mean
+    of its frames), with the absolute path each ``index.csv`` entry was read from."""
+    folder: str
+    meta: dict
+    paths: List[str]  # absolute, as embedded
+    durations: List[float]
+    vectors: np.ndarray  # [tracks, D] float32
+
+    def rows_of(self, paths: List[str]) -> Tuple[np.ndarray, List[int]]:
+        """The rows of ``paths`` (matched after resolving links) -> ([found, D], indices into ``paths`` found)."""
+        where = {os.path.realpath(p): i for i, p in enumerate(self.paths)}
+        found = [(i, where[os.path.realpath(p)]) for i, p in enumerate(paths) if os.path.realpath(p) in where]
+        return self.vectors[[j for _, j in found]], [i for i, _ in found]
+
+
+def read_catalogue(folder: str) -> Catalogue:
+    """Read ``OUT`` of a finished ``mart-embed`` run. UsageError naming what is missing."""
+    need = [os.path.join(folder, n) for n in ("meta.json", "index.csv", "embeddings.npy")]
+    missing = [n for n in need if not os.path.isfile(n)]
+    if missing:
+        raise UsageError(f"{folder} is not a finished mart-embed output: {', '.join(map(os.path.basename, missing))} "
+                         "missing (run or rerun mart-embed with --out there)")
+    with open(need[0]) as f:
+        meta = json.load(f)
+    if "input" not in meta:
+        raise UsageError(f"{folder}/meta.json does not record the input; rerun the same mart-embed command "
+                         "(nothing is embedded again) to add it")
+    entries = _read_csv(need[1])
+    emb = np.load(need[2], mmap_mode="r")
+    base = meta["input"] if meta.get("input_kind") == "folder" else os.path.dirname(meta["input"])
+    vectors = np.stack([np.asarray(emb[int(e["row_offset"]): int(e["row_offset"]) + int(e["n_rows"])]).mean(0)
+                        for e in entries]).astype(np.float32) if entries else np.zeros((0, int(meta["dim"])), np.float32)
+    return Catalogue(folder, meta, [os.path.normpath(os.path.join(base, e["path"])) for e in entries],
+                     [float(e["duration_s"]) for e in entries], vectors)
 
 
 def _model_spec(text: str) -> Tuple[str, Optional[str]]:

@@ -192,6 +192,32 @@ def test_shs100k_sub_protocol(tmp_path):
 
 
 @pytest.mark.slow
+def test_eval_searches_what_mart_embed_wrote_as_the_hear_path_would(coverset, ckpts, tmp_path):
+    """A catalogue embedded once with mart-embed (the scale path: shards, resume, torchrun) is searched by
+    reading its rows; the ranking equals embedding the tracks through the HEAR module."""
+    from mart_upstream.catalogue import main as mart_embed
+
+    listing = tmp_path / "tracks.txt"
+    listing.write_text("\n".join(t.path for t in datasets.read_manifest(coverset).tracks[:-1]) + "\n")
+    emb = tmp_path / "emb"
+    assert mart_embed(["--model", f"pemr={ckpts['pemr']}", "--input", str(listing), "--out", str(emb),
+                       "--device", "cpu"]) == 0
+    r = _run(["eval", "--manifest", coverset, "--embeddings", str(emb), "--out", str(tmp_path / "o")], tmp_path,
+             ok=False)  # the last track was left out of the list
+    assert r.returncode == 2 and "1 of the 24 tracks are not in" in r.stderr and "Traceback" not in r.stderr
+    listing.write_text("\n".join(t.path for t in datasets.read_manifest(coverset).tracks) + "\n")
+    assert mart_embed(["--model", f"pemr={ckpts['pemr']}", "--input", str(listing), "--out", str(emb),
+                       "--device", "cpu"]) == 0  # resumed: only the missing track is embedded
+    out = tmp_path / "res"
+    _run(["eval", "--manifest", coverset, "--embeddings", str(emb), "--hear-module", f"hear_api.pemr={ckpts['pemr']}",
+          "--out", str(out)], tmp_path)
+    read = json.loads((out / "pemr_emb" / "results.json").read_text())
+    computed = json.loads((out / "hear_api.pemr_pemr" / "results.json").read_text())
+    assert read["n_queries"] == computed["n_queries"] == 24 and read["pooling"] == "mart-embed --level scene"
+    assert read["ranks_first"] == computed["ranks_first"] and read["map"] == pytest.approx(computed["map"], abs=1e-6)
+    assert not (out / "cache" / "pemr").exists()
+
+
 def test_bad_input_gives_one_clear_error(coverset, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("work,path\na,x.wav\n")

@@ -178,7 +178,7 @@ def test_moco_queue_wraps_around_when_the_batch_does_not_divide_it():
     assert int(model.queue_ptr) == (4 + 4 + 8 + 1) % 6
 
 
-def test_moco_forward_uses_the_queue_as_negatives_then_enqueues_the_keys():
+def test_moco_forward_uses_the_queue_as_negatives_and_the_update_enqueues_the_keys():
     model = build_model("moco", tiny_config("moco"))
     queue = model.queue.clone()
     views = _views(model)
@@ -189,9 +189,13 @@ def test_moco_forward_uses_the_queue_as_negatives_then_enqueues_the_keys():
     model.train()
     out = model(views)
     assert out["loss"].item() == pytest.approx(moco_loss(out["z1"], out["z2"], queue, 0.2).item(), rel=1e-6)
+    assert torch.equal(model.queue, queue)  # not yet: a skipped batch (no update) must leave no key behind
+    out["loss"].backward()
+    model.after_optimizer_step(1, 10)  # MoCo Algorithm 1: update, momentum update, then enqueue
     assert torch.allclose(model.queue[:4], F.normalize(out["z2"], dim=1), atol=1e-6)
     assert torch.equal(model.queue[4:], queue[4:]) and int(model.queue_ptr) == 4
-    out["loss"].backward()  # the queue changed in place after the loss used it
+    model.after_optimizer_step(2, 10)  # nothing pending: nothing enqueued twice
+    assert int(model.queue_ptr) == 4
 
 
 # -- MelCPC ----------------------------------------------------------------------------------------

@@ -211,11 +211,11 @@ def test_settings_layers_defaults_file_command_line_then_the_resumed_run(tmp_pat
     assert "run.batch_size=48 (the run's: 6)" in err and "run.steps" not in err and "num_workers" not in err
 
 
-def _torchrun(processes, data, out, steps):
-    """``mart-pretrain`` of tiny simclr under torchrun (gloo on CPU) -> its checkpoint."""
+def _torchrun(processes, data, out, steps, model="simclr", *extra):
+    """``mart-pretrain`` of a tiny model (default simclr) under torchrun (gloo on CPU) -> its checkpoint."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           "-m", "mart_upstream.train", "--model", "simclr", "--data", data, "--out", str(out),
-           "--steps", str(steps), "--batch-size", "2", *FAST, *tiny_overrides("simclr")]
+           "-m", "mart_upstream.train", "--model", model, "--data", data, "--out", str(out),
+           "--steps", str(steps), "--batch-size", "2", *FAST, *tiny_overrides(model), *extra]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -226,6 +226,23 @@ def _torchrun(processes, data, out, steps):
 def test_two_process_ddp_on_cpu_finishes(audio_dir, tmp_path):
     state = _torchrun(2, audio_dir, tmp_path, 3)
     assert state["step"] == 3 and state["pretrain"]["world_size"] == 2 and state["pretrain"]["ddp"]
+
+
+@pytest.mark.slow
+def test_two_process_moco_enqueues_the_keys_of_every_rank(audio_dir, tmp_path):
+    """MoCo under DDP: each step's keys are gathered from both ranks into the queue (MoCo §3.1), and the
+    momentum encoder follows the query encoder on every rank."""
+    state = _torchrun(2, audio_dir, tmp_path, 3, "moco", "model.queue_size=64")
+    assert state["step"] == 3 and state["pretrain"]["world_size"] == 2
+    assert int(state["model"]["queue_ptr"]) == 3 * 2 * 2  # steps x batch per rank x ranks
+    weights = state["model"]
+    assert not torch.equal(weights["key_encoder.blocks.0.0.weight"], weights["encoder.blocks.0.0.weight"])
+
+
+@pytest.mark.slow
+def test_two_process_adjacent_strategy_trains_the_multilevel_model(audio_dir, tmp_path):
+    state = _torchrun(2, audio_dir, tmp_path, 2, "cnn5_multilevel", "--strategy", "adjacent")
+    assert state["step"] == 2 and state["pretrain"]["ddp"] and state["config"]["strategy"] == "adjacent"
 
 
 @pytest.mark.slow

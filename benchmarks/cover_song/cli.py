@@ -3,6 +3,7 @@
     mart-cover-song eval --manifest CSV --hear-module hear_api.mart [--model CKPT] --out DIR
     mart-cover-song eval --covers80 ROOT --hear-module hear_api.mart=mart.ckpt --hear-module hearbaseline --out DIR
     mart-cover-song eval --manifest CSV --s3prl-upstream mart=mart.ckpt --s3prl-upstream fbank --out DIR
+    mart-cover-song eval --manifest CSV --embeddings EMB --out DIR   # EMB: a mart-embed output of the tracks
     mart-cover-song prepare covers80 ROOT --out DIR             # -> DIR/covers80.csv
     mart-cover-song prepare shs100k LIST AUDIO_DIR --out DIR    # -> SHS100K-SUB split files + manifests
     mart-cover-song train --train CSV --valid CSV --out DIR [--encoder CKPT]  # CQT-Net (+ pretrained encoder)
@@ -42,13 +43,14 @@ def _collection(args) -> covers.Collection:
 
 
 def _sources(args) -> List[Tuple[str, object]]:
-    from .embed import HearSource, S3prlSource
+    from .embed import CatalogueSource, HearSource, S3prlSource
 
     specs = ([("hear", m) for m in args.hear_module or []] + [("s3prl", u) for u in args.s3prl_upstream or []]
-             + [("trained", t) for t in args.trained or []])
+             + [("trained", t) for t in args.trained or []] + [("embeddings", d) for d in args.embeddings or []])
     if not specs:
-        raise UsageError("name at least one model: --hear-module MODULE[=CKPT] or --s3prl-upstream NAME[=CKPT]")
-    if args.model and len(specs) != 1:
+        raise UsageError("name at least one model: --hear-module MODULE[=CKPT], --s3prl-upstream NAME[=CKPT] "
+                         "or --embeddings DIR")
+    if args.model and (len(specs) != 1 or specs[0][0] == "embeddings"):
         raise UsageError("--model goes with a single --hear-module/--s3prl-upstream; "
                          "for several write MODULE=CKPT")
     out = []
@@ -60,6 +62,9 @@ def _sources(args) -> List[Tuple[str, object]]:
                 src = HearSource(name, model, args.pooling, args.device)
             elif kind == "s3prl":
                 src = S3prlSource(name, model, args.layer, args.device)
+            elif kind == "embeddings":
+                src = CatalogueSource(spec)
+                label = src.name
             else:
                 from .train import TrainedSource
 
@@ -79,7 +84,10 @@ def cmd_eval(args) -> int:
     meta: Dict[str, Dict] = {}
     cache = args.cache or os.path.join(args.out, "cache")
     for label, src in _sources(args):
-        emb, kept, bad = embed_tracks(src, coll.tracks, cache, args.max_seconds)
+        if hasattr(src, "lookup"):  # computed by mart-embed
+            emb, kept, bad = src.lookup(coll.tracks, args.max_seconds)
+        else:
+            emb, kept, bad = embed_tracks(src, coll.tracks, cache, args.max_seconds)
         if not np.isfinite(emb).all():
             raise CheckpointError(f"{label}: the model gives NaN or infinite embeddings "
                                   "(damaged or diverged weights)")
@@ -89,7 +97,8 @@ def cmd_eval(args) -> int:
         meta[label] = {"model": label, "n_tracks": len(kept), "n_works": len({t.work for t in kept}),
                        "missing_files": len(coll.missing), "duplicate_entries": coll.duplicates,
                        "unreadable_files": bad,
-                       "pooling": args.pooling, "max_seconds": args.max_seconds}
+                       "pooling": f"mart-embed --level {src.catalogue.meta['level']}" if hasattr(src, "lookup")
+                       else args.pooling, "max_seconds": args.max_seconds}
     files = report.save_run(args.out, results, meta)
     print(report.table(results))
     print("wrote " + ", ".join(files), file=sys.stderr)
@@ -141,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--hear-module", action="append", help="HEAR module, optionally =CKPT (repeatable)")
     e.add_argument("--s3prl-upstream", action="append", help="S3PRL upstream name, optionally =CKPT (repeatable)")
     e.add_argument("--trained", action="append", help="model.pt written by `mart-cover-song train` (repeatable)")
+    e.add_argument("--embeddings", action="append", metavar="DIR",
+                   help="a finished `mart-embed` output holding every track of the collection (repeatable): "
+                        "its rows are searched, nothing is embedded")
     e.add_argument("--model", help="checkpoint / model file for a single module or upstream")
     e.add_argument("--pooling", choices=["scene", "timestamp"], default="scene",
                    help="HEAR: scene embedding, or the mean of timestamp embeddings")

@@ -5,6 +5,8 @@
   ``get_timestamp_embeddings`` over time.
 * ``S3prlSource``: any upstream the ``s3prl`` launcher knows (ours registered, e.g. ``mart``,
   ``fbank``): the mean over time of one hidden state (default the last).
+* ``CatalogueSource``: what ``mart-embed`` wrote (catalogue scale, sharded, resumable, ``torchrun``):
+  read, not computed.
 
 Cache: ``CACHE/<source key>/<file key>.npy``; the source key hashes the module/upstream, the model
 file (path, size, mtime), the pooling and the crop; the file key hashes the audio path, size, mtime.
@@ -80,6 +82,36 @@ class S3prlSource:
         if not -len(hidden) <= self.layer < len(hidden):
             raise UsageError(f"--layer {self.layer}: upstream {self.name} has {len(hidden)} hidden states")
         return hidden[self.layer][0].mean(dim=0).float().cpu().numpy()
+
+
+class CatalogueSource:
+    """Embeddings already computed by ``mart-embed`` (``OUT`` of a finished run, any model, any number of
+    processes): looked up by audio path instead of embedded again. Frame-level outputs count as the mean
+    of each track's frames."""
+
+    def __init__(self, folder: str):
+        from mart_upstream.catalogue import read_catalogue
+
+        self.catalogue = read_catalogue(folder)
+        meta = self.catalogue.meta
+        self.name = f"{meta['model']}@{os.path.basename(os.path.normpath(folder))}"
+        self.folder = folder
+
+    def lookup(self, tracks: Sequence[Track], max_seconds: Optional[float] = None
+               ) -> Tuple[np.ndarray, List[Track], List[str]]:
+        """-> embeddings [n, D] of ``tracks`` in order, the tracks, and [] (nothing is read here).
+        UsageError when the run embedded other excerpts or lacks some tracks."""
+        meta = self.catalogue.meta
+        if max_seconds != meta.get("max_seconds"):
+            raise UsageError(f"{self.folder} was embedded with --max-seconds {meta.get('max_seconds')}, "
+                             f"not {max_seconds}: give the same --max-seconds or embed again")
+        emb, found = self.catalogue.rows_of([t.path for t in tracks])
+        if len(found) < len(tracks):
+            lost = [t.path for i, t in enumerate(tracks) if i not in set(found)]
+            raise UsageError(f"{len(lost)} of the {len(tracks)} tracks are not in {self.folder}/index.csv, e.g. "
+                             f"{lost[0]} (embed them: mart-embed --input LIST --out {self.folder}, with a list "
+                             "of the manifest's paths)")
+        return emb, list(tracks), []
 
 
 def _read_cached(path: str) -> Optional[np.ndarray]:

@@ -227,7 +227,8 @@ def markdown(result: Dict) -> str:
         lines += curve_markdown(result["curve"])
     comps = result.get("comparisons", [])
     if comps:
-        lines += ["", f"MART and PEMR (mean over seeds) against the references: {sum(c['better'] for c in comps)} of "
+        names = ", ".join(dict.fromkeys(c["model"] for c in comps))
+        lines += ["", f"{names} (mean over seeds) against the references: {sum(c['better'] for c in comps)} of "
                   f"{len(comps)} comparisons better (difference of means in brackets).", ""]
         lines += _comparison_table(comps)
     return "\n".join(lines) + "\n"

@@ -81,12 +81,13 @@ class SSLModel(nn.Module):
         """Called after every optimizer update (``step`` counts the updates done, of ``total_steps``):
         momentum encoders follow the online weights here."""
 
-    # buffers besides BatchNorm's and the Standardiser's that a training forward pass changes
+    # buffers besides BatchNorm's and the Standardiser's that a training forward pass changes (none of the
+    # registered models: MoCo enqueues its keys after the optimizer step)
     forward_buffer_names: ClassVar[tuple] = ()
 
     def forward_buffers(self) -> List[torch.Tensor]:
         """The buffers a training forward pass changes: BatchNorm running statistics, the input
-        Standardiser's and those named in ``forward_buffer_names`` (MoCo's queue). What a skipped batch
+        Standardiser's and those named in ``forward_buffer_names``. What a skipped batch
         restores; constant buffers (mel filters, windows) and those that change after the optimizer
         step (momentum copies' weights) are left out, so the per-step snapshot stays small."""
         out = [getattr(self, name) for name in self.forward_buffer_names]

@@ -8,10 +8,11 @@ K keys of earlier batches (MoCo §3.1):
     L_q = −log exp(q·k₊/τ) / Σ_{i=0..K} exp(q·k_i/τ)   (MoCo eq. 1)
     θ_k ← m θ_k + (1 − m) θ_q                           (MoCo eq. 2)
 
-After each batch its keys (gathered from every rank) replace the oldest ones of the queue. The key
-encoder's weights, the queue and its pointer are buffers: no gradient, out of the optimizer, saved in
-checkpoints; a batch skipped for a non-finite loss is undone by the training loop, which restores the
-buffers. The downstream representation is the query encoder's output.
+After each update its batch's keys (gathered from every rank in the forward pass) replace the oldest
+ones of the queue (MoCo Algorithm 1: update, momentum update, enqueue; ``after_optimizer_step``). The
+key encoder's weights, the queue and its pointer are buffers: no gradient, out of the optimizer, saved
+in checkpoints; a batch skipped for a non-finite loss gets no update and so enqueues nothing. The
+downstream representation is the query encoder's output.
 
 Shuffle-BN (MoCo §3.3) is not implemented. It shuffles the keys' examples across GPUs so that the
 key encoder's BatchNorm statistics do not come from the same examples as the queries'; one process
@@ -68,8 +69,7 @@ class MoCo(SSLModel):
         # random unit keys until real ones fill it (MoCo's code)
         self.register_buffer("queue", F.normalize(torch.randn(c.queue_size, c.proj_dim), dim=1))  # [K, Dp]
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # where the next key goes
-
-    forward_buffer_names = ("queue", "queue_ptr")  # enqueued in the forward pass
+        self.pending_keys = None  # the last training forward's keys, enqueued after the optimizer step
 
     def forward(self, views):
         self.check_views(views, 2, self.clip_samples)
@@ -77,11 +77,10 @@ class MoCo(SSLModel):
         q = self.head(h)
         with torch.no_grad():
             k = self.key_head(self.key_encoder(self.frontend(views[:, 1])))
-        # a copy: enqueueing changes the queue in place, and backward still needs these negatives
-        loss = moco_loss(q, k, self.queue.clone(), self.config.temperature)
-        if self.training:
+        loss = moco_loss(q, k, self.queue, self.config.temperature)
+        if self.training:  # every rank's keys (a collective: gathered here, where all ranks take part)
             with torch.no_grad():
-                self.enqueue(gather_with_grad(F.normalize(k.float(), dim=-1)))
+                self.pending_keys = gather_with_grad(F.normalize(k.float(), dim=-1))
         return {"loss": loss, "moco": loss.detach(), "emb": h.detach(), "z1": q.detach(), "z2": k.detach()}
 
     @torch.no_grad()
@@ -95,6 +94,11 @@ class MoCo(SSLModel):
         self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
-        """MoCo eq. (2): the key encoder and head follow the query's after every update."""
+        """MoCo eq. (2): the key encoder and head follow the query's after every update; then the step's
+        keys are enqueued (MoCo Algorithm 1: update, momentum update, enqueue). A batch skipped by the
+        training loop (no update) thus leaves the queue as it was."""
         ema_update(self.key_encoder, self.encoder, self.config.momentum)
         ema_update(self.key_head, self.head, self.config.momentum)
+        if self.pending_keys is not None:
+            self.enqueue(self.pending_keys)
+            self.pending_keys = None

@@ -1,4 +1,4 @@
-"""Pretraining entry point: ``mart-pretrain --model {mart,pemr,simclr} --data DIR --out DIR``.
+"""Pretraining entry point: ``mart-pretrain --model NAME --data DIR --out DIR`` (NAME: any registered model).
 
 The command line is turned into a job (what to train, where) and settings (``settings.py``: defaults <
 config file < command line < a resumed run's own settings), then ``loop.train`` runs it, on CPU, one

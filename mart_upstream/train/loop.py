@@ -213,8 +213,9 @@ class StepLoop:
         self.device, self.dist, self.progress = device, dist, progress
         self.start = progress.step
         self.augment = AugmentationChain(cfg.augment).to(device)
-        # a skipped batch leaves no trace in the buffers a forward pass changes (BatchNorm statistics,
-        # MoCo's queue): only those are copied before each step
+        # a skipped batch leaves no trace in the buffers a forward pass changes (BatchNorm and input
+        # statistics): only those are copied before each step; momentum encoders and MoCo's queue change
+        # in after_optimizer_step, which a skipped batch never reaches
         self.norm_buffers = model.forward_buffers()
         self.use_bf16 = cfg.run.bf16 and (device.type == "cuda" or cfg.run.bf16_cpu)
         self.metrics = MetricsLog(job.out, progress.step, cfg.run.tensorboard) if dist.is_main else None
