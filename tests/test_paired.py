@@ -94,7 +94,12 @@ def test_paired_comparisons_name_separated_and_unseparated_models():
     assert not comps[("pemr", "style top1_acc (grouped CV)")]["separated"]
     assert not comps[("pemr", "cover MAP")]["separated"]
     text = "\n".join(report._paired_table(list(comps.values())))
-    assert "yes, above" in text and "| no |" in text
+    assert "yes, above (better)" in text and "| no |" in text
+    # a metric where lower is better reads a negative difference as better
+    mpr = dict(comps[("mart", "cover MAP")], metric="playlist MPR (lower better)", diff=-0.05)
+    assert "yes, below (better)" in "\n".join(report._paired_table([mpr]))
+    assert "playlist MPR (lower better) better than its random init (-0.050)" in "\n".join(
+        report.verdict({"paired": [dict(mpr, reference="mart (random init)")], "runs": []}))
 
 
 def test_learning_curve_points_run_from_random_init_to_the_final_step(tmp_path):

@@ -63,6 +63,18 @@ def test_bf16_autocast_path_and_kept_steps(audio_dir, tmp_path):
     assert any(not torch.equal(w1[k], state["model"][k]) for k in w1 if w1[k].is_floating_point())
 
 
+@pytest.mark.parametrize("model", ["cnn5_infonce", "cnn5_multilevel", "melcpc", "byol", "moco"])
+def test_bf16_autocast_trains_every_strategies_and_momentum_model(model, audio_dir, tmp_path):
+    """bf16 autocast (the CUDA path, here on the CPU): steps that update the weights, all finite, and
+    float32 weights and buffers in the checkpoint (momentum copies, MoCo's queue, input statistics)."""
+    assert run(model, audio_dir, tmp_path, "--steps", "2", "run.bf16_cpu=true") == 0
+    state = read_checkpoint(str(tmp_path / "last.ckpt"))
+    assert state["step"] == 2 and state["pretrain"]["bad_batches"] == 0
+    floats = {k: v for k, v in state["model"].items() if v.is_floating_point()}
+    assert all(torch.isfinite(v).all() for v in floats.values())
+    assert all(v.dtype in (torch.float32, torch.float64) for v in floats.values())
+
+
 def test_loader_returns_frozen_eval_encoder(audio_dir, tmp_path):
     run("mart", audio_dir, tmp_path, "--steps", "1")
     model, cfg = load_pretrained(str(tmp_path / "last.ckpt"))

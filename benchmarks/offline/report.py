@@ -151,7 +151,7 @@ def verdict(result: Dict) -> List[str]:
     for c in result.get("paired", []):
         if c["reference"] != random_row(c["model"]) or "ci_low" not in c:
             continue
-        state = ("above" if c["diff"] > 0 else "below") if c["separated"] else "not separated from"
+        state = f"{_direction(c)} than" if c["separated"] else "not separated from"
         r = runs.get(c["model"], {"steps": set(), "batch_size": "?"})
         steps = sorted(x for x in r["steps"] if x is not None)
         steps_text = "?" if not steps else str(steps[0]) if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
@@ -164,13 +164,20 @@ def verdict(result: Dict) -> List[str]:
     return ["", "What this table can tell:", ""] + lines if lines else []
 
 
+def _direction(c: Dict) -> str:
+    """"better" or "worse": the sign of a paired difference read with the metric's direction."""
+    lower_better = "lower better" in c["metric"]
+    return "better" if (c["diff"] < 0 if lower_better else c["diff"] > 0) else "worse"
+
+
 def _paired_table(comps: List[Dict]) -> List[str]:
     lines = ["| model | against | metric | difference [95% CI over works] | per seed | separated |",
              "|---|---|---|---|---|---|"]
     for c in comps:
         ci = f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if "ci_low" in c else ""
         seeds = ", ".join(f"{x:+.3f}" for x in c["seed_diffs"])
-        separated = (("yes, above" if c["diff"] > 0 else "yes, below") if c["separated"] else "no") if ci else "–"
+        side = "above" if c["diff"] > 0 else "below"
+        separated = (f"yes, {side} ({_direction(c)})" if c["separated"] else "no") if ci else "–"
         lines.append(f"| {c['model']} | {c['reference']} | {c['metric']} | {c['diff']:+.3f}{ci} | {seeds} | {separated} |")
     return lines
 
