@@ -86,8 +86,10 @@ def cmd_eval(args) -> int:
     for label, src in _sources(args):
         if hasattr(src, "lookup"):  # computed by mart-embed
             emb, kept, bad = src.lookup(coll.tracks, args.max_seconds)
+            pooling = f"mart-embed --level {src.catalogue.meta['level']}"
         else:
             emb, kept, bad = embed_tracks(src, coll.tracks, cache, args.max_seconds)
+            pooling = args.pooling
         if not np.isfinite(emb).all():
             raise CheckpointError(f"{label}: the model gives NaN or infinite embeddings "
                                   "(damaged or diverged weights)")
@@ -97,8 +99,7 @@ def cmd_eval(args) -> int:
         meta[label] = {"model": label, "n_tracks": len(kept), "n_works": len({t.work for t in kept}),
                        "missing_files": len(coll.missing), "duplicate_entries": coll.duplicates,
                        "unreadable_files": bad,
-                       "pooling": f"mart-embed --level {src.catalogue.meta['level']}" if hasattr(src, "lookup")
-                       else args.pooling, "max_seconds": args.max_seconds}
+                       "pooling": pooling, "max_seconds": args.max_seconds}
     files = report.save_run(args.out, results, meta)
     print(report.table(results))
     print("wrote " + ", ".join(files), file=sys.stderr)

@@ -9,6 +9,7 @@ same config and seed, saved before any step.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import torch
 from mart_upstream.checkpoint import read_checkpoint, save_checkpoint
 from mart_upstream.config import cpu_config_path, load_file
 from mart_upstream.fileio import write_json
-from mart_upstream.models import build_model, model_names
+from mart_upstream.models import build_model, get_entry, model_names
 
 log = logging.getLogger("mart-bench.run")
 MODELS = tuple(model_names())
@@ -65,7 +66,7 @@ def config_run(model: str) -> dict:
 
 def has_strategy(model: str) -> bool:
     """Whether the model places its positive by a target-instance strategy (strategies paper Table 1)."""
-    return hasattr(build_model(model, model_config(model)).config, "strategy")
+    return any(f.name == "strategy" for f in dataclasses.fields(get_entry(model).config_cls))
 
 
 def initial_model(model: str, seed: int, config: Optional[dict] = None):

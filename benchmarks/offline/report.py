@@ -16,6 +16,7 @@ HEADERS = {("style", "top1_acc"): "style top1_acc", ("style", "mAP"): "style mAP
            ("covers", "map"): "cover MAP", ("covers", "p_at_10"): "cover P@10", ("covers", "mr1"): "cover MR1 (lower better)",
            ("playlists", "hr_at_10"): "playlist HR@10", ("playlists", "mpr"): "playlist MPR (lower better)"}
 HIGHER_IS_BETTER = {("covers", "mr1"): False, ("playlists", "mpr"): False}
+LOWER_IS_BETTER_LABELS = {HEADERS[k] for k, higher in HIGHER_IS_BETTER.items() if not higher}
 MFCC_ROW = "MFCC statistics"
 CHROMA_ROW = "chroma statistics (key-invariant on covers)"
 
@@ -166,7 +167,7 @@ def verdict(result: Dict) -> List[str]:
 
 def _direction(c: Dict) -> str:
     """"better" or "worse": the sign of a paired difference read with the metric's direction."""
-    lower_better = "lower better" in c["metric"]
+    lower_better = c["metric"] in LOWER_IS_BETTER_LABELS
     return "better" if (c["diff"] < 0 if lower_better else c["diff"] > 0) else "worse"
 
 
