@@ -14,6 +14,19 @@ from mart_upstream.models import model_names, tiny_config  # noqa: E402
 TINY = {name: tiny_config(name) for name in model_names()}
 
 
+def tree_hashes(root):
+    """sha256 of every file under ``root``, by relative path (same seed, same bytes)."""
+    import hashlib
+
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
 @pytest.fixture
 def tiny():
     return {k: dict(v) for k, v in TINY.items()}

@@ -1,6 +1,5 @@
 """mart-bench data: rendered real-music sets from the music21 corpus through fluidsynth (no mocks)."""
 import csv
-import hashlib
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ import sys
 import pytest
 import soundfile as sf
 
-from conftest import ROOT
+from conftest import ROOT, tree_hashes
 
 BENCH = os.path.join(os.path.dirname(sys.executable), "mart-bench")
 SECONDS = 4
@@ -21,16 +20,6 @@ TINY = ["--profile", "small", "--clips-per-class", str(CLIPS), "--clips-per-work
 def _build(out, *extra):
     return subprocess.run([BENCH, "data", *TINY, "--out", str(out), *extra], capture_output=True, text=True,
                           timeout=600)
-
-
-def _hashes(root):
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def _audio(path):
@@ -127,7 +116,7 @@ def test_same_seed_same_bytes_and_overwrite(built, tmp_path):
     assert r.returncode == 2 and "--overwrite" in r.stderr and (again / "stale.txt").exists()
     r = _build(again, "--overwrite")
     assert r.returncode == 0, r.stderr
-    assert _hashes(built) == _hashes(again)
+    assert tree_hashes(built) == tree_hashes(again)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
 
 
@@ -233,5 +222,5 @@ json.dump(info, open(job["out"] + "/info.json", "w"))
         assert r0.tobytes() != r1.tobytes()
     assert [(r["path"], r["group"]) for r in _groups(pool)] == [
         (f"rendered/{s}/r{k}.wav", s) for s in slugs for k in (0, 1)]
-    assert _hashes(pools[1]) == _hashes(pools[2])  # --workers does not change the bytes
+    assert tree_hashes(pools[1]) == tree_hashes(pools[2])  # --workers does not change the bytes
     assert not [f for d, _, fs in os.walk(tmp_path) for f in fs if f.startswith(".")]

@@ -13,8 +13,13 @@
   2-3 or 4+ parts) -> ``playlists.jsonl`` (``mart_upstream.tasks.playlists``' layout; track ids are
   the style task's clip names); where no group has enough clips, none are written. The manifest's
   ``playlists.tracks`` gives every clip's grouping keys;
-* pretrain: clips of other works, plus, when installed, the recorded wesnoth music resampled to
-  16 kHz -> ``pretrain/rendered`` and ``pretrain/recorded`` for ``mart-pretrain --data``. With
+* recordings (``.recordings``): game soundtracks packaged by Debian, decoded, deduplicated and split
+  by track -> the soundtrack identification task ``tasks/soundtrack-1.0.0-full`` (clips of the
+  evaluation tracks), the same-track retrieval collection ``recordings/tracks.csv`` and, with
+  ``recorded``, the pretraining tracks in ``pretrain/recorded/<game>/``. ``--game-data`` adds the music
+  of the game data packages (opt-in downloads of 145-381 MB each);
+* pretrain: clips of other works (and the recordings' pretraining tracks) -> ``pretrain/rendered``
+  and ``pretrain/recorded`` for ``mart-pretrain --data``. With
   ``pretrain_renderings`` K > 1 every work is rendered K times as cover versions are (the same
   excerpt; soundfont, program set, transposition and tempo drawn per rendering; the soundfont
   alternates and every part changes program from one rendering to the next) ->
@@ -50,12 +55,12 @@ from tqdm import tqdm
 from mart_upstream.errors import TaskError, UsageError, command
 from mart_upstream.fileio import atomic_path, replace_dir, sha256_file, staging_dir, write_json, write_text
 
+from . import recordings
 from .render import PROGRAM_POOL, SOUNDFONT_DIR, SOUNDFONTS, Performance, check_renderer, render, versions
 from .scores import STYLE_CORPORA, Note, Work, list_works, parse_notes, span
 
 log = logging.getLogger("mart-bench.data")
 SR = 16000
-RECORDED_DIR = "/usr/share/games/wesnoth/1.16/data/core/music"
 SPLITS = ("train", "valid", "test")
 PLAYLIST_KEYS = ("corpus", "mode", "ensemble")  # the clips of one playlist share these
 # Krumhansl and Kessler's (1982) probe-tone profiles of C major and C minor
@@ -77,7 +82,11 @@ class DataConfig:
     pretrain_clips: int = 240
     pretrain_seconds: float = 20.0
     pretrain_renderings: int = 1  # renderings of each pretraining work (K > 1: rendered/<work>/r<k>.wav)
-    recorded: bool = True  # add the wesnoth recordings to the pretraining pool when installed
+    recorded: bool = True  # add the recordings' pretraining tracks to the pretraining pool
+    soundtrack: bool = True  # the evaluation on recordings (soundtrack identification, same-track retrieval)
+    game_data: bool = False  # recordings from the game data packages too (recordings.GAME_DATA)
+    soundtrack_eval_tracks: int = 8  # evaluation tracks per game
+    soundtrack_clips_per_track: int = 6  # clips of 10 s per evaluation track
     min_beats: float = 16.0  # works shorter than this are not used
     parse_timeout_s: int = 60  # a score taking longer to parse is skipped
     playlists: int = 40  # drawn from style clips of works sharing PLAYLIST_KEYS
@@ -87,13 +96,14 @@ class DataConfig:
 PROFILES = {
     "full": DataConfig(),
     "small": DataConfig(clip_seconds=10.0, clips_per_class=6, clips_per_work=1, cover_works=12,
-                        pretrain_clips=16, pretrain_seconds=10.0, recorded=False, playlists=12,
+                        pretrain_clips=16, pretrain_seconds=10.0, recorded=False, soundtrack=False, playlists=12,
                         playlist_tracks=(4, 6)),
     "multi": DataConfig(pretrain_renderings=3),  # full, with 3 renderings of each pretraining work
     # `mart-bench run --quick`: small, with 2 renderings of each pretraining work of 12 s (MelCPC's crop,
-    # the longest of every model's)
+    # the longest of every model's); the soundtrack task on the music-only packages, 3 clips per track
     "quick": DataConfig(clip_seconds=8.0, clips_per_class=16, clips_per_work=1, cover_works=12,
-                        pretrain_clips=16, pretrain_seconds=12.0, recorded=False, pretrain_renderings=2),
+                        pretrain_clips=16, pretrain_seconds=12.0, recorded=False, pretrain_renderings=2,
+                        soundtrack_clips_per_track=3),
 }
 LICENCES = {"FluidR3_GM": "MIT", "TimGM6mb": "GPL-2"}
 LICENSES_MD = """# Licences of the rendered benchmark data
@@ -102,8 +112,9 @@ LICENSES_MD = """# Licences of the rendered benchmark data
   own terms; not all of them are free for commercial use (see music21's corpus documentation).
 - Soundfonts: FluidR3_GM (Debian fluid-soundfont-gm; MIT licence) and TimGM6mb (Debian
   timgm6mb-soundfont; GPL-2).
-- Recorded music in pretrain/recorded (when present): Battle for Wesnoth music (Debian
-  wesnoth-1.16-music; GPL-2).
+- Recorded music (pretrain/recorded, raw/soundtrack, tasks/soundtrack-*, when present): game
+  soundtracks from Debian packages, each under the licence its Debian copyright file names (the
+  table below).
 
 The rendered audio is for research benchmarking; check these terms before redistributing it.
 """
@@ -374,18 +385,6 @@ def _per_corpus(chosen: List[Chosen]) -> Dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _convert_recording(job) -> str:
-    import torch
-
-    from mart_upstream.audio import load_audio
-
-    src, dst = job
-    torch.set_num_threads(1)
-    y = load_audio(src, SR).numpy()
-    _write_wav(dst, np.clip(y, -1.0, 1.0))
-    return dst
-
-
 def _renderings(notes, cfg: DataConfig, seed: int, wi: int, seconds: float) -> List[Performance]:
     """``cfg.pretrain_renderings`` performances of one excerpt of a work, drawn as cover versions are.
 
@@ -448,18 +447,8 @@ def build_pretrain(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool
     if len(chosen) < cfg.pretrain_clips:
         log.warning("pretraining: only %d usable works left, %d asked for", len(chosen), cfg.pretrain_clips)
     _render_all(jobs, pool, "pretraining clips")
-    recorded = []
-    if cfg.recorded and os.path.isdir(RECORDED_DIR):
-        recorded = sorted(f for f in os.listdir(RECORDED_DIR) if f.endswith(".ogg"))
-        conv = [(os.path.join(RECORDED_DIR, f), os.path.join(folder, "recorded", f[:-4] + ".wav"))
-                for f in recorded]
-        for _ in tqdm(pool.imap(_convert_recording, conv), total=len(conv), desc="recorded music", unit="track",
-                      disable=None, leave=False):
-            pass
-        groups += [(f"recorded/{f[:-4]}.wav", f"recorded/{f[:-4]}") for f in recorded]
-    _write_groups(os.path.join(folder, "groups.csv"), groups)
     return {"folder": "pretrain", "rendered_clips": len(jobs), "rendered_works": len(chosen),
-            "renderings": cfg.pretrain_renderings, "groups": "pretrain/groups.csv", "recorded_tracks": recorded,
+            "renderings": cfg.pretrain_renderings, "groups": "pretrain/groups.csv", "group_rows": groups,
             "work_ids": [c.work.id for c in chosen], "tunes": _tunes(chosen), "works_per_corpus": _per_corpus(chosen)}
 
 
@@ -470,8 +459,15 @@ def _check_out(out: str, overwrite: bool) -> None:
         raise UsageError(f"{out} exists and is not an empty folder; remove it or pass --overwrite")
 
 
+def recordings_config(cfg: DataConfig, prefix: str = "/") -> "recordings.RecordingsConfig":
+    packages = recordings.MUSIC_ONLY + (recordings.GAME_DATA if cfg.game_data else ())
+    return recordings.RecordingsConfig(packages=packages, eval_tracks=cfg.soundtrack_eval_tracks,
+                                       clips_per_track=cfg.soundtrack_clips_per_track, pretrain=cfg.recorded,
+                                       prefix=prefix)
+
+
 def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, profile: str,
-          soundfont_dir: str = SOUNDFONT_DIR) -> Dict:
+          soundfont_dir: str = SOUNDFONT_DIR, recordings_prefix: str = "/") -> Dict:
     check_renderer(soundfont_dir)
     _check_out(out, overwrite)
     parent = os.path.dirname(os.path.abspath(out))
@@ -491,10 +487,20 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
             "covers": build_covers(tmp, cfg, seed, used, pool, soundfont_dir, skipped),
             "pretrain": build_pretrain(tmp, cfg, seed, used, pool, soundfont_dir, skipped),
         }
+        groups = manifest["pretrain"].pop("group_rows")
+        recorded: List[str] = []
+        if cfg.soundtrack or cfg.recorded:
+            rec = manifest["recordings"] = recordings.build(tmp, recordings_config(cfg, recordings_prefix), seed, pool,
+                                                            workers)
+            recorded = rec.pop("pretrain_files")
+            groups += [(f, os.path.splitext(f)[0]) for f in recorded]  # each recording is its own group
+        manifest["pretrain"]["recorded_tracks"] = recorded
+        _write_groups(os.path.join(tmp, "pretrain", "groups.csv"), groups)
         manifest["playlists"] = build_playlists(tmp, cfg, seed, manifest["style"].pop("tracks"))
         manifest["skipped_works"] = dict(sorted(skipped.items()))
         write_json(os.path.join(tmp, "manifest.json"), manifest)
-        write_text(os.path.join(tmp, "LICENSES.md"), LICENSES_MD)
+        write_text(os.path.join(tmp, "LICENSES.md"), LICENSES_MD + (recordings.licences_md(manifest["recordings"])
+                                                                   if "recordings" in manifest else ""))
         pool.close()
         _check_out(out, overwrite)  # nothing appeared there while building
         replace_dir(tmp, out)
@@ -521,6 +527,14 @@ def add_arguments(p) -> None:
     p.add_argument("--clips-per-work", type=int, help="override the profile (style clips cut from one work)")
     p.add_argument("--clip-seconds", type=float, help="override the profile (style and cover clips)")
     p.add_argument("--no-recorded", action="store_true", help="leave the recorded music out of the pretraining pool")
+    p.add_argument("--no-soundtrack", action="store_true",
+                   help="build no evaluation on recordings (soundtrack identification, same-track retrieval)")
+    p.add_argument("--game-data", action="store_true",
+                   help="recordings from the game data packages too (" + ", ".join(recordings.GAME_DATA) +
+                        "; 145-381 MB downloads each: " + recordings.apt_command(recordings.GAME_DATA) + ")")
+    p.add_argument("--recordings-root", default="/", dest="recordings_prefix",
+                   help="read the packages' music under this folder instead of / (e.g. after `apt-get download "
+                        "PKG && dpkg -x PKG.deb ROOT` without root)")
     p.add_argument("--soundfont-dir", default=SOUNDFONT_DIR, help=f"folder holding {', '.join(SOUNDFONTS.values())}")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
@@ -537,6 +551,10 @@ def _config(args) -> DataConfig:
         raise UsageError("--clip-seconds must be within 1-60")
     if args.no_recorded:
         over["recorded"] = False
+    if args.no_soundtrack:
+        over["soundtrack"] = False
+    if args.game_data:
+        over["game_data"] = True
     cfg = dataclasses.replace(PROFILES[args.profile], **over)
     if cfg.clips_per_class < 3:
         raise UsageError("--clips-per-class must be at least 3 (one work in each of train, valid and test)")
@@ -553,10 +571,13 @@ def run(args) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     cfg = _config(args)
-    m = build(args.out, cfg, args.seed, args.workers, args.overwrite, args.profile, args.soundfont_dir)
+    m = build(args.out, cfg, args.seed, args.workers, args.overwrite, args.profile, args.soundfont_dir,
+              args.recordings_prefix)
     s = m["style"]
     print(f"wrote {args.out} in {time.time() - t0:.0f} s: style {len(s['classes'])} classes, clips {s['split_sizes']}; "
           f"covers {m['covers']['works']} works x {m['covers']['versions']} versions; pretraining "
           f"{m['pretrain']['rendered_works']} works x {m['pretrain']['renderings']} renderings + "
-          f"{len(m['pretrain']['recorded_tracks'])} recordings; {m['playlists']['playlists']} playlists")
+          f"{len(m['pretrain']['recorded_tracks'])} recordings; {m['playlists']['playlists']} playlists"
+          + (f"; soundtrack task {m['recordings']['eval_clips']} clips of {m['recordings']['eval_tracks']} tracks, "
+             f"{m['recordings']['pretrain_hours']:.1f} h of recordings for pretraining" if "recordings" in m else ""))
     return 0

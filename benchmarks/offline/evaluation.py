@@ -9,7 +9,11 @@
   key-invariant similarity instead of the cosine;
 * playlists (a playlist file, when the data has one): playlist continuation by ItemKNN on the scene
   embeddings the classification step already wrote for the style clips (nothing is embedded again),
-  HR@10 and MPR (``mart_upstream.tasks.playlists``, Strategies §4.4), cosine for every entry.
+  HR@10 and MPR (``mart_upstream.tasks.playlists``, Strategies §4.4), cosine for every entry;
+* recordings (``recordings/tracks.csv``, when the data has it): one pass of scene embeddings over the
+  clips of the evaluation tracks of real recorded soundtracks, then soundtrack identification (the
+  game; the grouped cross-validated linear probe, grouped by track) and same-track retrieval (every
+  clip a query for the other clips of its track; MAP, P@1 as top1), cosine for every entry.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ log = logging.getLogger("mart-bench.run")
 STYLE_METRICS = ("top1_acc", "mAP")
 COVER_METRICS = ("map", "p_at_10", "mr1")
 PLAYLIST_METRICS = ("hr_at_10", "mpr")
+SOUNDTRACK_METRICS = ("top1_acc", "mAP")
+TRACK_METRICS = ("map", "top1")
 
 
 @dataclass
@@ -168,6 +174,35 @@ def playlists(entry: Entry, task_dir: str, playlist_file: str, out_dir: str) -> 
                n_query=res["n_query"], search=res["score"], playlists_sha256=digest,
                probe_s=round(time.perf_counter() - t0, 2), item_playlist=items["playlist"], item_track=items["track"],
                item_hit=items["hit"], item_percentile=items["percentile"])
+    write_json(result_path, out, sort_keys=False)
+    return out
+
+
+def recordings(entry: Entry, manifest: str, out_dir: str) -> Dict:
+    """Soundtrack identification (grouped CV) and same-track retrieval from one embedding pass over the
+    clips of ``manifest`` (work = ``<game>.<track>``). A kept result is reused while the manifest is unchanged."""
+    result_path = os.path.join(out_dir, "recordings.json")
+    digest = sha256_file(manifest)
+    if (kept := _kept(result_path)) is not None and kept.get("manifest_sha256") == digest:
+        return kept
+    t0 = time.perf_counter()
+    collection = cover_datasets.read_manifest(manifest)
+    emb, clips, bad = embed_tracks(HearSource(entry.module, entry.checkpoint), collection.tracks)
+    if bad:
+        raise TaskError(f"{len(bad)} recorded clips could not be read, e.g. {bad[0]}")
+    tracks = [t.work for t in clips]
+    games = [w.split(".", 1)[0] for w in tracks]
+    cv = paired.grouped_cv(emb, games, tracks)
+    rel = rank_relevance(cosine_similarity(emb), tracks)
+    res = metrics_from_relevance(rel, rel.sum(axis=1))
+    ap = average_precision(rel, rel.sum(axis=1))
+    out = {"soundtrack": {"top1_acc": cv["top1_acc"], "mAP": cv["mAP"], "games": len(set(games)),
+                          "chance": max(games.count(g) for g in set(games)) / len(games),
+                          "cv": dict(cv, names=[t.path for t in clips], groups=tracks)},
+           "tracks": {"map": float(res["map"]), "top1": float(res["top1"]), "p_at_10": float(res["p_at_10"]),
+                      "n_queries": int(res["n_queries"]), "tracks": len(set(tracks)),
+                      "query_ap": [None if np.isnan(a) else float(a) for a in ap], "query_works": tracks},
+           "manifest_sha256": digest, "dim": int(emb.shape[1]), "embed_s": round(time.perf_counter() - t0, 1)}
     write_json(result_path, out, sort_keys=False)
     return out
 

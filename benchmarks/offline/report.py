@@ -7,14 +7,20 @@ from mart_upstream.fileio import atomic_path
 
 import numpy as np
 
-from .evaluation import COVER_METRICS, PLAYLIST_METRICS, STYLE_METRICS, summarise
+from mart_upstream.tasks.metrics import grouped_bootstrap
+
+from .evaluation import COVER_METRICS, PLAYLIST_METRICS, SOUNDTRACK_METRICS, STYLE_METRICS, TRACK_METRICS, summarise
 from .paired import paired_difference
 
 COLUMNS = [("style", m) for m in STYLE_METRICS] + [("covers", m) for m in COVER_METRICS]
 PLAYLIST_COLUMNS = [("playlists", m) for m in PLAYLIST_METRICS]  # shown when the data has playlists
+RECORDING_COLUMNS = ([("soundtrack", m) for m in SOUNDTRACK_METRICS]  # shown when the data has recordings
+                     + [("tracks", m) for m in TRACK_METRICS])
 HEADERS = {("style", "top1_acc"): "style top1_acc", ("style", "mAP"): "style mAP",
            ("covers", "map"): "cover MAP", ("covers", "p_at_10"): "cover P@10", ("covers", "mr1"): "cover MR1 (lower better)",
-           ("playlists", "hr_at_10"): "playlist HR@10", ("playlists", "mpr"): "playlist MPR (lower better)"}
+           ("playlists", "hr_at_10"): "playlist HR@10", ("playlists", "mpr"): "playlist MPR (lower better)",
+           ("soundtrack", "top1_acc"): "soundtrack top1_acc (CV)", ("soundtrack", "mAP"): "soundtrack mAP (CV)",
+           ("tracks", "map"): "same-track MAP", ("tracks", "top1"): "same-track P@1"}
 HIGHER_IS_BETTER = {("covers", "mr1"): False, ("playlists", "mpr"): False}
 LOWER_IS_BETTER_LABELS = {HEADERS[k] for k, higher in HIGHER_IS_BETTER.items() if not higher}
 MFCC_ROW = "MFCC statistics"
@@ -31,16 +37,16 @@ def table_rows(entries: List[Dict]) -> List[Dict]:
             row["seeds"].append(e["seed"])
     for row in rows.values():
         mine = [e for e in entries if e["row"] == row["row"]]
-        for task, metric in COLUMNS + PLAYLIST_COLUMNS:
-            values = [e[task][metric] for e in mine if task in e]
+        for task, metric in COLUMNS + PLAYLIST_COLUMNS + RECORDING_COLUMNS:
+            values = [e[task][metric] for e in mine if e.get(task)]
             if values:
                 row[f"{task}_{metric}"] = summarise(values)
     return list(rows.values())
 
 
 def columns(rows: List[Dict]) -> List:
-    """The table's columns: style and covers, and the playlist ones when some row has them."""
-    return COLUMNS + [c for c in PLAYLIST_COLUMNS if any(f"{c[0]}_{c[1]}" in r for r in rows)]
+    """The table's columns: style and covers, and the playlist and recordings ones when some row has them."""
+    return COLUMNS + [c for c in PLAYLIST_COLUMNS + RECORDING_COLUMNS if any(f"{c[0]}_{c[1]}" in r for r in rows)]
 
 
 def _cell(stats) -> str:
@@ -67,7 +73,7 @@ def comparisons(rows: List[Dict], models=("mart", "pemr")) -> List[Dict]:
         for ref in (random_row(m), MFCC_ROW, "simclr", CHROMA_ROW):
             if ref not in by_name:
                 continue
-            for task, metric in COLUMNS + PLAYLIST_COLUMNS:
+            for task, metric in COLUMNS + PLAYLIST_COLUMNS + RECORDING_COLUMNS:
                 a, b = by_name[m].get(f"{task}_{metric}"), by_name[ref].get(f"{task}_{metric}")
                 if a is None or b is None:
                     continue
@@ -99,6 +105,21 @@ def paired_metrics(model_entries: List[Dict], ref: Dict) -> Dict[str, Dict]:
         works = np.asarray(ref["covers"]["query_works"])[ok]
         d = paired_difference(a[:, ok].mean(0), r[ok], works)
         out["cover MAP"] = dict(d, seed_diffs=[float(x[ok].mean() - r[ok].mean()) for x in a])
+    sts = [(e.get("soundtrack") or {}).get("cv") for e in model_entries]
+    ref_st = (ref.get("soundtrack") or {}).get("cv")
+    if sts and all(sts) and ref_st and all(cv["names"] == ref_st["names"] for cv in sts):
+        mine = np.mean([cv["correct"] for cv in sts], axis=0)
+        d = paired_difference(mine, ref_st["correct"], ref_st["groups"])  # resampling tracks
+        out["soundtrack top1_acc (grouped CV)"] = dict(d, seed_diffs=[float(np.mean(cv["correct"]) -
+                                                                          np.mean(ref_st["correct"])) for cv in sts])
+    tracks = [(e.get("tracks") or {}).get("query_ap") for e in model_entries]
+    ref_tr = (ref.get("tracks") or {}).get("query_ap")
+    if tracks and all(tracks) and ref_tr and all(len(a) == len(ref_tr) for a in tracks):
+        a = np.array([[np.nan if v is None else v for v in ap] for ap in tracks], dtype=np.float64)
+        r = np.array([np.nan if v is None else v for v in ref_tr], dtype=np.float64)
+        ok = ~np.isnan(r) & ~np.isnan(a).any(0)
+        d = paired_difference(a[:, ok].mean(0), r[ok], np.asarray(ref["tracks"]["query_works"])[ok])
+        out["same-track MAP"] = dict(d, seed_diffs=[float(x[ok].mean() - r[ok].mean()) for x in a])
     pls = [e.get("playlists") for e in model_entries]
     ref_pl = ref.get("playlists")
     if pls and all(pls) and ref_pl and all((p["item_playlist"], p["item_track"]) ==
@@ -129,6 +150,87 @@ def paired_comparisons(entries: List[Dict], models=("mart", "pemr", "simclr")) -
                                 separated=bool(ci and (d["ci_low"] > 0 or d["ci_high"] < 0)
                                                and abs(d["diff"]) > spread)))
     return out
+
+
+# the lead table: one score per task, each with a 95% interval over its independent units
+SUMMARY = [("style", "style top1_acc (CV)"), ("soundtrack", "soundtrack top1_acc (CV)"),
+           ("tracks", "same-track MAP"), ("covers", "cover MAP"), ("playlists", "playlist HR@10")]
+
+
+def item_scores(mine: List[Dict], task: str):
+    """Per-item scores of one row (its seeds averaged item by item) and the units they group into, or None:
+    clip correctness by work/track (style, soundtrack), query AP by work/track (covers, same-track),
+    held-out hits by playlist."""
+    if task in ("style", "soundtrack"):
+        cvs = [(e.get(task) or {}).get("cv") for e in mine]
+        if not cvs or not all(cvs) or any(cv["names"] != cvs[0]["names"] for cv in cvs):
+            return None
+        return np.mean([cv["correct"] for cv in cvs], axis=0), np.asarray(cvs[0]["groups"])
+    if task in ("covers", "tracks"):
+        aps = [(e.get(task) or {}).get("query_ap") for e in mine]
+        if not aps or not all(aps) or any(len(a) != len(aps[0]) for a in aps):
+            return None
+        a = np.array([[np.nan if v is None else v for v in ap] for ap in aps], dtype=np.float64).mean(0)
+        ok = ~np.isnan(a)
+        return a[ok], np.asarray(mine[0][task]["query_works"])[ok]
+    pls = [e.get("playlists") for e in mine]
+    if not pls or not all(pls) or any(p["item_playlist"] != pls[0]["item_playlist"] for p in pls):
+        return None
+    return np.mean([p["item_hit"] for p in pls], axis=0), np.asarray(pls[0]["item_playlist"])
+
+
+def summary(entries: List[Dict]) -> List[Dict]:
+    """Rows of the lead table: per row and task the mean score with a 95% bootstrap interval."""
+    out = []
+    for name in dict.fromkeys(e["row"] for e in entries):
+        mine = [e for e in entries if e["row"] == name]
+        cells = {}
+        for task, label in SUMMARY:
+            got = item_scores(mine, task)
+            if got is not None and len(got[0]):
+                cells[label] = grouped_bootstrap(got[0], got[1])
+        out.append({"row": name, "seeds": len([e for e in mine if e.get("seed") is not None]), "cells": cells})
+    return out
+
+
+def _summary_table(rows: List[Dict]) -> List[str]:
+    labels = [lab for _, lab in SUMMARY if any(lab in r["cells"] for r in rows)]
+    lines = ["| model | seeds | " + " | ".join(labels) + " |", "|---|---:|" + "---|" * len(labels)]
+    for r in rows:
+        cells = [f"{c['mean']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]" if (c := r["cells"].get(lab)) else "–"
+                 for lab in labels]
+        lines.append(f"| {r['row']} | {r['seeds'] or '–'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def task_verdict(result: Dict) -> List[str]:
+    """A few lines: on which task each pretrained model is separated from its random init and from MFCC
+    (better or worse), and where it is not."""
+    lines = []
+    by_model: Dict[str, List[Dict]] = {}
+    for c in result.get("paired", []):
+        if "ci_low" in c and c["reference"] in (random_row(c["model"]), MFCC_ROW):
+            by_model.setdefault(c["model"], []).append(c)
+    for m, comps in by_model.items():
+        parts = []
+        for ref, name in ((random_row(m), "its random init"), (MFCC_ROW, "MFCC")):
+            mine = [c for c in comps if c["reference"] == ref]
+            better = [f"{c['metric'].split(' (')[0]} ({c['diff']:+.3f})" for c in mine
+                      if c["separated"] and _direction(c) == "better"]
+            worse = [f"{c['metric'].split(' (')[0]} ({c['diff']:+.3f})" for c in mine
+                     if c["separated"] and _direction(c) == "worse"]
+            unsure = [c["metric"].split(" (")[0] for c in mine if not c["separated"]]
+            if not mine:
+                continue
+            text = f"against {name}: better on {', '.join(better) or 'nothing'}"
+            text += f"; worse on {', '.join(worse)}" if worse else ""
+            text += f"; not separated on {', '.join(unsure)}" if unsure else ""
+            parts.append(text)
+        lines.append(f"- **{m}** " + ". ".join(parts) + ".")
+    if not lines:
+        return []
+    return (["", "Verdict (paired differences on the same items; separated = 95% interval excludes 0 and the "
+             "difference exceeds the spread over seeds):", ""] + lines)
 
 
 def verdict(result: Dict) -> List[str]:
@@ -200,7 +302,15 @@ def _comparison_table(comps: List[Dict]) -> List[str]:
 def markdown(result: Dict) -> str:
     rows, meta = result["table"], result["meta"]
     cols = columns(rows)
-    lines = ["## mart-bench run", "",
+    lead = summary(result.get("entries", []))
+    lines = ["## mart-bench run", ""]
+    if lead and any(r["cells"] for r in lead):
+        lines += ["Scores with 95% intervals (bootstrap over works, tracks or playlists; a model's seeds averaged item "
+                  "by item). CV: linear probe under cross-validation grouped by work (style) or track (soundtrack) "
+                  "over all clips. Chart: results.png.", ""] + _summary_table(lead)
+        lines += task_verdict(result)
+        lines += ["", "### Details", ""]
+    lines += [
              f"Data: {meta['data']}. Pretraining budget per run: {meta['budget']}; seeds {meta['seeds']}. "
              + (f"Positive pairs by the {meta['strategy']} strategy (strategies paper Table 1). "
                 if meta.get("strategy") else "")
@@ -208,7 +318,9 @@ def markdown(result: Dict) -> str:
              f"{meta['grid_points']} points), test split. Covers: {meta['cover_tracks']} versions of "
              f"{meta['cover_works']} works, each a query against all others."
              + (f" Playlists: {meta['playlists']}." if meta.get("playlists") else "")
+             + (f" Recordings: {meta['recordings']}." if meta.get("recordings") else "")
              + f" Total {meta['total_minutes']:.1f} min.",
+             "", "heareval probe (test split) and the other metrics, mean ± std over seeds:",
              "", "| model | seeds | " + " | ".join(HEADERS[c] for c in cols) + " |",
              "|---|---:|" + "---:|" * len(cols)]
     for r in rows:
@@ -243,26 +355,43 @@ def markdown(result: Dict) -> str:
 
 
 def plot(result: Dict, path: str) -> None:
+    """The lead table as a chart: one panel per task, each row's mean with its 95% interval (without
+    per-item scores: the heareval test scores, mean ± std over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = result["table"]
-    panels = [("style", "top1_acc"), ("covers", "map")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.45 * len(rows) + 1.6))
-    names = [r["row"] for r in rows][::-1]
-    for ax, (task, metric) in zip(axes, panels):
-        stats = [r.get(f"{task}_{metric}") for r in rows][::-1]
-        means = [s["mean"] if s else 0.0 for s in stats]
-        errs = [s["std"] if s else 0.0 for s in stats]
-        colors = ["C0" if r["seeds"] else "C7" for r in rows][::-1]
-        ax.barh(range(len(names)), means, xerr=errs, color=colors, capsize=3)
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xlabel(HEADERS[(task, metric)] + " (test)")
+    lead = summary(result.get("entries", []))
+    labels = [lab for _, lab in SUMMARY if any(lab in r["cells"] for r in lead)]
+    if labels:
+        names = [r["row"] for r in lead]
+        panels = [(lab, [r["cells"].get(lab) for r in lead]) for lab in labels]
+        seeded = [bool(r["seeds"]) for r in lead]
+        title = "mart-bench run: pretrained (blue) and references (grey), 95% intervals"
+    else:
+        rows = result["table"]
+        names = [r["row"] for r in rows]
+        seeded = [bool(r["seeds"]) for r in rows]
+        panels = []
+        for task, metric in (("style", "top1_acc"), ("covers", "map")):
+            stats = [r.get(f"{task}_{metric}") for r in rows]
+            panels.append((HEADERS[(task, metric)] + " (test)",
+                           [None if st is None else {"mean": st["mean"], "ci_low": st["mean"] - st["std"],
+                                                     "ci_high": st["mean"] + st["std"]} for st in stats]))
+        title = "mart-bench run: pretrained (blue, mean ± std over seeds) and references (grey)"
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2, 0.45 * len(names) + 1.6), squeeze=False)
+    y = np.arange(len(names))[::-1]
+    for ax, (label, cells) in zip(axes[0], panels):
+        means = np.array([c["mean"] if c else np.nan for c in cells])
+        lo = np.array([c["mean"] - c["ci_low"] if c else 0.0 for c in cells])
+        hi = np.array([c["ci_high"] - c["mean"] if c else 0.0 for c in cells])
+        ax.barh(y, np.nan_to_num(means), xerr=[lo, hi], color=["C0" if s else "C7" for s in seeded], capsize=3)
+        ax.set_yticks(y, names if ax is axes[0][0] else [""] * len(names))
+        ax.set_xlabel(label)
         ax.set_xlim(0, 1)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("mart-bench run: pretrained (blue, mean ± std over seeds) and references (grey)")
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")

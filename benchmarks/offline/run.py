@@ -4,14 +4,16 @@
     mart-bench run --out results/quick --quick               # small data, short runs: the README demo
     mart-bench run --out OUT --data DIR [--task NAME]        # a set built elsewhere: DIR/tasks/<task>/,
                                                              # DIR/covers/manifest.csv, DIR/pretrain/,
-                                                             # DIR/playlists.jsonl (when there)
+                                                             # DIR/playlists.jsonl, DIR/recordings/tracks.csv
+                                                             # (when there)
     mart-bench run --out OUT --export mart_upstream/checkpoints   # also package the best seeds
     mart-bench run --out OUT --checkpoints RUN [--export DIR]     # evaluate checkpoints trained elsewhere
                                                              # (RUN/<model>.ckpt, e.g. from a GPU run)
 
 Rows: each pretrained model (mean ± std over ``--seeds``), the same models with random weights, MFCC
 statistics and chroma statistics (key-invariant on covers). Playlist continuation (HR@10, MPR) is
-scored when the data has a playlist file, with the style task's embeddings. Everything finished is kept in OUT, so a
+scored when the data has a playlist file, with the style task's embeddings; soundtrack identification
+and same-track retrieval on recorded music when the data has ``recordings/tracks.csv``. Everything finished is kept in OUT, so a
 killed run continues where it stopped when started again with the same arguments.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ from . import curve, evaluation, export, external, pretraining, report
 from .evaluation import Entry
 
 log = logging.getLogger("mart-bench.run")
+STYLE_TASK = "music_style-1.0.0-full"  # the default task when the data holds several
 REFERENCES = [Entry(report.MFCC_ROW, "mfcc", f"{__package__}.hear_mfcc"),
               Entry(report.CHROMA_ROW, "chroma", f"{__package__}.hear_chroma", key_invariant=True)]
 # the "multi" pool renders every pretraining work 3 times: positive pairs cross renderings (docs/offline_bench.md)
@@ -50,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-data", help="pretraining audio folder (default DATA/pretrain)")
     p.add_argument("--playlists", help="playlist file whose track ids are the style task's clip names "
                                        "(default DATA/playlists.jsonl when it exists)")
+    p.add_argument("--recordings", help="clips of recorded tracks in the cover-manifest format, work = "
+                                        "<game>.<track> (default DATA/recordings/tracks.csv when it exists)")
     p.add_argument("--profile", default=DEFAULTS["profile"], choices=["multi", "full", "quick", "small"],
                    help="data profile when building (default multi)")
     p.add_argument("--quick", action="store_true",
@@ -99,7 +104,12 @@ def _data(args) -> Dict[str, str]:
             cfg = data_build.PROFILES[args.profile]
             log.info("building the %s data set into %s", args.profile, root)
             data_build.build(root, cfg, 0, args.workers, overwrite=True, profile=args.profile)
-    task = evaluation.find_task(os.path.join(root, "tasks"), args.task)
+    tasks = os.path.join(root, "tasks")
+    task = evaluation.find_task(tasks, args.task or (STYLE_TASK if os.path.isdir(os.path.join(tasks, STYLE_TASK))
+                                                     else None))
+    recorded = args.recordings or os.path.join(root, "recordings", "tracks.csv")
+    if args.recordings and not os.path.isfile(recorded):
+        raise UsageError(f"recordings manifest {recorded} does not exist")
     covers = args.covers or os.path.join(root, "covers", "manifest.csv")
     pool = args.pretrain_data or os.path.join(root, "pretrain")
     playlists = args.playlists or os.path.join(root, PLAYLIST_FILES[0])
@@ -115,11 +125,14 @@ def _data(args) -> Dict[str, str]:
     if os.path.isfile(manifest):
         with open(manifest) as f:
             m = json.load(f)
+        rec = m.get("recordings") or {}
         desc = (f"`mart-bench data --profile {m.get('profile')} --seed {m.get('seed')}`: "
                 f"{m['pretrain'].get('rendered_clips')} rendered clips and "
-                f"{len(m['pretrain'].get('recorded_tracks', []))} recordings for pretraining")
+                f"{len(m['pretrain'].get('recorded_tracks', []))} recordings"
+                + (f" ({rec.get('pretrain_hours', 0):.1f} h)" if rec.get("pretrain_hours") else "") + " for pretraining")
     return {"root": os.path.abspath(root), "task": task, "covers": covers, "pretrain": pool, "description": desc,
-            "playlists": playlists if os.path.isfile(playlists) else None}
+            "playlists": playlists if os.path.isfile(playlists) else None,
+            "recordings": recorded if os.path.isfile(recorded) else None}
 
 
 def _playlist_text(scores, path) -> str:
@@ -129,6 +142,17 @@ def _playlist_text(scores, path) -> str:
     return (f"{scores['n_playlists']} playlists ({os.path.basename(path)}) with {scores['n_query']} query tracks "
             f"each; {scores['n_items']} held-out tracks, each ranked against {scores['negatives']} random tracks "
             f"outside its playlist ({scores['search']})")
+
+
+def _recordings_text(entry: Dict, path) -> str:
+    """How the recordings columns were measured, for the report ("" without recordings)."""
+    if not entry.get("soundtrack"):
+        return ""
+    st, tr = entry["soundtrack"], entry["tracks"]
+    return (f"{tr['n_queries']} clips of {tr['tracks']} recorded tracks from {st['games']} games "
+            f"({os.path.relpath(path)}): soundtrack = the game, linear probe under {st['cv']['folds']}-fold "
+            f"cross-validation grouped by track ({st['cv']['repeats']} repeats; majority share "
+            f"{st['chance']:.3f}); same-track retrieval = each clip a query for the other clips of its track")
 
 
 def _int_list(text: str, what: str) -> List[int]:
@@ -215,6 +239,11 @@ def run(args) -> int:
         if data["playlists"]:  # the style task's embeddings, ranked: no second embedding pass
             pl = entry["playlists"] = evaluation.playlists(e, data["task"], data["playlists"], folder)
             more = f"; playlists HR@10 {pl['hr_at_10']:.3f} MPR {pl['mpr']:.3f}"
+        if data["recordings"]:
+            rec = evaluation.recordings(e, data["recordings"], folder)
+            entry["soundtrack"], entry["tracks"] = rec["soundtrack"], rec["tracks"]
+            more += (f"; soundtrack top1_acc {rec['soundtrack']['top1_acc']:.3f}; same-track MAP "
+                     f"{rec['tracks']['map']:.3f}")
         (entries if e in main_entries else curve_entries).append(entry)
         log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f%s", e.key,
                  style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"], more)
@@ -223,6 +252,7 @@ def run(args) -> int:
             "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": entries[0]["covers"]["n_queries"],
             "cover_works": entries[0]["covers"]["works"], "seeds": seeds,
             "playlists": _playlist_text(entries[0].get("playlists"), data["playlists"]),
+            "recordings": _recordings_text(entries[0], data["recordings"]),
             "budget": external.describe(runs) if args.checkpoints else budget.describe(models),
             "strategy": args.strategy,
             "grid": args.grid, "grid_points": args.grid_points, "commit": code,
