@@ -248,6 +248,11 @@ def test_hear_api_module(cache):
     scene = hm.get_scene_embeddings(audio, m)
     assert scene.shape == (2, 200) and torch.isfinite(scene).all()
     assert hm.load_model("MSD_musicnn").model.config.variant == "MSD_musicnn"
+    # docs/hear.md's size table says the same
+    with open(os.path.join(ROOT, "docs", "hear.md")) as f:
+        row = next(line for line in f if line.startswith("| `hear_api.musicnn`"))
+    cells = [c.strip() for c in row.strip().strip("|").split("|")]
+    assert [c.split()[0].rstrip(":") for c in cells[1:4]] == ["753", "16", "200"]
 
 
 @pytest.mark.slow
@@ -282,3 +287,31 @@ def test_mart_embed_writes_scene_vectors(cache, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     emb = np.load(tmp_path / "emb" / "embeddings.npy")
     assert emb.shape == (2, 200) and np.isfinite(emb).all()
+
+
+@pytest.mark.slow
+def test_s3prl_run_downstream_trains_on_musicnn(cache, tmp_path):
+    pytest.importorskip("s3prl")
+    from test_s3prl import s3prl, scores, tiny_run, write_gtzan
+
+    exp = tmp_path / "exp"
+    r = s3prl("run_downstream", "-m", "train", "-u", "musicnn", "-d", "gtzan_genre", "-p", exp, "-o",
+              tiny_run([f"config.downstream_expert.datarc.root={write_gtzan(tmp_path / 'gtzan')}"], steps=2))
+    assert "MTT_musicnn" in r.stdout + r.stderr  # the expert names the converted checkpoint it loaded
+    s = scores(exp, "test")
+    assert s["step"] == 2 and 0 <= s["accuracy"] <= 1 and s["n_clips"] == 3
+
+
+@pytest.mark.slow
+def test_cover_song_tool_runs_with_musicnn(cache, tmp_path):
+    import json
+
+    from mart_upstream.benchmarks.cover_song.synthetic import CoverSetConfig, make_cover_set
+
+    manifest = make_cover_set(str(tmp_path / "set"), CoverSetConfig(works=3, versions=2, seconds=3.0))
+    r = subprocess.run([os.path.join(BIN, "mart-cover-song"), "eval", "--manifest", manifest, "--hear-module",
+                        "hear_api.musicnn", "--out", str(tmp_path / "out")], env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary) == ["hear_api.musicnn"] and 0.0 < summary["hear_api.musicnn"]["map"] <= 1.0
