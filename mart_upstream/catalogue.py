@@ -29,13 +29,13 @@ from tqdm import tqdm
 
 from . import distributed
 from .argtypes import positive
-from .checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
+from .checkpoint import CheckpointError, default_checkpoint, load_pretrained
 from .audio import AUDIO_EXTENSIONS, find_audio_files, load_audio
 from .errors import AudioError, UsageError, command
 from .embedding import check_waveforms, clip_embeddings, frame_features
 from .inference import for_inference
 from .fileio import atomic_path, remove_stale_temps, sha256_file, write_json, write_text
-from .models import model_names
+from .models import all_names
 from .quiet import silence_known_noise
 
 SHARD_COLUMNS = ["path", "duration_s", "row_offset", "n_rows"]
@@ -73,7 +73,7 @@ def list_tracks(source: str) -> List[Track]:
 def load_model(spec: Tuple[str, Optional[str]], device: str):
     """``(name, checkpoint or None)`` -> (frozen model, config, checkpoint path); packaged by default."""
     name, path = spec
-    path = os.path.abspath(path or packaged_checkpoint(name))
+    path = os.path.abspath(path or default_checkpoint(name))
     model, config = load_pretrained(path, device)
     if model.model_name != name:
         raise CheckpointError(f"{path} holds a {model.model_name} model, not {name}")
@@ -349,8 +349,8 @@ def read_catalogue(folder: str) -> Catalogue:
 def _model_spec(text: str) -> Tuple[str, Optional[str]]:
     """``NAME`` or ``NAME=CKPT`` (argparse type)."""
     name, _, path = text.partition("=")
-    if name not in model_names():
-        raise argparse.ArgumentTypeError(f"unknown model {name!r}; choose from {', '.join(model_names())}")
+    if name not in all_names():
+        raise argparse.ArgumentTypeError(f"unknown model {name!r}; choose from {', '.join(all_names())}")
     if _ and not path:
         raise argparse.ArgumentTypeError(f"{text!r}: no checkpoint after '='")
     return name, path or None
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mart-embed", description="Embed a catalogue of audio files with a pretrained model, in shards.",
         epilog="Rerun the same command to resume an interrupted run. See docs/embedding.md.")
-    p.add_argument("--model", required=True, type=_model_spec, metavar="{" + ",".join(model_names()) + "}[=CKPT]",
+    p.add_argument("--model", required=True, type=_model_spec, metavar="{" + ",".join(all_names()) + "}[=CKPT]",
                    help="a model name (its packaged checkpoint) or NAME=CKPT")
     p.add_argument("--input", required=True, metavar="DIR|LIST",
                    help="folder of audio (walked recursively) or a text file of paths")

@@ -23,7 +23,7 @@ import torch
 from .config import ConfigError, to_dict
 from .errors import CheckpointError  # noqa: F401  (re-exported)
 from .fileio import atomic_path
-from .models import build_config, build_model, get_entry, model_names
+from .models import all_names, build_config, build_model, get_entry
 from .models.base import SSLModel
 
 FORMAT_VERSION = 3
@@ -40,6 +40,14 @@ PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpo
 def packaged_checkpoint(name: str) -> str:
     """Path of the packaged ``name`` checkpoint (it may be absent from a build without them)."""
     return os.path.join(PACKAGED_DIR, f"{name}.ckpt")
+
+
+def default_checkpoint(name: str) -> str:
+    """The checkpoint a model name stands for when none is given: a pretraining model's packaged one
+    (it may be absent from a build without them), a reference model's published weights (converted at
+    first use: ``CheckpointError`` when their source is not installed)."""
+    published = get_entry(name).model_cls.published_checkpoint()
+    return published if published is not None else packaged_checkpoint(name)
 
 
 def save_checkpoint(path: str, model: SSLModel, model_name: str, step: int,
@@ -128,9 +136,9 @@ def _check_structure(path: str, state: Dict[str, Any]) -> None:
         value = state[key]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise CheckpointError(f"{path}: '{key}' should be a {kind.__name__}, got {type(value).__name__}")
-    if state["model_name"] not in model_names():
+    if state["model_name"] not in all_names():
         raise CheckpointError(f"{path} holds an unknown model {state['model_name']!r}; "
-                              f"this version knows {', '.join(model_names())}")
+                              f"this version knows {', '.join(all_names())}")
     if state["step"] < 0:
         raise CheckpointError(f"{path}: step {state['step']} is negative")
     for key, kind in (("optimizer", dict), ("pretrain", dict)):

@@ -28,5 +28,10 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c co
 "${PIP[@]}" tensorflow-cpu click dcase-util intervaltree more-itertools nvidia-ml-py "pytorch-lightning<2" \
   python-slugify sed-eval torchinfo "librosa<0.10" resampy "setuptools<81" "numpy<2" scikit-learn pandas
 "${PIP[@]}" --no-deps heareval==2021.1.3 hearvalidator==2021.0.2 hearbaseline==2021.1.1
+# MusiCNN, the reference model with published weights: the package ships its TensorFlow 1 checkpoints
+# (read without TensorFlow) but pins numpy < 1.17, hence --no-deps. tf-keras (Keras 2 under
+# TF_USE_LEGACY_KERAS=1) runs musicnn's own graph for the parity test; --no-deps, so that it does not
+# pull the `tensorflow` distribution next to tensorflow-cpu (both pinned in constraints.txt).
+"${PIP[@]}" --no-deps musicnn==0.1.0 tf-keras
 "$VENV/bin/python" scripts/torchaudio_cpu.py
 "$VENV/bin/python" -c "import torch, torchaudio, numpy, mart_upstream; print('installed: torch', torch.__version__, '| torchaudio', torchaudio.__version__, '| numpy', numpy.__version__, '| mart_upstream', mart_upstream.__version__)"

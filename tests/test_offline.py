@@ -122,7 +122,7 @@ def test_run_writes_every_row_on_both_tasks(bench):
     res = json.loads((bench["out"] / "results.json").read_text())
     rows = {r["row"]: r for r in res["table"]}
     assert list(rows) == ["mart", "pemr", "simclr", "mart (random init)", report.random_row("pemr"),
-                          report.MFCC_ROW, report.CHROMA_ROW]
+                          report.MFCC_ROW, report.CHROMA_ROW, report.MUSICNN_ROW]
     for name, r in rows.items():
         assert len(r["seeds"]) == (2 if name in ("mart", "pemr", "simclr") else 0)
         for task, metric in report.COLUMNS:
@@ -144,6 +144,7 @@ def test_run_writes_every_row_on_both_tasks(bench):
     pairs = {(c["model"], c["reference"], c["metric"]) for c in res["paired"]}
     assert ("mart", "mart (random init)", "style top1_acc (grouped CV)") in pairs
     assert ("pemr", report.MFCC_ROW, "cover MAP") in pairs
+    assert ("mart", report.MUSICNN_ROW, "style top1_acc (grouped CV)") in pairs
     md = (bench["out"] / "results.md").read_text()
     assert all(f"| {name} |" in md for name in rows) and "against" in md
     assert (bench["out"] / "results.png").read_bytes()[:4] == b"\x89PNG"

@@ -93,7 +93,7 @@ def test_hear_docs_size_table_is_the_packaged_models(name):
 
 
 def test_s3prl_plugin_upstream_names_are_the_registry():
-    from mart_upstream.models import model_names
+    from mart_upstream.models import all_names
     from mart_upstream.adapters.s3prl import UPSTREAM_MODELS
 
-    assert sorted(UPSTREAM_MODELS) == model_names()
+    assert sorted(UPSTREAM_MODELS) == all_names()

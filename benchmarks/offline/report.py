@@ -25,6 +25,7 @@ HIGHER_IS_BETTER = {("covers", "mr1"): False, ("playlists", "mpr"): False}
 LOWER_IS_BETTER_LABELS = {HEADERS[k] for k, higher in HIGHER_IS_BETTER.items() if not higher}
 MFCC_ROW = "MFCC statistics"
 CHROMA_ROW = "chroma statistics (key-invariant on covers)"
+MUSICNN_ROW = "MusiCNN (published MTT weights, penultimate)"
 
 
 def table_rows(entries: List[Dict]) -> List[Dict]:
@@ -139,7 +140,7 @@ def paired_comparisons(entries: List[Dict], models=("mart", "pemr", "simclr")) -
         mine = [e for e in entries if e["row"] == m]
         if not mine:
             continue
-        for ref_row in (random_row(m), MFCC_ROW, CHROMA_ROW):
+        for ref_row in (random_row(m), MFCC_ROW, CHROMA_ROW, MUSICNN_ROW):
             ref = next((e for e in entries if e["row"] == ref_row), None)
             if ref is None:
                 continue

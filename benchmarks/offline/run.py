@@ -37,7 +37,8 @@ from .evaluation import Entry
 log = logging.getLogger("mart-bench.run")
 STYLE_TASK = "music_style-1.0.0-full"  # the default task when the data holds several
 REFERENCES = [Entry(report.MFCC_ROW, "mfcc", f"{__package__}.hear_mfcc"),
-              Entry(report.CHROMA_ROW, "chroma", f"{__package__}.hear_chroma", key_invariant=True)]
+              Entry(report.CHROMA_ROW, "chroma", f"{__package__}.hear_chroma", key_invariant=True),
+              Entry(report.MUSICNN_ROW, "musicnn", "hear_api.musicnn")]  # the musicnn package's own weights
 # the "multi" pool renders every pretraining work 3 times: positive pairs cross renderings (docs/offline_bench.md)
 DEFAULTS = dict(profile="multi", minutes=None, seeds="0,1,2", grid="default", grid_points=8)
 # quick: 8 x 16 style clips of 8 s (enough for grouped cross-validation to tell references from chance)
@@ -77,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=1, help="pretraining data-loading processes")
     p.add_argument("--grid", default=DEFAULTS["grid"], choices=["default", "fast", "faster"], help="heareval probe grid")
     p.add_argument("--grid-points", type=int, default=DEFAULTS["grid_points"], help="heareval grid points")
-    p.add_argument("--no-references", action="store_true", help="leave out the random-init, MFCC and chroma rows")
+    p.add_argument("--no-references", action="store_true", help="leave out the random-init, MFCC, chroma and MusiCNN rows")
     p.add_argument("--export", metavar="DIR", help="write the best seed of each model as DIR/<model>.ckpt + card")
     p.add_argument("--checkpoints", metavar="DIR",
                    help="evaluate DIR/*.ckpt (one per model, trained elsewhere, e.g. `mart-bench device-unpack`) "

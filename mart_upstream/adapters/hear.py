@@ -22,7 +22,8 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import nn
 
-from mart_upstream.checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
+from mart_upstream.checkpoint import CheckpointError, load_pretrained
+from mart_upstream.checkpoint import default_checkpoint as _default_checkpoint
 from mart_upstream.embedding import check_waveforms, clip_embeddings, frame_features
 from mart_upstream.inference import for_inference
 
@@ -32,8 +33,9 @@ SOUNDS_PER_PASS = 4  # sounds embedded together: memory stays flat for any batch
 
 
 def default_checkpoint(name: str) -> str:
-    """The packaged checkpoint ``load_model("")`` reads: ``mart_upstream/checkpoints/<name>.ckpt``."""
-    return packaged_checkpoint(name)
+    """The checkpoint ``load_model("")`` reads: ``mart_upstream/checkpoints/<name>.ckpt``, or a reference
+    model's converted published weights."""
+    return _default_checkpoint(name)
 
 
 class HearModel(nn.Module):
@@ -54,7 +56,7 @@ class HearModel(nn.Module):
         self.sample_rate = int(model.frontend.cfg.sample_rate)
         # mean ‖ std summaries (``window_summary``) are twice the window embedding
         self.scene_embedding_size = int(model.embedding_dim) * (2 if model.window_summary == "mean_std" else 1)
-        self.timestamp_embedding_size = int(model.embedding_dim) * (len(self.layers) if combine == "concat" else 1)
+        self.timestamp_embedding_size = int(model.frame_dim) * (len(self.layers) if combine == "concat" else 1)
         native_ms = 1000.0 * model.frame_hop / self.sample_rate
         # an odd integer upsampling factor: the fine grid holds every native frame centre (frame i's centre
         # is fine point r * i + (r - 1) / 2, a whole number only for odd r)

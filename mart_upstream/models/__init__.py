@@ -2,8 +2,12 @@
 
 A model is one module in this package: its config dataclass and its ``SSLModel`` subclass, which states
 what the rest of the project needs to know about it (``tiny_config``, ``has_unused_parameters``,
-``upgrade_v1_config``), and one ``register_model`` line below. Training, checkpoints, the tests and the
-benchmarks read the models from here.
+``upgrade_v1_config``, ``trainable``), and one ``register_model`` line below. Training, checkpoints, the
+tests and the benchmarks read the models from here.
+
+Two kinds: the pretraining models (``model_names``: what ``mart-pretrain`` trains and the benchmarks
+compare) and published reference models with fixed weights (``reference_names``: ``musicnn``), which
+are embedded and served like the others (``all_names``) but never trained.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from .byol import BYOL, BYOLConfig
 from .mart import Mart, MartConfig
 from .melcpc import MelCPC, MelCPCConfig
 from .moco import MoCo, MoCoConfig
+from .musicnn import Musicnn, MusicnnConfig
 from .pemr import Pemr, PemrConfig
 from .siamese import MultilevelSiameseConfig, Siamese, SiameseConfig
 from .simclr import SimCLR, SimCLRConfig
@@ -35,6 +40,11 @@ class ModelEntry:
     def tiny_config(self) -> dict:
         """Config overrides of the narrowed, shortened architecture (a fresh copy)."""
         return copy.deepcopy(self.model_cls.tiny_config)
+
+    @property
+    def trainable(self) -> bool:
+        """False for a published reference model with fixed weights (``mart-pretrain`` refuses it)."""
+        return self.model_cls.trainable
 
     def find_unused_parameters(self, config: Any) -> bool:
         """DDP's ``find_unused_parameters`` for training with ``config``."""
@@ -56,15 +66,27 @@ register_model("moco", MoCoConfig, MoCo)
 register_model("melcpc", MelCPCConfig, MelCPC)
 register_model("cnn5_infonce", SiameseConfig, Siamese)
 register_model("cnn5_multilevel", MultilevelSiameseConfig, Siamese)
+register_model("musicnn", MusicnnConfig, Musicnn)
 
 
 def model_names() -> List[str]:
+    """The pretraining models (what ``mart-pretrain`` trains)."""
+    return sorted(n for n, e in MODELS.items() if e.trainable)
+
+
+def reference_names() -> List[str]:
+    """The published reference models with fixed weights (embedded and served, never trained)."""
+    return sorted(n for n, e in MODELS.items() if not e.trainable)
+
+
+def all_names() -> List[str]:
+    """Every registered model: what checkpoints, ``mart-embed`` and the adapters accept."""
     return sorted(MODELS)
 
 
 def get_entry(name: str) -> ModelEntry:
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(model_names())}")
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(all_names())}")
     return MODELS[name]
 
 

@@ -1,7 +1,7 @@
 """What every pretraining model shares: a log-mel frontend, an FCN encoder and a projection head."""
 from __future__ import annotations
 
-from typing import ClassVar, Dict, List
+from typing import ClassVar, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,8 @@ class SSLModel(nn.Module):
     """
 
     num_views = 2
+    # False for a published reference model with fixed weights: embedded and served, never trained
+    trainable: ClassVar[bool] = True
     MAX_CLIP_SAMPLES = 16000 * 600  # a pretraining crop / embedding window of at most 10 minutes
     # The real architecture narrowed and shortened (config overrides), for CPU tests and smoke runs.
     tiny_config: ClassVar[dict] = {}
@@ -101,7 +103,19 @@ class SSLModel(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
+        """Width of a clip embedding (``clip_embedding``, ``window_embedding``)."""
         return self.encoder.out_dim
+
+    @property
+    def frame_dim(self) -> int:
+        """Width of every frame layer of ``window_features`` (the clip width for the encoder models)."""
+        return self.embedding_dim
+
+    @classmethod
+    def published_checkpoint(cls) -> Optional[str]:
+        """A reference model's checkpoint of its published weights (converted at first use); None for the
+        pretraining models, whose default checkpoints are packaged (``checkpoint.packaged_checkpoint``)."""
+        return None
 
     # -- inference (the one embedding path the adapters use) ---------------------------------
     def frame_maps(self, wav: torch.Tensor) -> List[torch.Tensor]:

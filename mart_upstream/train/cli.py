@@ -12,8 +12,8 @@ import logging
 import sys
 from typing import List, Optional
 
-from ..errors import command
-from ..models import model_names
+from ..errors import UsageError, command
+from ..models import all_names, get_entry, model_names
 from ..quiet import silence_known_noise
 from .interrupt import INTERRUPTED_EXIT
 from .loop import Interrupted, train
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run under torchrun for several GPUs. Extra key=value arguments override the config "
         "(e.g. model.levels=3 optim.lr=1e-3 augment.p_pitch=0).",
     )
-    p.add_argument("--model", required=True, choices=model_names())
+    p.add_argument("--model", required=True, choices=all_names(), metavar="{" + ",".join(model_names()) + "}")
     p.add_argument("--data", help="folder tree of audio files (wav/flac/ogg/mp3)")
     p.add_argument("--out", required=True, help="run folder; the final checkpoint is OUT/last.ckpt")
     p.add_argument("--steps", type=int)
@@ -61,6 +61,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     silence_known_noise()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if not get_entry(args.model).trainable:
+        raise UsageError(f"--model {args.model}: a published reference model with fixed weights, not trained here; "
+                         f"embed with it instead (mart-embed --model {args.model}, hear_api.{args.model}, "
+                         f"s3prl -u {args.model}); pretraining models: {', '.join(model_names())}")
     job = Job(model=args.model, out=args.out, data=args.data, demo=args.demo)
     resumed = resumable_run(job) if args.resume else None
     settings = build_settings(args, resumed)

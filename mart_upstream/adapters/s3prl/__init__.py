@@ -11,7 +11,7 @@ from mart_upstream.errors import UsageError
 
 # The upstreams this plugin adds, by model name (each also as NAME_local). Kept here, free of torch, so that
 # ``s3prl -h`` answers at once; a test checks it against the model registry.
-UPSTREAM_MODELS = ("mart", "pemr", "simclr", "cnn5_infonce", "cnn5_multilevel", "melcpc", "byol", "moco")
+UPSTREAM_MODELS = ("mart", "pemr", "simclr", "cnn5_infonce", "cnn5_multilevel", "melcpc", "byol", "moco", "musicnn")
 UPSTREAM_NAMES = tuple(f"{m}{suffix}" for m in UPSTREAM_MODELS for suffix in ("", "_local"))
 
 

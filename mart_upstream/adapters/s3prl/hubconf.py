@@ -3,6 +3,8 @@
 ``mart``, ``pemr``, ``simclr``: the pretrained models by name; without ``-k`` they load the checkpoint
 installed with the package (``mart_upstream/checkpoints/<name>.ckpt``, model card beside it), with
 ``-k CKPT`` a checkpoint written by ``mart-pretrain``. Never random weights: a missing file is an error.
+``musicnn``: MusiCNN's published MagnaTagATune weights, converted from the installed ``musicnn`` package at
+first use (``mart_upstream.musicnn_weights``).
 ``mart_local``, ``pemr_local``, ``simclr_local``: s3prl's convention for a local checkpoint, ``-k CKPT``.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import sys
 from typing import Callable, Dict, Optional
 
-from ...checkpoint import CheckpointError, load_pretrained, packaged_checkpoint
+from ...checkpoint import CheckpointError, default_checkpoint, load_pretrained
 from ...inference import for_inference
 from . import UPSTREAM_MODELS, PluginError
 from .expert import UpstreamExpert
@@ -21,7 +23,10 @@ def checkpoint_path(entry: str, ckpt: Optional[str]) -> str:
     """The checkpoint file an entry point will load; one-line errors when it is not given or absent."""
     model_name = entry[: -len("_local")] if entry.endswith("_local") else entry
     if not ckpt and entry == model_name:
-        ckpt = packaged_checkpoint(model_name)
+        try:
+            ckpt = default_checkpoint(model_name)
+        except CheckpointError as e:
+            raise PluginError(f"upstream {entry}: {e}") from None
         if not os.path.isfile(ckpt):
             raise PluginError(f"upstream {entry}: the packaged checkpoint {ckpt} is missing from this install; "
                               f"pass one written by mart-pretrain with -k CKPT")
