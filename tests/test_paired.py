@@ -157,3 +157,44 @@ def test_grouped_cv_fits_its_folds_to_small_tasks():
     X, y, g = _clips(n_works=4, per_work=3, classes=4)  # one work per class: nothing to hold out
     with pytest.raises(ValueError, match="at least 2 works per class"):
         paired.grouped_cv(X, y, g)
+
+
+def test_lead_table_and_verdict_cover_the_recordings_tasks(tmp_path):
+    """Soundtrack identification (grouped CV by track) and same-track retrieval join the lead table with
+    intervals, the paired differences and the verdict; a model that separates from its random init on the
+    soundtrack task is said to, one that does not is not."""
+    X, y, g = _clips(n_works=24, per_work=3, classes=3)
+    names = [f"{lab}.{w}_{i}" for i, (lab, w) in enumerate(zip(y, g))]
+    rng = np.random.default_rng(5)
+    noise = rng.normal(size=X.shape)
+
+    def entry(row, key, feats, seed=None, ap=0.5):
+        cv = paired.grouped_cv(feats, y, g, seed=0)
+        aps = np.clip(ap + rng.normal(scale=0.05, size=len(y)), 0, 1).tolist()
+        return {"row": row, "key": key, "seed": seed, "style": {},
+                "soundtrack": {"top1_acc": cv["top1_acc"], "mAP": cv["mAP"],
+                               "cv": dict(cv, names=names, groups=g.tolist())},
+                "tracks": {"map": float(np.mean(aps)), "top1": 0.5, "query_ap": aps, "query_works": g.tolist()}}
+
+    entries = [entry("mart", "mart-seed0", X + 0.5 * noise, 0, ap=0.8), entry("mart", "mart-seed1", X + 0.6 * noise, 1, 0.8),
+               entry(report.random_row("mart"), "mart-random", noise, ap=0.5),
+               entry(report.MFCC_ROW, "mfcc", X + 0.5 * noise, ap=0.81)]
+    lead = report.summary(entries)
+    cell = lead[0]["cells"]["soundtrack top1_acc (CV)"]
+    assert lead[0]["seeds"] == 2 and cell["ci_low"] < cell["mean"] < cell["ci_high"] and cell["groups"] == 24
+    assert lead[1]["cells"]["soundtrack top1_acc (CV)"]["mean"] < 0.5 < cell["mean"]
+    paired_ = report.paired_comparisons(entries, ["mart"])
+    metrics = {(c["reference"], c["metric"]) for c in paired_}
+    assert ("mart (random init)", "soundtrack top1_acc (grouped CV)") in metrics
+    assert (report.MFCC_ROW, "same-track MAP") in metrics
+    result = {"entries": entries, "paired": paired_, "runs": [], "table": report.table_rows(entries),
+              "meta": {"data": "d", "budget": "b", "seeds": [0, 1], "grid": "faster", "grid_points": 1,
+                       "cover_tracks": 0, "cover_works": 0, "total_minutes": 1.0}}
+    text = report.markdown(result)
+    lead_at, details_at = text.index("soundtrack top1_acc (CV)"), text.index("### Details")
+    assert lead_at < text.index("Verdict") < details_at < text.index("heareval probe")
+    verdict = [line for line in text.splitlines() if line.startswith("- **mart**")][0]
+    assert "against its random init: better on soundtrack top1_acc" in verdict
+    assert "same-track MAP" in verdict.split("against MFCC")[1]  # within noise of MFCC there
+    report.plot(result, str(tmp_path / "r.png"))
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"

@@ -205,16 +205,16 @@ def _summary_table(rows: List[Dict]) -> List[str]:
 
 
 def task_verdict(result: Dict) -> List[str]:
-    """A few lines: on which task each pretrained model is separated from its random init and from MFCC
-    (better or worse), and where it is not."""
+    """A few lines: on which task each pretrained model is separated from its random init, from MFCC and
+    from MusiCNN (better or worse), and where it is not."""
     lines = []
     by_model: Dict[str, List[Dict]] = {}
     for c in result.get("paired", []):
-        if "ci_low" in c and c["reference"] in (random_row(c["model"]), MFCC_ROW):
+        if "ci_low" in c and c["reference"] in (random_row(c["model"]), MFCC_ROW, MUSICNN_ROW):
             by_model.setdefault(c["model"], []).append(c)
     for m, comps in by_model.items():
         parts = []
-        for ref, name in ((random_row(m), "its random init"), (MFCC_ROW, "MFCC")):
+        for ref, name in ((random_row(m), "its random init"), (MFCC_ROW, "MFCC"), (MUSICNN_ROW, "MusiCNN")):
             mine = [c for c in comps if c["reference"] == ref]
             better = [f"{c['metric'].split(' (')[0]} ({c['diff']:+.3f})" for c in mine
                       if c["separated"] and _direction(c) == "better"]
