@@ -557,8 +557,9 @@ def read_catalogue(folder: str) -> Catalogue:
         paths.append(path)
         durations.append(seconds)
         spans.append((offset, count))
-    vectors = np.stack([np.asarray(emb[o: o + n]).mean(0) for o, n in spans]).astype(np.float32) if spans \
-        else np.zeros((0, meta["dim"]), np.float32)
+    with np.errstate(all="ignore"):  # non-finite rows stay non-finite: the caller names them
+        vectors = np.stack([np.asarray(emb[o: o + n]).mean(0) for o, n in spans]).astype(np.float32) if spans \
+            else np.zeros((0, meta["dim"]), np.float32)
     return Catalogue(folder, meta, paths, durations, vectors)
 
 
