@@ -21,7 +21,7 @@ import stat
 import tarfile
 from typing import Dict, List, Tuple
 
-from mart_upstream.fileio import replace_dir, staging_dir
+from mart_upstream.fileio import owned_staging_dir, remove_dead_staging, replace_dir
 from mart_upstream.errors import UsageError
 
 from .train import MAX_RETURN_FILES, PART_BYTES, PART_PREFIX
@@ -146,30 +146,17 @@ def _read_tar(data: bytes, where: str) -> Tuple[tarfile.TarFile, List[tarfile.Ta
     return tar, members
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _staging_prefix(out: str) -> str:
     return f".tmp-{os.path.basename(os.path.abspath(out))}-"
 
 
 def remove_debris(parent: str, out: str) -> List[str]:
-    """Remove what killed runs left beside ``out``: staging folders of processes no longer running (and the
-    ``.join-*`` copies of earlier versions). -> what was removed."""
-    pat = re.compile(re.escape(_staging_prefix(out)) + r"(\d+)-")
-    removed = []
+    """Remove what killed runs left beside ``out``: staging folders of processes no longer running, and the
+    ``.join-*`` copies of the parts that earlier versions made. -> what was removed."""
+    removed = remove_dead_staging(parent, _staging_prefix(out))
     for n in os.listdir(parent):
-        m = pat.match(n)
         path = os.path.join(parent, n)
-        if ((m and not _alive(int(m.group(1)))) or n.startswith(".join-")) and os.path.isdir(path) \
-                and not os.path.islink(path):
+        if n.startswith(".join-") and os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -206,7 +193,7 @@ def unpack(parts_dir: str, out: str, force: bool = False) -> List[str]:
     try:
         os.makedirs(parent, exist_ok=True)
         remove_debris(parent, out)
-        tmp = staging_dir(parent, f"{_staging_prefix(out)}{os.getpid()}-")
+        tmp = owned_staging_dir(parent, _staging_prefix(out))
     except OSError as e:
         raise UsageError(f"--out {out}: {parent} cannot be written ({e.strerror or e})") from None
     try:
