@@ -1,6 +1,7 @@
 """Damaged and tampered mart-embed catalogues read by ``read_catalogue`` and ``mart-cover-song eval
 --embeddings``: refused in one line (never scored, never a traceback), and rewritten by rerunning
 mart-embed; a seeded fuzz of ``read_catalogue`` over damaged files."""
+import csv
 import hashlib
 import json
 import os
@@ -98,10 +99,17 @@ def _npy(emb, array):
     np.save(emb / "embeddings.npy", array, allow_pickle=True)
 
 
-def _index(emb, old, new):
-    text = (emb / "index.csv").read_text()
-    assert old in text
-    (emb / "index.csv").write_text(text.replace(old, new, 1))
+def _index(emb, column, value, rename=None):
+    """index.csv with the first track's ``column`` set to ``value`` (or the column renamed to ``rename``)."""
+    with open(emb / "index.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    at = rows[0].index(column)
+    if rename:
+        rows[0][at] = rename
+    else:
+        rows[1][at] = value
+    with open(emb / "index.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
 
 
 DAMAGE = {
@@ -112,11 +120,11 @@ DAMAGE = {
     "npy_1d": (lambda e: _npy(e, np.zeros(8, np.float32)), "embeddings.npy"),
     "npy_float64": (lambda e: _npy(e, np.load(e / "embeddings.npy").astype(np.float64)), "embeddings.npy"),
     "index_binary": (lambda e: (e / "index.csv").write_bytes(os.urandom(200) + b"\xff\xfe"), "index.csv"),
-    "index_no_column": (lambda e: _index(e, '"n_rows"', '"rows"'), "index.csv"),
-    "index_bad_offset": (lambda e: _index(e, '"0","1"\n', '"zero","1"\n'), "index.csv"),
-    "index_offset_out_of_range": (lambda e: _index(e, '"0","1"\n', '"99","1"\n'), "index.csv"),
-    "index_negative_offset": (lambda e: _index(e, '"0","1"\n', '"-1","1"\n'), "index.csv"),
-    "index_zero_rows": (lambda e: _index(e, '"0","1"\n', '"0","0"\n'), "index.csv"),
+    "index_no_column": (lambda e: _index(e, "n_rows", None, rename="rows"), "index.csv"),
+    "index_bad_offset": (lambda e: _index(e, "row_offset", "zero"), "index.csv"),
+    "index_offset_out_of_range": (lambda e: _index(e, "row_offset", "99"), "index.csv"),
+    "index_negative_offset": (lambda e: _index(e, "row_offset", "-1"), "index.csv"),
+    "index_zero_rows": (lambda e: _index(e, "n_rows", "0"), "index.csv"),
     "meta_not_json": (lambda e: (e / "meta.json").write_bytes(b'{"dim": 25'), "meta.json"),
     "meta_a_list": (lambda e: (e / "meta.json").write_text("[1, 2]"), "meta.json"),
     "meta_dim_text": (lambda e: (e / "meta.json").write_text(
