@@ -103,7 +103,7 @@ def test_a_worker_whose_torchrun_agent_is_gone_gives_up(tmp_path):
     env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(port), "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     code = ("import sys; from datetime import timedelta; import mart_upstream.catalogue as c; "
-            "c.GROUP_TIMEOUT = timedelta(seconds=3); sys.exit(c.main(sys.argv[1:]))")
+            "c.GROUP_TIMEOUT = timedelta(seconds=1); sys.exit(c.main(sys.argv[1:]))")
     (tmp_path / "list.txt").write_text("x.wav\n")
     cmd = [sys.executable, "-c", code, "--model", "simclr=nowhere.ckpt", "--input", "list.txt", "--out",
            str(tmp_path / "o"), "--device", "cpu"]
