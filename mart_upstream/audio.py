@@ -79,9 +79,10 @@ def load_audio(path: str, sample_rate: int = 16000, max_seconds: Optional[float]
     or Inf samples, is an AudioError.
     """
     try:
-        info = sf.info(path)
+        src = os.fsencode(path) if isinstance(path, str) else path  # a name that is not UTF-8 opens too
+        info = sf.info(src)
         frames = -1 if max_seconds is None else max(1, int(max_seconds * info.samplerate))
-        data, sr = sf.read(path, frames=frames, dtype="float32", always_2d=True)
+        data, sr = sf.read(src, frames=frames, dtype="float32", always_2d=True)
     except Exception as e:  # noqa: BLE001 - libsndfile raises several types
         raise AudioError(f"cannot read {path}: {e}") from None
     if crop_samples is not None and sr != sample_rate:  # crop before resampling to save work

@@ -12,6 +12,10 @@ writes into the folder ``OUT``:
 * ``export.json``: what the functions need around them (sample rate, window, chunk and context lengths,
   frame hop, embedding size, layer count), the model's config and the checkpoint's SHA-256.
 
+The folder is built beside ``OUT`` and swapped in whole, so ``OUT`` never holds the files of two exports
+(a kill leaves the old folder, and the next export removes the half-built one); an ``OUT`` holding other
+files is refused. ``export.json`` records the opset the files were written with, checked after writing.
+
 N (windows or chunks per call) is free; the lengths are fixed. Everything else — cutting audio into
 windows and chunks, padding, trimming the context, averaging windows — is ``mart_upstream.embedding``'s
 and works unchanged on ``load_onnx(OUT)``. The log-mel frontend is part of both graphs (ONNX STFT).
@@ -22,19 +26,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
 from .errors import UsageError, command
-from .fileio import atomic_path, sha256_file, write_json
+from .fileio import owned_staging_dir, remove_dead_staging, replace_dir, sha256_file, write_json
 
 FORMATS = ("onnx",)
 OPSET = 18  # the lowest opset of torch's ONNX exporter with the STFT and every op the models use
 EXPORT_BATCH = 2  # windows in the example input (1 would let the exporter fix the batch size)
 MANIFEST = "export.json"
+FILES = ("clip.onnx", "frames.onnx", MANIFEST)
 PROG = "mart-export"
 
 
@@ -78,51 +85,99 @@ def _export(fn: nn.Module, example: torch.Tensor, path: str, outputs: List[str],
     level = registry.level
     registry.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), atomic_path(path, suffix=".onnx") as tmp:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(fn.eval(), (example,), tmp, input_names=["wav"], output_names=outputs,
+            torch.onnx.export(fn.eval(), (example,), path, input_names=["wav"], output_names=outputs,
                               opset_version=opset, dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes={"wav": {0: torch.export.Dim("windows")}})
     finally:
         registry.setLevel(level)
 
 
+def _staging_prefix(out: str) -> str:
+    return f".tmp-{os.path.basename(os.path.abspath(out))}-"
+
+
+def prepare_out(out: str) -> str:
+    """Check that ``OUT`` can take an export and make its parent; -> the parent. UsageError in one line:
+    ``OUT`` a file, under a file, holding other files, or in a folder that cannot be written."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UsageError(f"{out} exists and is not a folder")
+    if os.path.isdir(out):
+        other = sorted(n for n in os.listdir(out) if n not in FILES)
+        if other:
+            raise UsageError(f"{out} holds other files than an export ({', '.join(other[:3])}); give a new or "
+                             "empty folder, or an earlier export's")
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        remove_dead_staging(parent, _staging_prefix(out))
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"{out}: a folder above it is a file") from None
+    except OSError as e:
+        raise UsageError(f"{out} cannot be written in {parent} ({e.strerror or e})") from None
+    return parent
+
+
+def onnx_opset(path: str) -> int:
+    """The default-domain opset an ONNX file was written with."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=-1)
+
+
 def export_onnx(model: nn.Module, out: str, opset: int = OPSET, checkpoint: Optional[str] = None) -> Dict:
-    """Write ``clip.onnx``, ``frames.onnx`` and ``export.json`` of a model in eval mode into ``out``;
-    returns the manifest."""
+    """Write ``clip.onnx``, ``frames.onnx`` and ``export.json`` of a model in eval mode into ``out``, built
+    in a staging folder beside it and swapped in whole; returns the manifest."""
     _require("onnx", "onnxscript")
+    parent = prepare_out(out)
     model = model.eval()
     gen = torch.Generator().manual_seed(0)
     chunk = model.feature_chunk + 2 * model.feature_context
     with torch.no_grad():
         n_layers = len(model.window_features(torch.zeros(1, chunk)))
     layers = [f"layer{i}" for i in range(n_layers)]
-    os.makedirs(out, exist_ok=True)
-    _export(ClipFunction(model), 0.1 * torch.randn(EXPORT_BATCH, model.clip_samples, generator=gen),
-            os.path.join(out, "clip.onnx"), ["embedding"], opset)
-    _export(FrameFunction(model), 0.1 * torch.randn(EXPORT_BATCH, chunk, generator=gen),
-            os.path.join(out, "frames.onnx"), layers, opset)
-    from .config import to_dict
+    try:
+        tmp = owned_staging_dir(parent, _staging_prefix(out))
+    except OSError as e:
+        raise UsageError(f"{out} cannot be written in {parent} ({e.strerror or e})") from None
+    try:
+        _export(ClipFunction(model), 0.1 * torch.randn(EXPORT_BATCH, model.clip_samples, generator=gen),
+                os.path.join(tmp, "clip.onnx"), ["embedding"], opset)
+        _export(FrameFunction(model), 0.1 * torch.randn(EXPORT_BATCH, chunk, generator=gen),
+                os.path.join(tmp, "frames.onnx"), layers, opset)
+        written = {onnx_opset(os.path.join(tmp, n)) for n in ("clip.onnx", "frames.onnx")}
+        if written != {opset}:
+            raise UsageError(f"--opset {opset}: torch {torch.__version__}'s exporter wrote opset "
+                             f"{', '.join(map(str, sorted(written)))}; nothing was written to {out}")
+        from .config import to_dict
 
-    manifest = {
-        "format": "onnx",
-        "opset": opset,
-        "model": getattr(model, "model_name", type(model).__name__.lower()),
-        "config": to_dict(model.config),
-        "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
-        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
-        "sample_rate": int(model.frontend.cfg.sample_rate),
-        "clip_samples": int(model.clip_samples),
-        "frame_hop": int(model.frame_hop),
-        "feature_chunk": int(model.feature_chunk),
-        "feature_context": int(model.feature_context),
-        "embedding_dim": int(model.embedding_dim),
-        "layers": n_layers,
-        "window_summary": model.window_summary,
-        "files": {"clip": "clip.onnx", "frames": "frames.onnx"},
-        "torch": torch.__version__,
-    }
-    write_json(os.path.join(out, MANIFEST), manifest)
+        manifest = {
+            "format": "onnx",
+            "opset": opset,
+            "model": getattr(model, "model_name", type(model).__name__.lower()),
+            "config": to_dict(model.config),
+            "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+            "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
+            "sample_rate": int(model.frontend.cfg.sample_rate),
+            "clip_samples": int(model.clip_samples),
+            "frame_hop": int(model.frame_hop),
+            "feature_chunk": int(model.feature_chunk),
+            "feature_context": int(model.feature_context),
+            "embedding_dim": int(model.embedding_dim),
+            "layers": n_layers,
+            "window_summary": model.window_summary,
+            "files": {"clip": "clip.onnx", "frames": "frames.onnx"},
+            "torch": torch.__version__,
+        }
+        write_json(os.path.join(tmp, MANIFEST), manifest)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return manifest
 
 
@@ -215,6 +270,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.opset < OPSET:
         raise UsageError(f"--opset {args.opset}: the models need opset >= {OPSET} (ONNX STFT, reflect padding)")
     _require("onnx", "onnxscript")
+    import onnx
+
+    if args.opset > onnx.defs.onnx_opset_version():
+        raise UsageError(f"--opset {args.opset}: onnx {onnx.__version__} knows opsets up to "
+                         f"{onnx.defs.onnx_opset_version()}")
+    prepare_out(args.out)
     model, _ = load_pretrained(path)
     export_onnx(model, args.out, args.opset, checkpoint=path)
     print(f"{PROG}: wrote {os.path.join(args.out, 'clip.onnx')}, frames.onnx and {MANIFEST}", file=sys.stderr)

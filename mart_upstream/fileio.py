@@ -6,6 +6,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -92,6 +93,35 @@ def staging_dir(parent: str, prefix: str) -> str:
     path = tempfile.mkdtemp(prefix=prefix, dir=parent)
     os.chmod(path, 0o777 & ~current_umask())
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def owned_staging_dir(parent: str, prefix: str) -> str:
+    """``staging_dir`` named ``<prefix><pid>-...``, so that once this process is gone (killed before it
+    renamed the folder into place) ``remove_dead_staging`` knows the folder is debris."""
+    return staging_dir(parent, f"{prefix}{os.getpid()}-")
+
+
+def remove_dead_staging(parent: str, prefix: str) -> list:
+    """Remove the ``owned_staging_dir`` folders in ``parent`` whose process is no longer running."""
+    pat = re.compile(re.escape(prefix) + r"(\d+)-")
+    removed = []
+    for name in os.listdir(parent):
+        m = pat.match(name)
+        path = os.path.join(parent, name)
+        if m and not _alive(int(m.group(1))) and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def replace_dir(staged: str, target: str) -> None:

@@ -61,6 +61,8 @@ def _examples(path: str) -> Dict[str, dict]:
         raise TaskError(f"NSynth: {path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise TaskError(f"NSynth: cannot read {path} ({e})") from None
+    except RecursionError:
+        raise TaskError(f"NSynth: {path} is nested too deeply to be NSynth's examples.json") from None
     if not isinstance(data, dict):
         raise TaskError(f"NSynth: {path} must map each note_str to its annotations, got a {type(data).__name__}")
     return data

@@ -35,6 +35,7 @@ import gzip
 import json
 import logging
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -102,7 +103,7 @@ def _text(path: str) -> str:
             return f.read()
     except UnicodeDecodeError as e:
         raise TaskError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz
         raise TaskError(f"{path}: cannot be read ({e})") from None
 
 
@@ -114,6 +115,8 @@ def _records(path: str) -> Iterator[Tuple[str, object]]:
             records = json.loads(text)
         except json.JSONDecodeError as e:
             raise TaskError(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise TaskError(f"{path}: nested too deeply to be a playlist file") from None
         for i, r in enumerate(records, start=1):
             yield f"record {i}", r
         return
@@ -124,6 +127,16 @@ def _records(path: str) -> Iterator[Tuple[str, object]]:
             yield f"line {n}", json.loads(line)
         except json.JSONDecodeError as e:
             raise TaskError(f"{path} line {n}: not a JSON object ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise TaskError(f"{path} line {n}: nested too deeply to be a playlist") from None
+
+
+def _show(value) -> str:
+    """The start of ``value`` as JSON, for a message (a deeply nested value is named by its type)."""
+    try:
+        return json.dumps(value)[:80]
+    except (RecursionError, ValueError, TypeError):
+        return f"a deeply nested {type(value).__name__}"
 
 
 def _track(entry, where: str) -> Tuple[Optional[str], Optional[Tuple[str, str]]]:
@@ -134,14 +147,14 @@ def _track(entry, where: str) -> Tuple[Optional[str], Optional[Tuple[str, str]]]
             and (entry[1] is None or isinstance(entry[1], str))):
         title = (str(entry[0][0]), str(entry[0][1]))
         return (entry[1].strip() or None) if entry[1] is not None else None, title
-    raise TaskError(f"{where}: expected [[artist, title], track id] or a track id, got {json.dumps(entry)[:80]}")
+    raise TaskError(f"{where}: expected [[artist, title], track id] or a track id, got {_show(entry)}")
 
 
 def _parse(record, where: str) -> Tuple[Playlist, int, int]:
     """-> (playlist, songs without a track id, repeats dropped)."""
     if not isinstance(record, dict) or "mix_id" not in record or not isinstance(record.get("playlist"), list):
         raise TaskError(f"{where}: expected an object with mix_id and a playlist list, "
-                        f"got {json.dumps(record)[:80]}")
+                        f"got {_show(record)}")
     pid = record["mix_id"]
     if not isinstance(pid, (int, str)) or isinstance(pid, bool) or not str(pid).strip():
         raise TaskError(f"{where}: mix_id must be a number or a non-empty string, got {pid!r}")
