@@ -44,11 +44,11 @@ def _ogg(x: np.ndarray, subtype: str = "VORBIS") -> bytes:
     return buf.getvalue()
 
 
-def _copyright(root, pkg, licence):
+def _copyright(root, pkg, licence, extra=""):
     d = root / "usr/share/doc" / pkg
     d.mkdir(parents=True)
     (d / "copyright").write_text(f"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
-                                 f"Files: *\nCopyright: someone\nLicense: {licence}\n")
+                                 f"Files: *\nCopyright: someone\nLicense: {licence}\n\n{extra}")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,9 @@ def fixture_root(tmp_path_factory):
             z.writestr(f"music/ufo{i}.ogg", _ogg(_track(200 + i)))
         z.writestr("music/copy_of_theme0.ogg", _ogg(0.8 * _track(100)))  # the same recording as wesnoth's theme0
         z.writestr("textures/readme.txt", "not music")
-    _copyright(root, "ufoai-music", "GPL-2")
+    # DEP-5: the last matching stanza wins; a source-tree path matches its installed place
+    _copyright(root, "ufoai-music", "GPL-2", "Files:\n base/music/ufo1.ogg\n base/music/ufo2.ogg\n"
+               "Copyright: someone else\nLicense: CC-BY-3.0\n")
     wz = root / "usr/share/games/warzone2100/music/albums"
     for a, album in enumerate(("original", "remix")):
         (wz / album).mkdir(parents=True)
@@ -175,7 +177,8 @@ def test_build_writes_task_retrieval_set_and_pretraining_pool_apart(built):
         info = sf.info(str(root / "pretrain" / "recorded" / p))
         assert info.samplerate == SR and info.channels == 1
     pk = section["packages"]["warzone2100-music"]
-    assert pk["licence"] == "CC-BY-SA-3.0 or GPL-2+" and pk["tracks"] == {"pretrain": 3, "eval": 3}
+    assert pk["licence"] == "CC-BY-SA-3.0 or GPL-2+ (6 tracks)" and pk["tracks"] == {"pretrain": 3, "eval": 3}
+    assert section["packages"]["ufoai-music"]["licence"] == "GPL-2 (3 tracks), CC-BY-3.0 (2 tracks)"
     assert pk["hours"]["eval"] == pytest.approx(3 * TRACK_S / 3600, abs=1e-3)
     assert "ufoai-music:music/copy_of_theme0" in section["packages"]["ufoai-music"]["dropped"]
     md = R.licences_md(section)

@@ -191,15 +191,57 @@ def package_version(name: str, prefix: str = "/") -> str:
         return "unknown"
 
 
-def package_licence(name: str, prefix: str = "/") -> str:
-    """The licence names of a package's Debian copyright file (DEP-5 ``License:`` lines), in order."""
+def copyright_stanzas(text: str) -> List[Tuple[List[str], str]]:
+    """(Files patterns, licence name) of each stanza of a machine-readable (DEP-5) copyright file."""
+    out = []
+    for block in re.split(r"\n\s*\n", text):
+        files = re.search(r"^Files:(.*(?:\n[ \t]+.*)*)", block, re.MULTILINE)
+        lic = re.search(r"^License:[ \t]*(\S.*)$", block, re.MULTILINE)
+        if files and lic:
+            out.append((files.group(1).split(), lic.group(1).strip()))
+    return out
+
+
+def track_licence(stanzas: List[Tuple[List[str], str]], src: "Source") -> Optional[str]:
+    """The licence of the last stanza whose pattern matches the track's file (DEP-5: the last match wins);
+    patterns are matched against the end of the installed path (``a/b.ogg`` matches ``/usr/.../a/b.ogg``)."""
+    import fnmatch
+
+    path = "/" + (f"{os.path.dirname(src.path)}/{src.member}" if src.member else src.path).lstrip("/")
+    found = None
+    for patterns, lic in stanzas:
+        for pat in patterns:
+            pat = pat[2:] if pat.startswith("./") else pat
+            # the source tree's leading folders may differ from the installed ones (data/music/* is
+            # installed as .../supertux2/music/...): drop them one at a time, keeping a folder and a name
+            parts = pat.split("/")
+            tails = ["/".join(parts[i:]) for i in range(len(parts) - 1)]
+            if pat == "*" or any(fnmatch.fnmatch(path, "*/" + t) for t in tails or [pat]):
+                found = lic
+                break
+    return found
+
+
+def package_licences(name: str, sources: Sequence["Source"], prefix: str = "/") -> Dict:
+    """Licences of a package's music: per DEP-5 stanza matching each track (counted), or, in a copyright
+    file that is not machine-readable, the GPL version it names; with the file and its sha256."""
     path = os.path.join(prefix, f"usr/share/doc/{name}/copyright")
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            found = [m.group(1).strip() for m in re.finditer(r"^License:\s*(\S.*)$", f.read(), re.MULTILINE)]
+            text = f.read()
     except OSError:
-        return f"unknown (no {path})"
-    return ", ".join(dict.fromkeys(found)) or "see " + path
+        return {"licence": f"unknown (no {path})", "file": path, "sha256": None}
+    stanzas = copyright_stanzas(text)
+    counts: Dict[str, int] = {}
+    if stanzas:
+        for src in sources:
+            lic = track_licence(stanzas, src) or "unknown"
+            counts[lic] = counts.get(lic, 0) + 1
+        text_out = ", ".join(f"{k} ({v} tracks)" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    else:
+        m = re.search(r"General Public License,? version (\d)", text, re.IGNORECASE)
+        text_out = f"GPL-{m.group(1)} (copyright file not machine-readable)" if m else f"see {path}"
+    return {"licence": text_out, "file": path, "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 # --------------------------------------------------------------------------- decoding and fingerprints
@@ -468,7 +510,8 @@ def build(root: str, cfg: RecordingsConfig, seed: int, pool=None, workers: int =
         mine = [(s, st) for s, st in sel["kept"] if s.package == p.name]
         hours = {r: sum(st["seconds"] for s, st in mine if sel["split"][s.key] == r) / 3600 for r in ("pretrain", "eval")}
         packages[p.name] = {
-            "game": p.game, "version": package_version(p.name, cfg.prefix), "licence": package_licence(p.name, cfg.prefix),
+            "game": p.game, "version": package_version(p.name, cfg.prefix),
+            **package_licences(p.name, [s for s, _ in mine], cfg.prefix),
             "music_only": p.music_only, "download_mb": p.download_mb,
             "tracks": {r: sum(sel["split"][s.key] == r for s, _ in mine) for r in ("pretrain", "eval")},
             "hours": {r: round(h, 3) for r, h in hours.items()},
