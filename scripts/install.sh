@@ -5,8 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 # Debian packages of the offline music benchmark: the fluidsynth renderer, two General-MIDI
-# soundfonts (FluidR3_GM: MIT; TimGM6mb: GPL-2) and recorded music for pretraining (wesnoth: GPL-2).
-APT_PKGS=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont wesnoth-1.16-music)
+# soundfonts (FluidR3_GM: MIT; TimGM6mb: GPL-2) and the music-only game soundtrack packages of the
+# recordings corpus (wesnoth: GPL-2; ufoai: GPL-2 / CC-BY(-SA)-3.0; warzone2100: GPL-2+). The game data
+# packages with more recordings (hundreds of MB each) are opt-in: `mart-bench data --game-data` prints
+# their apt command when they are missing.
+APT_PKGS=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont wesnoth-1.16-music ufoai-music
+  warzone2100-music)
 if ! dpkg -s "${APT_PKGS[@]}" >/dev/null 2>&1; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PKGS[@]}" >/dev/null
