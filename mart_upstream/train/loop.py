@@ -28,6 +28,7 @@ from ..models import build_model, get_entry
 from .console import cpu_hint, say, step_time_hint
 from .data import AudioFileInfo, RandomCropDataset, StepSampler, read_groups, scan_audio_files
 from .diagnostics import learning_diagnostics
+from .handover import expand_optimizer
 from .interrupt import StopRequest, ignore_stop_signals
 from .settings import Job, PretrainConfig, RunConfig, Settings
 
@@ -141,13 +142,15 @@ def build_model_and_optimizer(job: Job, settings: Settings, device: torch.device
                              betas=tuple(cfg.optim.betas))
     if resumed is None:
         return model, optim, Progress()
-    model.load_state_dict(resumed["model"])
-    optim.load_state_dict(resumed["optimizer"])
+    model.load_state_dict(resumed["model"])  # float16 weights of a hand-over are cast back to float32
+    optim.load_state_dict(expand_optimizer(resumed["optimizer"]))  # the moments of any hand-over form
     stored = resumed["pretrain"]
     progress = Progress(int(resumed["step"]), float(stored.get("train_seconds", 0.0)),
                         int(stored.get("bad_batches", 0)))
     if dist.is_main:
-        log.info("resuming %s from step %d", job.checkpoint, progress.step)
+        form = (resumed.get("handover") or {}).get("mode")
+        log.info("resuming %s from step %d%s", job.checkpoint, progress.step,
+                 f" (a {form} hand-over state)" if form else "")
     return model, optim, progress
 
 
