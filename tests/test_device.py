@@ -1,7 +1,9 @@
 """The GPU kit on CPU: packing the pool as 16 kHz Opus, the device driver end to end with its bundle,
 unpacking, and checkpoints trained elsewhere as benchmark runs."""
+import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -117,8 +119,12 @@ def devrun(kit, tmp_path_factory):
 def test_driver_exports_a_small_checkpoint_and_reports_the_run(devrun):
     run_dir = devrun["run"]
     state = read_checkpoint(str(run_dir / "simclr.ckpt"))
-    assert state["optimizer"] is None and state["model_name"] == "simclr" and state["step"] > 0
-    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    assert state["model_name"] == "simclr" and state["step"] > 0
+    # the small hand-over form: float16 weights, Adam's second moment factored, the first dropped
+    assert state["handover"]["mode"] == "small" and state["optimizer"]["state"]
+    assert all("exp_avg" not in st for st in state["optimizer"]["state"].values())
+    assert any(v.dtype == torch.float16 for v in state["model"].values())
+    assert [w["steps_to"] for w in state["pretrain"]["device_windows"]] == [state["step"]]
     assert state["pretrain"]["device_run"]["device"] == "cpu" and state["config"]["clip_samples"] == 16000
     model, cfg = load_pretrained(str(run_dir / "simclr.ckpt"))
     assert next(model.parameters()).dtype == torch.float32 and cfg.clip_samples == 16000
@@ -131,6 +137,39 @@ def test_driver_exports_a_small_checkpoint_and_reports_the_run(devrun):
     assert summary["gpu_utilisation"] is None and summary["settings"]["device"] == "cpu"
     assert "data.check_silence=false" in summary["settings"]["overrides"]
     assert "simclr: " in devrun["stdout"] and "clips/s" in devrun["stdout"]
+
+
+@pytest.mark.slow
+def test_a_later_window_continues_the_run_from_its_handover_state(devrun, data, tmp_path):
+    """device-unpack, device-pack --resume, then a second device call: the steps add up to one run."""
+    back = tmp_path / "back"
+    assert mart_bench.main(["device-unpack", str(devrun["parts"]), "--out", str(back)]) == 0
+    kit2 = tmp_path / "kit2"
+    assert mart_bench.main(["device-pack", "--out", str(kit2), "--data", str(data), "--wheels-from",
+                            str(data / "wheels"), "--workers", "1", "--resume", str(back)]) == 0
+    assert (kit2 / "resume" / "simclr.ckpt").read_bytes() == (back / "simclr.ckpt").read_bytes()
+    first = read_checkpoint(str(back / "simclr.ckpt"))
+    run2 = tmp_path / "run2"
+    cmd = [sys.executable, "-m", "benchmarks.device.train", "--kit", str(kit2), "--models", "simclr", "--device", "cpu",
+           "--minutes", "0.1", "--out", str(run2), "--num-workers", "0", "--log-every", "2",
+           "--override", "model.clip_samples=16000", "--override", "run.batch_size=4"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    second = read_checkpoint(str(run2 / "simclr.ckpt"))
+    assert second["step"] > first["step"]
+    windows = second["pretrain"]["device_windows"]
+    assert [(w["steps_from"], w["steps_to"]) for w in windows] == [(0, first["step"]), (first["step"], second["step"])]
+    s = json.loads((run2 / "device_run.json").read_text())["models"]["simclr"]
+    assert s["resumed_from_step"] == first["step"] and s["window_steps"] == second["step"] - first["step"]
+    with open(run2 / "simclr" / "metrics.csv") as f:
+        assert int(next(csv.DictReader(f))["step"]) > first["step"]  # the second window logs its own steps
+    # a file there that is not a run to continue is named
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copyfile(os.path.join(ROOT, "mart_upstream", "checkpoints", "simclr.ckpt"), bad / "simclr.ckpt")  # weights only
+    cmd[cmd.index("--out") + 1] = str(tmp_path / "run3")
+    r = subprocess.run(cmd + ["--resume-from", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "is not a run of simclr to continue" in r.stderr
 
 
 def test_bundle_parts_come_back_and_unpack_to_the_run(devrun, tmp_path):

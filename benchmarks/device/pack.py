@@ -225,8 +225,28 @@ def _place(tmp: str, out: str) -> None:
     replace_dir(tmp, out)
 
 
+def resume_states(run: str) -> List[str]:
+    """The hand-over states of a device run (``RUN/<model>.ckpt`` with their optimizer state), to continue."""
+    from mart_upstream.checkpoint import read_checkpoint
+
+    if not os.path.isdir(run):
+        raise UsageError(f"--resume {run}: no such run folder (use `mart-bench device-unpack` first)")
+    found = []
+    for name in sorted(os.listdir(run)):
+        path = os.path.join(run, name)
+        if name.endswith(".ckpt") and os.path.isfile(path):
+            state = read_checkpoint(path)
+            if state.get("optimizer") and state["model_name"] + ".ckpt" == name:
+                found.append(path)
+    if not found:
+        raise UsageError(f"--resume {run}: no <model>.ckpt with an optimizer state there (a device run "
+                         "written with --handover, or a run's last.ckpt renamed <model>.ckpt)")
+    return found
+
+
 def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0, kbps: float = 16.0,
-         wheels_from: Optional[str] = None, wheels: bool = True, workers: int = 2) -> Dict:
+         wheels_from: Optional[str] = None, wheels: bool = True, workers: int = 2,
+         resume: Optional[str] = None) -> Dict:
     """Build the kit in a staging folder beside ``out``, check its size, rename it into place; -> manifest."""
     from ..offline.export import commit
 
@@ -239,6 +259,11 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
     os.makedirs(parent, exist_ok=True)
     tmp = staging_dir(parent, f".tmp-{os.path.basename(os.path.abspath(out))}-")
     try:
+        states = resume_states(resume) if resume else []
+        if states:  # the runs a device call continues (benchmarks/device/train.py --resume-from KIT/resume)
+            os.makedirs(os.path.join(tmp, "resume"))
+            for path in states:
+                shutil.copy2(path, os.path.join(tmp, "resume", os.path.basename(path)))
         wheel_list = fetch_wheels(os.path.join(tmp, "wheels"), wheels_from) if wheels else []
         codec, failed = pick_codec(tmp, kbps)
         audio = os.path.join(tmp, "audio")
@@ -272,6 +297,7 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
             "files": files, "skipped": skipped, "pool_files": extra,
             "total_seconds": round(seconds, 3), "audio_bytes": audio_bytes,
             "wheels": wheel_list, "source": describe_source(data, pool), "commit": commit(),
+            "resume": [os.path.basename(p) for p in states],
         }
         manifest["total_bytes"] = folder_bytes(tmp)  # everything but the manifest itself
         write_json(os.path.join(tmp, "manifest.json"), manifest, sort_keys=False)
@@ -301,6 +327,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                          "instead of downloading them")
     g.add_argument("--no-wheels", action="store_true", help="no wheels (the GPU machine has soundfile)")
     p.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
+    p.add_argument("--resume", metavar="RUN", help="a device run folder (from `mart-bench device-unpack`): its "
+                                                    "<model>.ckpt states go into KIT/resume, and the next device call "
+                                                    "continues those runs")
 
 
 def run(args) -> int:
@@ -310,10 +339,11 @@ def run(args) -> int:
         raise UsageError("--max-mib and --kbps must be positive")
     data = args.data if os.path.isdir(args.data) else None
     m = pack(args.out, pool, data, args.max_mib, args.kbps,
-             args.wheels_from, not args.no_wheels, max(1, args.workers))
+             args.wheels_from, not args.no_wheels, max(1, args.workers), args.resume)
     w = sum(x["bytes"] for x in m["wheels"])
     print(f"wrote {args.out}: {len(m['files'])} files, {m['total_seconds'] / 3600:.2f} h of {m['format']['codec']} "
           f"audio ({m['audio_bytes'] / 2**20:.1f} MiB), {len(m['wheels'])} wheels ({w / 2**20:.1f} MiB); "
           f"{m['kit_bytes'] / 2**20:.1f} MiB in all" + (f"; {len(m['skipped'])} silent files left out"
-                                                        if m["skipped"] else ""))
+                                                        if m["skipped"] else "")
+          + (f"; runs to continue: {', '.join(m['resume'])}" if m["resume"] else ""))
     return 0

@@ -9,8 +9,12 @@ each for the whole budget; ``--sequential`` runs them one after the other, each 
 A child's output goes to ``OUT/<model>/pretrain.log``; a failed model does not stop the others.
 While they train, ``nvidia-smi`` is sampled every 2 s (GPU utilisation, memory used).
 
-Then, per model: ``OUT/<model>.ckpt`` (``last.ckpt`` without optimizer state, weights in float16,
-where and how long it trained in ``pretrain.device_run``), ``OUT/<model>/metrics.csv``, and for
+Then, per model: ``OUT/<model>.ckpt``, the run's state in the hand-over form ``--handover`` (default
+``small``: float16 weights, Adam's second moment factored, about 2 bytes per parameter; see
+``mart_upstream/train/handover.py``), with where and how long it trained in ``pretrain.device_run``:
+it is evaluated as it is (``mart-bench run --checkpoints``), and a later window continues it
+(``--resume-from``: the kit's ``resume/`` folder that ``mart-bench device-pack --resume RUN`` fills),
+so the steps of several windows add up to one run. ``OUT/<model>/metrics.csv``, and for
 the run ``OUT/device_run.json``: steps, batch, training time, clips/s (median of the logged rates
 after the first), step time, peak GPU memory, the sampled utilisation and the environment.
 
@@ -128,6 +132,8 @@ class Job:
     proc: Optional[subprocess.Popen] = None
     started: float = 0.0
     wall_s: float = 0.0
+    resumed_step: int = 0  # where a continued run starts (0: a new run)
+    windows: List[Dict] = dataclasses.field(default_factory=list)  # the earlier windows of a continued run
     returncode: Optional[int] = None
     train_started_at: Optional[float] = None  # when its progress bar first appeared in its log
     log_offset: int = 0  # where this child's own output starts in the (appended) log
@@ -251,13 +257,18 @@ def summarise(job: Job) -> Dict:
     return info
 
 
-def export_checkpoint(job: Job, info: Dict, out: str, card: Dict) -> str:
-    """``OUT/<model>.ckpt``: the run's last.ckpt without optimizer state, weights in float16, and where
-    and how it was trained in ``pretrain['device_run']``."""
+def export_checkpoint(job: Job, info: Dict, out: str, card: Dict, mode: str = "small") -> str:
+    """``OUT/<model>.ckpt``: the run's last.ckpt in the hand-over form ``mode`` (evaluable, and resumable by
+    a later window), and where and how it was trained in ``pretrain['device_run']``."""
     from ..offline.export import compact
     from mart_upstream.checkpoint import read_checkpoint, write_state
+    from mart_upstream.train.handover import reduce_state
 
-    state = compact(read_checkpoint(os.path.join(job.run_dir, "last.ckpt")))
+    state = reduce_state(read_checkpoint(os.path.join(job.run_dir, "last.ckpt")), mode)
+    windows = list(job.windows)  # the earlier windows of this run (its last.ckpt keeps no such record)
+    windows.append(dict(card, steps_from=job.resumed_step, steps_to=int(state["step"]),
+                        train_minutes=info.get("train_minutes")))
+    state["pretrain"]["device_windows"] = windows  # the run's record: every window that added steps
     state["pretrain"]["device_run"] = dict(card, **{k: info.get(k) for k in (
         "steps", "batch_size", "train_minutes", "clips_per_s", "step_time_s", "peak_mem_gb")})
     path = os.path.join(out, f"{job.name}.ckpt")
@@ -338,7 +349,17 @@ def build_jobs(args, models: List[str], overrides: List[str]) -> List[Job]:
         cmd = [sys.executable, "-m", "mart_upstream.train", "--model", m, "--out", os.path.join(args.out, m),
                "--max-minutes", f"{share:g}", "--steps", str(steps), "--log-every", str(log_every), *common,
                *for_model(overrides, m)]
-        jobs.append(Job(m, cmd, os.path.join(args.out, m), share))
+        job = Job(m, cmd, os.path.join(args.out, m), share)
+        start = resume_state(args.resume_from, m)
+        if start is not None:  # a later window of the same run: its state becomes the run's last.ckpt
+            path, step, minutes, job.windows = start
+            os.makedirs(job.run_dir, exist_ok=True)
+            shutil.copyfile(path, os.path.join(job.run_dir, "last.ckpt"))
+            # --max-minutes counts the whole run's training: this window adds its share
+            cmd[cmd.index("--max-minutes") + 1] = f"{minutes + share:g}"
+            cmd.append("--resume")
+            job.resumed_step = step
+        jobs.append(job)
     if args.smoke:
         run_dir = os.path.join(args.out, "ddp-simclr")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
@@ -346,6 +367,25 @@ def build_jobs(args, models: List[str], overrides: List[str]) -> List[Job]:
                "--steps", str(SMOKE["ddp_steps"]), "--log-every", "1", *common, *for_model(overrides, "simclr")]
         jobs.append(Job("ddp-simclr", cmd, run_dir, share))
     return jobs
+
+
+def resume_state(folder: Optional[str], model: str):
+    """``folder/<model>.ckpt`` when it is a run to continue: (path, step, training minutes so far, its record
+    of earlier windows), else None.
+    A file there that is not a hand-over state of a ``model`` run is an error naming it."""
+    if not folder:
+        return None
+    path = os.path.join(folder, f"{model}.ckpt")
+    if not os.path.isfile(path):
+        return None
+    from mart_upstream.checkpoint import read_checkpoint
+
+    state = read_checkpoint(path)
+    if state["model_name"] != model or not state.get("optimizer") or "settings" not in (state.get("pretrain") or {}):
+        raise UsageError(f"{path} is not a run of {model} to continue (it needs the optimizer state a device "
+                         "run's <model>.ckpt or a run's last.ckpt holds)")
+    return (path, int(state["step"]), float(state["pretrain"].get("train_seconds", 0.0)) / 60,
+            list(state["pretrain"].get("device_windows", [])))
 
 
 # -- the bundle --------------------------------------------------------------------------------------------
@@ -424,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, help="data-loading processes per model (default: from the CPU count)")
     p.add_argument("--log-every", type=int, default=25, help="steps between logged rates (default 25)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--handover", choices=("full", "compact", "small"), default="small",
+                   help="the form of OUT/<model>.ckpt (default small: float16 weights and a factored Adam state, "
+                        "about 2 bytes per parameter, enough to continue the run in a later window)")
+    p.add_argument("--resume-from", metavar="DIR",
+                   help="continue the runs whose DIR/<model>.ckpt a device run wrote (default: KIT/resume when "
+                        "the kit has one, from `mart-bench device-pack --resume RUN`)")
     p.add_argument("--grace-minutes", type=float, default=4.0,
                    help="wall-clock time a run may take beyond its budget (start-up, data loading) before it is "
                         "stopped (default 4)")
@@ -458,6 +504,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.kit, args.out = os.path.abspath(args.kit), os.path.abspath(args.out)
     args.bundle = args.bundle and os.path.abspath(args.bundle)
+    if args.resume_from is None and os.path.isdir(os.path.join(args.kit, "resume")):
+        args.resume_from = os.path.join(args.kit, "resume")
     t0 = time.perf_counter()
     models = _check(args)
     from ..offline.export import commit
@@ -497,7 +545,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.smoke:
         for j in jobs:
             if results[j.name].get("steps"):
-                export_checkpoint(j, results[j.name], args.out, card)
+                export_checkpoint(j, results[j.name], args.out, card, args.handover)
+                results[j.name]["resumed_from_step"] = j.resumed_step
+                results[j.name]["window_steps"] = results[j.name]["steps"] - j.resumed_step
                 results[j.name]["checkpoint"] = f"{j.name}.ckpt"
     summary = {"models": {m: results[m] for m in models}, "ddp_smoke": results.get("ddp-simclr"),
                "settings": {"models": models, "minutes": args.minutes, "sequential": args.sequential,
