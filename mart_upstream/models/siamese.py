@@ -15,7 +15,7 @@ level, summed; the representation is then the 5 level vectors concatenated (Tabl
 A layer's output [C, F, T] is pooled over time (max, the encoder's ``global_pool``) and flattened
 over channels x frequency before its Linear, as in the authors' code (``MelConv5by5EncMulti``): the
 low layers keep their frequency detail. The single-level model is the same with the last layer
-only (its 128 mel bands pooled to one: a Linear from the encoder output).
+only (its 96 mel bands pooled to one: a Linear from the encoder output).
 
 Downstream (§4): ``clip_embeddings`` cuts a clip into 3 s windows and summarises their vectors by
 mean ‖ standard deviation (``summary``).
@@ -43,9 +43,10 @@ FEATURE_CHUNK_SAMPLES = 16000 * 40
 
 
 def siamese_frontend() -> FrontendConfig:
-    """Strategies §3: 16 kHz, 512-point window and FFT, hop 256, 128 mel bands, the input standardised
-    over the training data."""
-    return FrontendConfig(n_fft=512, hop_length=256, n_mels=128, standardise=True)
+    """Strategies §3: 16 kHz, 512-point Hann window and FFT, hop 256, the input standardised over the
+    training data. §3 gives no number of mel bands; 96 is the authors' code (data_config.yaml
+    NUM_MEL_BINS: 96, the encoder's docstring "(batch_size, 1, 188, 96)")."""
+    return FrontendConfig(n_fft=512, hop_length=256, n_mels=96, standardise=True)
 
 
 @dataclass
@@ -56,13 +57,13 @@ class SiameseConfig:
     emb_dim: int = 128  # Table 3: "Dim. 128" (640 = 5 x 128 with multilevel)
     strategy: str = "self_aug"  # self_aug | adjacent | random (§2.3.2, Table 1)
     gap_seconds: float = 0.5  # §2.3.2: between adjacent segments, against edge-continuity shortcuts
-    # Eq. (1) as printed is a dot product without temperature (similarity="dot", temperature=1.0), and the
-    # authors' code computes the paper's inter-track loss that way. Unnormalised logits let the loss fall
-    # by scaling the vectors up rather than by separating the examples, and the mean ‖ std summary of
-    # §4 then mostly carries that scale; cosine similarity with a temperature (SimCLR's remedy) keeps
-    # the logits bounded. τ = 0.05 is the authors' INFONCE_TAO (cssma_config.yaml).
-    similarity: str = "cosine"
-    temperature: float = 0.05
+    # Eq. (1) as printed: s = y^aᵀy^p, a dot product without temperature, as the authors' code computes the
+    # inter-track loss (contrastive_models.py: torch.mm of the raw vectors, then log-softmax; its
+    # INFONCE_TAO = 0.05 only divides the intra-track variant's logits). MelCPC uses the same form, so
+    # the paper's Siamese vs MelCPC comparison is like for like. similarity="cosine" (vectors
+    # L2-normalised, logits / temperature, SimCLR's form; e.g. temperature=0.05) stays an option.
+    similarity: str = "dot"
+    temperature: float = 1.0
     multilevel: bool = False  # eq. (2): InfoNCE on each of the 5 layers' outputs, summed
     summary: str = "mean_std"  # §4: segment embeddings summarised as mean ‖ std
 
@@ -98,10 +99,10 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def level_input_dims(cfg: FCNConfig) -> List[int]:
-    """Values per layer output after pooling over time: channels x frequency bins (ceil-mode pools)."""
+    """Values per layer output after pooling over time: channels x frequency bins (ceil- or floor-mode pools)."""
     dims, f = [], cfg.n_mels
     for c, p in zip(cfg.channels, cfg.freq_pools):
-        f = _ceil_div(f, p)
+        f = _ceil_div(f, p) if cfg.ceil_mode else f // p
         dims.append(c * f)
     return dims
 
