@@ -41,6 +41,98 @@ def test_the_siamese_loss_is_the_dot_product_of_its_unnormalised_vectors():
     z1, z2 = out["z1"].double(), out["z2"].double()
     logits = z1 @ z2.t()
     by_hand = float((torch.logsumexp(logits, 1) - logits.diagonal()).mean())
-    assert float(out["loss"]) == pytest.approx(by_hand, rel=1e-4)
+    assert float(out["loss"].detach()) == pytest.approx(by_hand, rel=1e-4)
     cos = _model("cnn5_infonce", similarity="cosine", temperature=0.05)
     assert cos.config.similarity == "cosine"  # the option still builds
+
+
+# -- 2 and 4. the paper's augmentation chain, read-ahead time stretch, audible noise -----------------------
+from mart_upstream.augment import AugmentationChain, AugmentConfig, Noise, read_samples  # noqa: E402
+from mart_upstream.config import from_dict, to_dict  # noqa: E402
+from mart_upstream.models import get_entry  # noqa: E402
+from mart_upstream.models.siamese import STRATEGIES_AUGMENT  # noqa: E402
+
+SR = 16000
+# The effective augmentation settings of the models on the CLMR chain, as they were before issue 28.
+CLMR_EFFECTIVE = {"sample_rate": 16000, "p_polarity": 0.8, "p_noise": 0.01, "noise_snr": (0.0001, 0.01),
+                  "p_gain": 0.3, "gain_db": (-20.0, -1.0), "p_filter": 0.8, "lowpass_hz": (2200.0, 4000.0),
+                  "highpass_hz": (200.0, 1200.0), "p_delay": 0.3, "delay_ms": (200, 500), "delay_step_ms": 50,
+                  "delay_volume": 0.5, "p_pitch": 0.6, "pitch_semitones": (-7, 7), "p_reverb": 0.0,
+                  "reverb_rt60_s": (0.2, 1.5), "p_stretch": 0.0, "stretch_rate": (0.8, 1.2)}
+
+
+def _effective_augment(name) -> AugmentConfig:
+    return from_dict(AugmentConfig, (get_entry(name).model_cls.pretrain_defaults or {}).get("augment", {}))
+
+
+@pytest.mark.parametrize("name", ["mart", "pemr", "simclr", "byol", "moco"])
+def test_the_clmr_models_keep_exactly_their_augmentations(name):
+    cfg = _effective_augment(name)
+    got = {k: v for k, v in to_dict(cfg).items() if k in CLMR_EFFECTIVE}
+    assert got == {k: (list(v) if isinstance(v, tuple) else v) for k, v in CLMR_EFFECTIVE.items()}
+    # the new settings are inert for them: noise as CLMR's ratio, crops read at the views' length
+    assert cfg.noise_snr_db is None and read_samples(59049, cfg) == 59049
+    chain = AugmentationChain(cfg)
+    assert chain.transforms[1].snr_db is None and chain.stretch.p == 0.0
+
+
+@pytest.mark.parametrize("name", ["cnn5_infonce", "cnn5_multilevel", "melcpc"])
+def test_the_strategies_models_train_with_the_papers_chain(name):
+    cfg = _effective_augment(name)
+    chain = AugmentationChain(cfg)
+    pitch = chain.transforms[5]
+    assert pitch.choices == [-2, -1, 1, 2] and pitch.p == 1.0  # §2.3.1
+    assert chain.stretch.rate == (0.8, 1.2) and chain.stretch.p == 1.0
+    assert (cfg.p_reverb, cfg.p_noise, cfg.p_gain, cfg.p_filter, cfg.p_delay) == (0.5, 0.5, 0.0, 0.0, 0.0)
+    assert tuple(cfg.noise_snr_db) == (5.0, 40.0)
+    assert read_samples(48000, cfg) == 57600  # 1.2 x 3 s read, 3 s views
+
+
+def _tone(n, rows=3):
+    t = torch.arange(n, dtype=torch.float32) / SR
+    return torch.stack([0.5 * torch.sin(2 * math.pi * (220.0 * (k + 1)) * t) for k in range(rows)])
+
+
+def test_a_sped_up_view_read_ahead_has_no_trailing_silence():
+    clip = 8000
+    only = {f: 0.0 for f in ("p_polarity", "p_noise", "p_gain", "p_filter", "p_delay", "p_pitch", "p_reverb")}
+    cfg = AugmentConfig(**only, p_stretch=1.0, stretch_rate=(1.2, 1.2))
+    chain = AugmentationChain(cfg)
+    tail = slice(clip - 800, clip)  # the last 50 ms of the view
+    read = read_samples(clip, cfg)
+    ahead = chain(_tone(read), torch.Generator().manual_seed(0), out_samples=clip)
+    assert read == 9600 and ahead.shape == (3, clip)
+    rms = ahead[:, tail].pow(2).mean(1).sqrt()
+    assert (rms > 0.2).all()  # a 0.5-amplitude tone: rms 0.35
+    # without the read-ahead the same stretch ends in digital silence (what the views had before)
+    short = chain(_tone(clip), torch.Generator().manual_seed(0))
+    assert short[:, clip - 1000:].abs().max() == 0
+
+
+def _snr_db(x, y):
+    return (10 * torch.log10(x.var(1) / (y - x).var(1))).tolist()
+
+
+def test_the_strategies_noise_is_audible_and_clmrs_is_not():
+    x = _tone(16000, rows=64)
+    loud = Noise(1.0, snr_db=tuple(STRATEGIES_AUGMENT["noise_snr_db"]))(x, torch.Generator().manual_seed(0))
+    snr = _snr_db(x, loud)
+    assert all(4.5 < s < 40.5 for s in snr) and min(snr) < 12 and max(snr) > 33  # spread over 5-40 dB
+    clmr = Noise(1.0, snr=CLMR_EFFECTIVE["noise_snr"])(x, torch.Generator().manual_seed(0))
+    assert all(s > 39.5 for s in _snr_db(x, clmr))  # 40-80 dB below the signal
+    with pytest.raises(ValueError, match="SNR range"):
+        Noise(1.0, snr_db=(20, 10))
+
+
+def test_a_run_writes_its_effective_settings_and_reads_ahead(tmp_path):
+    import json
+
+    from conftest import tiny_overrides
+    from mart_upstream.train.cli import main
+
+    assert main(["--model", "melcpc", "--demo", "2", "--out", str(tmp_path), "--steps", "1", "--batch-size", "2",
+                 "data.num_workers=0", *tiny_overrides("melcpc")]) == 0
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["model"] == "melcpc" and settings["augment"]["noise_snr_db"] == [5.0, 40.0]
+    assert settings["augment"]["p_stretch"] == 1.0 and settings["augment"]["p_gain"] == 0.0
+    assert settings["crop_samples"] == {"read": 9600, "view": 8000}  # tiny MelCPC: 4 x 2000 samples

@@ -27,7 +27,7 @@ from ..encoders import FCN, FCNConfig, cnn5_config
 from ..frontend import FrontendConfig, LogMel
 from ..losses import SIMILARITIES, cpc_step_losses
 from .base import SUMMARIES, SSLModel, mean_std
-from .siamese import siamese_frontend
+from .siamese import STRATEGIES_AUGMENT, siamese_frontend
 
 # Segments of one sound encoded at once by ``sequence_embedding``: memory stays flat for any length.
 SEGMENTS_PER_PASS = 32
@@ -64,8 +64,10 @@ class MelCPC(SSLModel):
                                "time_pools": [2, 2, 2, 2, 1]},
                    "emb_dim": 8, "gru_hidden": 8}
     # The paper gives no optimiser settings; its published code (cssma_config.yaml) trains with Adam,
-    # lr 1e-3, no weight decay, batch 16.
-    pretrain_defaults = {"optim": {"lr": 1e-3, "weight_decay": 0.0}, "run": {"batch_size": 16}}
+    # lr 1e-3, no weight decay, batch 16. Augmentations: the paper's chain (§2.3.1, siamese.STRATEGIES_AUGMENT)
+    # on the whole crop, as the authors' code augments its CPC crop (pitch and speed there), not CLMR's.
+    pretrain_defaults = {"optim": {"lr": 1e-3, "weight_decay": 0.0}, "run": {"batch_size": 16},
+                         "augment": STRATEGIES_AUGMENT}
 
     def __init__(self, config: MelCPCConfig):
         nn.Module.__init__(self)  # not SSLModel.__init__: no projection head (the W_k predict)

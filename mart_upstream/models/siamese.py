@@ -41,6 +41,26 @@ STRATEGIES = {"self_aug": "same", "adjacent": "adjacent", "random": "rest"}
 # frame features (``window_features``): audio per chunk, about 40 s, in whole last-layer frames
 FEATURE_CHUNK_SAMPLES = 16000 * 40
 
+# The augmentation chain of strategies §2.3.1 ("pitch shifting, time stretching, reverberation, noise
+# addition, and polarity inversion [21]. We randomly choose from {-2, -1, 1, 2} semitones for pitch
+# shifting, and stretch time with a speed factor randomly chosen from a range between 0.8 to 1.2. We apply
+# reverberation and noise addition with a probability of 50%, individually."), for the siamese models
+# and MelCPC (the authors' code augments the CPC crop too: data_manager.py, ANCHOR_WAV_AUG), as
+# ``augment`` overrides of the CLMR chain's defaults (augment.AugmentConfig):
+# * pitch by one of {-2, -1, 1, 2} semitones (PitchShift leaves 0 out of -2..2) and time stretch with a
+#   speed factor in [0.8, 1.2], on every view; the crops are read 1.2 x long and cut after the chain, so
+#   a sped-up view has no trailing silence (``stretch_read_ahead``, as the code);
+# * reverb and noise with p = 0.5 each. The paper gives no noise level and its code adds none; CLMR's
+#   ratio (noise std 1e-4 to 1e-2 of the signal's, 40-80 dB below it) is inaudible, so the noise is
+#   5-40 dB SNR, uniform in dB (audiomentations' AddGaussianSNR/AddColorNoise default range). Reverb
+#   keeps the chain's synthetic room (RT60 0.2-1.5 s): the paper gives no setting;
+# * polarity inversion with p = 0.5, our choice (the paper gives no probability): a coin flip makes the
+#   sign of each view independent, so the encoder has to ignore it;
+# * gain, filter and delay off: not in the paper's list.
+STRATEGIES_AUGMENT = {"p_pitch": 1.0, "pitch_semitones": [-2, 2], "p_stretch": 1.0, "stretch_rate": [0.8, 1.2],
+                      "stretch_read_ahead": True, "p_reverb": 0.5, "p_noise": 0.5, "noise_snr_db": [5.0, 40.0],
+                      "p_polarity": 0.5, "p_gain": 0.0, "p_filter": 0.0, "p_delay": 0.0}
+
 
 def siamese_frontend() -> FrontendConfig:
     """Strategies §3: 16 kHz, 512-point Hann window and FFT, hop 256, the input standardised over the
@@ -113,20 +133,12 @@ class Siamese(SSLModel):
     tiny_config = {"clip_samples": 8000, "frontend": {"n_mels": 32},
                    "encoder": {"n_mels": 32, "channels": [8, 8, 8, 16, 16], "freq_pools": [2, 2, 2, 2, 2]},
                    "emb_dim": 8}
-    # Strategies §2.3.1, both views augmented for every strategy (the authors' code augments anchor and
-    # positive): pitch shift by one of {-2, -1, 1, 2} semitones (PitchShift leaves 0 out of -2..2) and
-    # time stretch with a speed factor in [0.8, 1.2], always; reverb and noise with p = 0.5 each; polarity
-    # inversion with p = 0.5, our choice (the paper gives none): a coin flip makes the sign of each view
-    # independent, so the encoder has to ignore it. The paper gives no noise level or reverb setting:
-    # the chain's (CLMR's) ranges. Gain, filter and delay are not in the paper's list.
     # The paper gives no optimiser settings; its published code (cssma_config.yaml) trains with Adam,
     # lr 1e-3, no weight decay, batch 16 (as MelCPC here).
     pretrain_defaults = {
         "optim": {"lr": 1e-3, "weight_decay": 0.0},
         "run": {"batch_size": 16},
-        "augment": {"p_pitch": 1.0, "pitch_semitones": [-2, 2], "p_stretch": 1.0, "stretch_rate": [0.8, 1.2],
-                    "p_reverb": 0.5, "p_noise": 0.5, "p_polarity": 0.5,
-                    "p_gain": 0.0, "p_filter": 0.0, "p_delay": 0.0},
+        "augment": STRATEGIES_AUGMENT,
     }
 
     def __init__(self, config: SiameseConfig):
