@@ -136,3 +136,22 @@ def test_a_run_writes_its_effective_settings_and_reads_ahead(tmp_path):
     assert settings["model"] == "melcpc" and settings["augment"]["noise_snr_db"] == [5.0, 40.0]
     assert settings["augment"]["p_stretch"] == 1.0 and settings["augment"]["p_gain"] == 0.0
     assert settings["crop_samples"] == {"read": 9600, "view": 8000}  # tiny MelCPC: 4 x 2000 samples
+
+
+# -- 3. MelCPC: the printed 12 s sequence by default, the authors' 4 + 4 as an option ---------------------
+def test_melcpc_defaults_to_the_printed_12_s_and_takes_the_authors_layout():
+    with torch.device("meta"):
+        cfg = build_model("melcpc").config
+    assert (cfg.clip_samples, cfg.segment_samples, cfg.context_segments, cfg.prediction_steps) == (192000, 48000, 2, 2)
+    code = _model("melcpc", context_segments=4, prediction_steps=4, clip_samples=0)
+    seg = code.config.segment_samples
+    assert code.clip_samples == 8 * seg and len(code.predictors) == 4
+    x = 0.1 * torch.randn(3, 1, code.clip_samples, generator=torch.Generator().manual_seed(0))
+    out = code(x)
+    assert sorted(k for k in out if k.startswith("cpc_k")) == ["cpc_k1", "cpc_k2", "cpc_k3", "cpc_k4"]
+    # c_4 (the GRU after 4 segments) predicts y_5..y_8: the loss is eq. (3) over those 4 steps
+    y = code.segment_embeddings(x[:, 0])
+    ctx = code.context(y)
+    pred = torch.stack([w(ctx[:, 3]) for w in code.predictors], 1)
+    from mart_upstream.losses import cpc_step_losses
+    assert float(out["loss"].detach()) == pytest.approx(float(cpc_step_losses(pred, y[:, 4:8]).sum()), rel=1e-5)
