@@ -5,6 +5,8 @@ and the playlist filters, the SVM probe, the MFCC-40 reference, the FMA-small an
 MoCo's Shuffle-BN."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -155,3 +157,42 @@ def test_melcpc_defaults_to_the_printed_12_s_and_takes_the_authors_layout():
     pred = torch.stack([w(ctx[:, 3]) for w in code.predictors], 1)
     from mart_upstream.losses import cpc_step_losses
     assert float(out["loss"].detach()) == pytest.approx(float(cpc_step_losses(pred, y[:, 4:8]).sum()), rel=1e-5)
+
+
+# -- 5. the recommendation protocol: random queries by default, the paper's filters as options ---------------
+def test_queries_are_seeded_random_draws_by_default():
+    from mart_upstream.tasks import playlists as pl
+
+    ids = [f"t{i:02d}" for i in range(40)]
+    lists = [pl.Playlist(str(k), ids[5 * k:5 * k + 8]) for k in range(6)]
+    a, b = pl.sample_protocol(lists, ids, seed=1), pl.sample_protocol(lists, ids, seed=1)
+    assert a.query_choice == "random" and np.array_equal(a.queries, b.queries)
+    firsts = [[ids.index(t) for t in p.tracks[:3]] for p in lists]
+    assert a.queries.tolist() != firsts  # not the playlists' openings
+    assert pl.sample_protocol(lists, ids, seed=1, queries="first").queries.tolist() == firsts
+    assert pl.evaluate(np.eye(40), ids, lists, seed=1)["queries"] == "random"
+
+
+def test_the_papers_playlist_filters_are_options_and_counted(tmp_path, caplog):
+    import logging
+
+    from mart_upstream.tasks import playlists as pl
+
+    lists = [pl.Playlist("1", ["a", "b", "c", "d", "e"], "Rock"), pl.Playlist("2", ["a", "f", "g", "h"], "Mixed Genre"),
+             pl.Playlist("3", ["i", "j", "k", "l", "m", "n", "o", "p", "q"], "Jazz"),
+             pl.Playlist("4", ["r", "s", "t", "u"], "Folk")]
+    path = tmp_path / "playlists.jsonl"
+    pl.write_playlists(lists, str(path))
+    (tmp_path / "pretrain").mkdir()
+    for t in ("a", "r"):
+        (tmp_path / "pretrain" / f"{t}.wav").write_bytes(b"")
+    pretrain = pl.track_ids_in(str(tmp_path / "pretrain"))
+    assert pretrain == {"a", "r"}
+    with caplog.at_level(logging.INFO, logger="mart_upstream.tasks.playlists"):
+        got = pl.read_playlists(str(path), min_tracks=4, max_tracks=8, exclude_tracks=pretrain,
+                                exclude_categories=["mixed genre"])
+    # "a" and "r" removed (2 tracks); "Mixed Genre" dropped; "4" left with 3 tracks; "3" has 9 > 8
+    assert [p.id for p in got.playlists] == ["1"] and got.playlists[0].tracks == ["b", "c", "d", "e"]
+    assert (got.overlap, got.excluded_category, got.too_short, got.too_long) == (2, 1, 1, 1)
+    assert "1 playlists of 4 tracks" in caplog.text and "2 pretraining tracks removed" in caplog.text
+    assert len(pl.read_playlists(str(path)).playlists) == 4  # the defaults keep them all
