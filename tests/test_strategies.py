@@ -196,3 +196,77 @@ def test_the_papers_playlist_filters_are_options_and_counted(tmp_path, caplog):
     assert (got.overlap, got.excluded_category, got.too_short, got.too_long) == (2, 1, 1, 1)
     assert "1 playlists of 4 tracks" in caplog.text and "2 pretraining tracks removed" in caplog.text
     assert len(pl.read_playlists(str(path)).playlists) == 4  # the defaults keep them all
+
+
+# -- 8. MoCo's Shuffle-BN ----------------------------------------------------------------------------------
+def _bn_means(model, views):
+    """The per-channel batch means the first BatchNorm of the query and of the key encoder normalise with, one
+    row per BatchNorm call (per sub-batch)."""
+    seen = {"q": [], "k": []}
+    hooks = [enc.blocks[0][1].register_forward_hook(lambda m, i, o, key=key: seen[key].append(i[0].mean((0, 2, 3))))
+             for enc, key in ((model.encoder, "q"), (model.key_encoder, "k"))]
+    torch.manual_seed(0)
+    out = model(views)
+    for h in hooks:
+        h.remove()
+    return out, torch.stack(seen["q"]), torch.stack(seen["k"])
+
+
+def test_shuffle_bn_gives_the_keys_other_statistics_than_the_queries():
+    x = 0.1 * torch.randn(8, 1, tiny_config("moco")["clip_samples"], generator=torch.Generator().manual_seed(0))
+    views = torch.cat([x, x], 1)  # identical views, and the key encoder is the query encoder's copy at init
+    plain = _model("moco", shuffle_bn=False).train()
+    out, q_stats, k_stats = _bn_means(plain, views)
+    assert torch.equal(q_stats, k_stats) and torch.allclose(out["z1"], out["z2"], atol=1e-6)  # the leak
+    model = _model("moco").train()
+    assert model.config.shuffle_bn and model.config.shuffle_bn_splits == 2  # the default, as the paper
+    out, q_stats, k_stats = _bn_means(model, views)
+    assert q_stats.shape[0] == k_stats.shape[0] == 2  # two sub-batches each
+    assert not torch.allclose(q_stats, k_stats, atol=1e-4)  # the keys' sub-batches hold other examples
+    assert not torch.allclose(out["z1"], out["z2"], atol=1e-4)
+    # the keys come back in their examples' order: redo the shuffled split by hand with the same draw
+    torch.manual_seed(0)
+    perm = torch.randperm(8)
+    with torch.no_grad():
+        spec = model.frontend(x[:, 0])[perm]
+        by_hand = model.key_head(torch.cat([model.key_encoder(spec[:4]), model.key_encoder(spec[4:])]))[perm.argsort()]
+    assert torch.allclose(out["z2"], by_hand, atol=1e-5)
+    # eval mode (embedding): no shuffling, no splitting (running statistics, the key encoder's its own)
+    model.eval()
+    with torch.no_grad():
+        e = model(views)
+        spec = model.frontend(x[:, 0])
+        assert torch.allclose(e["z2"], model.key_head(model.key_encoder(spec)), atol=1e-6)
+        assert torch.allclose(e["z1"], model.head(model.encoder(spec)), atol=1e-6)
+
+
+def _ddp_shuffle_worker(rank, port, out):
+    import torch.distributed as dist
+
+    from mart_upstream.distributed import batch_shuffle, batch_unshuffle
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(rank)  # rank 0's draw is the one used
+        x = torch.arange(4.0)[:, None] + 10 * rank  # rank 0: 0..3, rank 1: 10..13
+        mine, unshuffle = batch_shuffle(x)
+        back = batch_unshuffle(mine * 2, unshuffle)
+        out[rank] = (mine.squeeze(1).tolist(), back.squeeze(1).tolist())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shuffle_bn_shuffles_across_ranks_and_back():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_shuffle_worker, args=(port, out), nprocs=2)
+    (mine0, back0), (mine1, back1) = out[0], out[1]
+    assert sorted(mine0 + mine1) == [0, 1, 2, 3, 10, 11, 12, 13]  # a permutation of the global batch
+    assert set(mine0) != {0, 1, 2, 3}  # rank 0 encodes examples of rank 1 (seeded draw on rank 0)
+    assert back0 == [0, 2, 4, 6] and back1 == [20, 22, 24, 26]  # each rank gets its own examples' outputs back
