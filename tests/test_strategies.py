@@ -270,3 +270,35 @@ def test_shuffle_bn_shuffles_across_ranks_and_back():
     assert sorted(mine0 + mine1) == [0, 1, 2, 3, 10, 11, 12, 13]  # a permutation of the global batch
     assert set(mine0) != {0, 1, 2, 3}  # rank 0 encodes examples of rank 1 (seeded draw on rank 0)
     assert back0 == [0, 2, 4, 6] and back1 == [20, 22, 24, 26]  # each rank gets its own examples' outputs back
+
+
+# -- 6. the linear SVM probe beside the logistic one, and the MFCC-40 reference ---------------------------
+def test_grouped_cv_takes_a_linear_svm_and_keeps_the_logistic_default():
+    from mart_upstream.benchmarks.offline import paired
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 12)
+    groups = np.array([f"{lab}{i // 3}" for i, lab in enumerate(labels)])  # 4 works of 3 clips per class
+    centres = {"a": [3, 0], "b": [0, 3], "c": [-3, -3]}
+    X = np.array([centres[lab] for lab in labels]) + rng.normal(size=(36, 2))
+    svm = paired.grouped_cv(X, labels, groups, repeats=1, probe="svm")
+    assert svm["probe"] == "svm" and svm["top1_acc"] > 0.9 and svm["mAP"] > 0.9
+    noise = paired.grouped_cv(rng.normal(size=(36, 2)), labels, groups, repeats=1, probe="svm")
+    assert noise["top1_acc"] < 0.7  # chance is 1/3: the probe learns the classes, not the folds
+    assert paired.grouped_cv(X, labels, groups, repeats=1)["probe"] == "logistic"
+    with pytest.raises(ValueError, match="probe must be one of"):
+        paired.grouped_cv(X, labels, groups, probe="knn")
+
+
+def test_the_mfcc40_reference_is_its_own_hear_module():
+    from mart_upstream.benchmarks.offline import hear_mfcc, hear_mfcc40
+
+    model = hear_mfcc40.load_model()
+    audio = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    emb, ts = hear_mfcc40.get_timestamp_embeddings(audio, model)
+    assert emb.shape == (2, 63, 40) and model.timestamp_hop_ms == 16.0  # hop 256 at 16 kHz: 1 + 16000 // 256
+    scene = hear_mfcc40.get_scene_embeddings(audio, model)
+    assert scene.shape == (2, 80)
+    assert torch.allclose(scene[:, :40], emb.mean(1), atol=1e-4)
+    old = hear_mfcc.load_model()  # unchanged: 20 MFCCs + deltas at hop 320
+    assert (old.timestamp_embedding_size, old.scene_embedding_size, old.timestamp_hop_ms) == (40, 80, 20.0)
