@@ -302,3 +302,117 @@ def test_the_mfcc40_reference_is_its_own_hear_module():
     assert torch.allclose(scene[:, :40], emb.mean(1), atol=1e-4)
     old = hear_mfcc.load_model()  # unchanged: 20 MFCCs + deltas at hop 320
     assert (old.timestamp_embedding_size, old.scene_embedding_size, old.timestamp_hop_ms) == (40, 80, 20.0)
+
+
+# -- 7. FMA-small and IRMAS in their distributed layouts, through both harnesses ---------------------------
+import soundfile as sf  # noqa: E402
+
+FMA_HEADER = ("track_id,album,set,set,track,track\n"
+              ",title,split,subset,genre_top,title\n"
+              "track_id,,,,,\n")  # tracks.csv's 3-row header (column group, column, index name)
+
+
+def _tone_file(path, sr, seconds, fmt=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(sr * seconds)) / sr
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr, format=fmt)
+
+
+@pytest.fixture
+def fma_root(tmp_path):
+    root = tmp_path / "fma"
+    rows = [(2, "training", "small", "Hip-Hop"), (5, "validation", "small", "Pop"), (140, "test", "small", "Folk"),
+            (141, "training", "small", "Rock"),  # listed, no audio
+            (3, "training", "medium", "Hip-Hop")]  # not in fma_small
+    (root / "fma_metadata").mkdir(parents=True)
+    (root / "fma_metadata" / "tracks.csv").write_text(
+        FMA_HEADER + "".join(f"{tid},Album {tid},{split},{subset},{genre},Song {tid}\n"
+                             for tid, split, subset, genre in rows))
+    for tid in (2, 5, 140):
+        _tone_file(root / "fma_small" / f"{tid:06d}"[:3] / f"{tid:06d}.mp3", 44100, 0.5, "MP3")
+    return root
+
+
+def test_fma_small_is_read_from_tracks_csv_and_the_mp3_folders(fma_root, tmp_path):
+    from mart_upstream.errors import TaskError
+    from mart_upstream.tasks import fma
+
+    found = fma.fma_small(str(fma_root))
+    assert [(t.name, t.genre, t.split) for t in found.tracks] == [
+        ("000002", "Hip-Hop", "train"), ("000005", "Pop", "dev"), ("000140", "Folk", "test")]
+    assert found.missing == [141] and found.tracks[2].path.endswith("fma_small/000/000140.mp3")
+    bad = tmp_path / "bad"
+    (bad / "fma_metadata").mkdir(parents=True)
+    (bad / "fma_small").mkdir()
+    (bad / "fma_metadata" / "tracks.csv").write_text("track_id,genre\n2,Rock\n")  # a 1-row header
+    with pytest.raises(TaskError, match="not FMA's tracks.csv"):
+        fma.fma_small(str(bad))
+
+
+@pytest.fixture
+def irmas_root(tmp_path):
+    from mart_upstream.tasks import irmas
+
+    root = tmp_path / "irmas"
+    wanted, names = {"train", "dev", "test"}, []
+    for k in range(200):  # one recording in each split, two excerpts each, in two instruments
+        inst = ("cel", "voi")[k % 2]
+        split = irmas.split_of(f"{inst}/[{inst}][cla]{k:04d}")
+        if split in wanted:
+            wanted.discard(split)
+            names += [(inst, f"[{inst}][cla]{k:04d}__{e}.wav") for e in (1, 2)]
+        if not wanted:
+            break
+    for inst, name in names:
+        _tone_file(root / "IRMAS-TrainingData" / inst / name, 44100, 0.3)
+    return root
+
+
+def test_irmas_is_labelled_by_folder_and_split_by_recording(irmas_root):
+    from mart_upstream.errors import TaskError
+    from mart_upstream.tasks import irmas
+
+    found = irmas.irmas_training(str(irmas_root))
+    assert len(found) == 6 and {e.split for e in found} == {"train", "dev", "test"}
+    by_rec = {}
+    for e in found:
+        assert f"[{e.instrument}]" in e.path and e.name.startswith(e.instrument + "/")
+        by_rec.setdefault(e.recording, set()).add(e.split)
+    assert len(by_rec) == 3 and all(len(s) == 1 for s in by_rec.values())  # excerpts of one recording together
+    (irmas_root / "IRMAS-TrainingData" / "cel" / "[flu][jaz]0001__1.wav").write_bytes(b"")
+    with pytest.raises(TaskError, match=r"lacks \[cel\]"):
+        irmas.irmas_training(str(irmas_root))
+
+
+def test_fma_and_irmas_become_hear_tasks(fma_root, irmas_root, tmp_path):
+    import json
+
+    from mart_upstream.benchmarks.hear_tasks import main
+
+    assert main(["fma", str(fma_root), "--out", str(tmp_path / "tasks")]) == 0
+    assert main(["irmas", str(irmas_root), "--out", str(tmp_path / "tasks")]) == 0
+    fma_meta = json.loads((tmp_path / "tasks" / "fma_small_genre-1.0.0-full" / "task_metadata.json").read_text())
+    irmas_meta = json.loads((tmp_path / "tasks" / "irmas_instrument-1.0.0-full" / "task_metadata.json").read_text())
+    assert (fma_meta["sample_duration"], fma_meta["split_mode"], fma_meta["missing_audio"]) == (30.0, "trainvaltest", 1)
+    assert irmas_meta["sample_duration"] == 3.0 and irmas_meta["split"] == "80/10/10 by recording"
+    vocab = (tmp_path / "tasks" / "fma_small_genre-1.0.0-full" / "labelvocabulary.csv").read_text().splitlines()
+    assert len(vocab) == 1 + 8  # all 8 FMA genres
+    labels = json.loads((tmp_path / "tasks" / "fma_small_genre-1.0.0-full" / "train.json").read_text())
+    assert labels == {"000002.wav": ["Hip-Hop"]}
+
+
+@pytest.mark.parametrize("task", ["fma_genre", "irmas_instrument"])
+def test_fma_and_irmas_are_s3prl_downstreams(task, fma_root, irmas_root, tmp_path):
+    import importlib
+    from collections import defaultdict
+
+    expert_cls = importlib.import_module(f"mart_upstream.adapters.s3prl.downstream.{task}.expert").DownstreamExpert
+    root = fma_root if task == "fma_genre" else irmas_root
+    datarc = {"root": str(root), "train_batch_size": 2, "eval_batch_size": 2, "num_workers": 0}
+    expert = expert_cls(8, {"datarc": datarc, "modelrc": {"probe": "linear"}}, str(tmp_path))
+    assert all(len(expert.datasets[s]) >= 1 for s in ("train", "dev", "test"))
+    wavs, labels, names = next(iter(expert.get_dataloader("train")))
+    assert wavs[0].ndim == 1 and wavs[0].dtype == np.float32 and len(wavs[0]) > 4000  # 16 kHz mono
+    records = defaultdict(list)
+    loss = expert("train", [torch.randn(5, 8) for _ in wavs], labels, names, records)
+    assert torch.isfinite(loss) and len(records["correct"]) == len(wavs)
