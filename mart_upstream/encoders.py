@@ -58,10 +58,11 @@ def cnn5_config() -> FCNConfig:
     channels, 96 mel bands pooled 2-2-2-4-3 to one, time pools 2-2-2-4-5).
 
     One difference, kept on purpose: pooling in ceil mode. The code pools in floor mode, so a 3 s
-    segment's 188 frames go 94, 47, 23, 5, 1 and the last layer never sees 32 of them (0.5 s, 17% of the
-    segment: 1 frame of 47 at the third pool, 3 of 23 at the fourth). In ceil mode they go 94, 47, 24,
-    6, 2 and the global max pool makes the two last-layer frames one vector; every frame counts, and a
-    clip shorter than 160 frames still gives a frame. ``ceil_mode=False`` is the code's form."""
+    segment's 188 frames go 94, 47, 23, 5, 1: the pools drop the positions of the last 28 frames (1 of 47
+    at the third pool, 3 of 23 at the fourth: 0.45 s, 15% of the segment), which then reach the output
+    only through the edges of the 5x5 kernels of the frames before them. In ceil mode they go 94, 47,
+    24, 6, 2 and the global max pool makes the two last-layer frames one vector; every frame is pooled,
+    and a clip shorter than 160 frames still gives a frame. ``ceil_mode=False`` is the code's form."""
     return FCNConfig(
         n_mels=96,
         channels=(128, 256, 256, 512, 512),

@@ -416,3 +416,19 @@ def test_fma_and_irmas_are_s3prl_downstreams(task, fma_root, irmas_root, tmp_pat
     records = defaultdict(list)
     loss = expert("train", [torch.randn(5, 8) for _ in wavs], labels, names, records)
     assert torch.isfinite(loss) and len(records["correct"]) == len(wavs)
+
+
+# -- 4. CNN-5's mel bands and pooling -------------------------------------------------------------------
+def test_cnn5_reads_the_authors_96_bands_and_pools_in_ceil_mode_with_floor_an_option():
+    import dataclasses
+
+    from mart_upstream.encoders import FCN, cnn5_config
+
+    cfg = cnn5_config()
+    assert (cfg.n_mels, cfg.freq_pools, cfg.time_pools, cfg.ceil_mode) == (96, (2, 2, 2, 4, 3), (2, 2, 2, 4, 5), True)
+    narrow = dict(channels=(2, 2, 2, 2, 4))  # the layout, narrow
+    spec = torch.randn(1, 96, 188)  # a 3 s segment at hop 256
+    ceil = FCN(dataclasses.replace(cfg, **narrow)).eval()
+    floor = FCN(dataclasses.replace(cfg, ceil_mode=False, **narrow)).eval()
+    assert [m.shape[1] for m in ceil.forward_maps(spec)] == [94, 47, 24, 6, 2]
+    assert [m.shape[1] for m in floor.forward_maps(spec)] == [94, 47, 23, 5, 1]  # the code's grid
