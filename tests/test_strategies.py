@@ -156,7 +156,8 @@ def test_melcpc_defaults_to_the_printed_12_s_and_takes_the_authors_layout():
     ctx = code.context(y)
     pred = torch.stack([w(ctx[:, 3]) for w in code.predictors], 1)
     from mart_upstream.losses import cpc_step_losses
-    assert float(out["loss"].detach()) == pytest.approx(float(cpc_step_losses(pred, y[:, 4:8]).sum()), rel=1e-5)
+    by_hand = cpc_step_losses(pred, y[:, 4:8]).sum().detach()
+    assert float(out["loss"].detach()) == pytest.approx(float(by_hand), rel=1e-5)
 
 
 # -- 5. the recommendation protocol: random queries by default, the paper's filters as options ---------------
