@@ -53,6 +53,12 @@ class AugmentConfig:
     p_polarity: float = 0.8  # [cfg] transforms_polarity
     p_noise: float = 0.01  # [cfg] transforms_noise
     noise_snr: tuple = (0.0001, 0.01)  # [ta] Noise(min_snr=0.0001, max_snr=0.01): noise std / signal std
+    # Optional: the noise level as a signal-to-noise ratio in dB, uniform on the dB scale (noise std =
+    # signal std x 10^(-SNR/20)); replaces ``noise_snr`` when set. CLMR's ratios above are 40-80 dB below
+    # the signal; the strategies models use [an] (5, 40) dB (models/siamese.py, STRATEGIES_AUGMENT).
+    #   [an] audiomentations AddGaussianSNR / AddColorNoise defaults min_snr_db=5.0, max_snr_db=40.0
+    #        (https://iver56.github.io/audiomentations/waveform_transforms/add_color_noise)
+    noise_snr_db: Optional[tuple] = None
     p_gain: float = 0.3  # [cfg] transforms_gain
     gain_db: tuple = (-20.0, -1.0)  # [ta] Gain(min_gain=-20.0, max_gain=-1)
     p_filter: float = 0.8  # [cfg] transforms_filters; HighLowPass: half low-pass, half high-pass
@@ -69,6 +75,19 @@ class AugmentConfig:
     # Strategies §2.3.1: time stretch with a speed factor uniform in [0.8, 1.2]; not in CLMR's chain
     p_stretch: float = 0.0
     stretch_rate: tuple = (0.8, 1.2)
+    # With the stretch on, the training crops are read max(stretch_rate) x as long and the views cut to the
+    # model's length after the chain, so a sped-up view is music to its end (no digital silence), as the
+    # authors' code reads 1.2 x the segment before its sox ``speed``. No effect while p_stretch = 0.
+    stretch_read_ahead: bool = True
+
+
+def read_samples(clip_samples: int, cfg: "AugmentConfig") -> int:
+    """How many samples a training crop reads for views of ``clip_samples`` under ``cfg``: ceil(clip x
+    max stretch rate) with the read-ahead of a time stretch (see ``AugmentConfig.stretch_read_ahead``),
+    else ``clip_samples``."""
+    if cfg.p_stretch > 0 and cfg.stretch_read_ahead and float(cfg.stretch_rate[1]) > 1.0:
+        return int(math.ceil(clip_samples * float(cfg.stretch_rate[1]) - 1e-9))
+    return int(clip_samples)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,23 +258,31 @@ class PolarityInversion(RandomTransform):
 class Noise(RandomTransform):
     """x + N(0, sigma²), sigma = snr * std(x) per example, snr ~ U(snr[0], snr[1]).
 
-    As [ta] Noise: ``noise_std = uniform(min_snr * std, max_snr * std)``. A silent example (std 0)
-    stays silent.
+    As [ta] Noise: ``noise_std = uniform(min_snr * std, max_snr * std)``. With ``snr_db`` instead: SNR ~
+    U(snr_db[0], snr_db[1]) dB and sigma = std(x) * 10^(-SNR/20) (uniform on the dB scale, as
+    audiomentations' AddGaussianSNR). A silent example (std 0) stays silent.
     """
 
-    def __init__(self, p: float = 0.01, snr: Tuple[float, float] = (0.0001, 0.01)):
+    def __init__(self, p: float = 0.01, snr: Tuple[float, float] = (0.0001, 0.01),
+                 snr_db: Optional[Tuple[float, float]] = None):
         super().__init__(p)
         self.snr = tuple(snr)
+        self.snr_db = None if snr_db is None else (float(snr_db[0]), float(snr_db[1]))
+        if self.snr_db is not None and not self.snr_db[0] <= self.snr_db[1]:
+            raise ValueError(f"noise SNR range in dB must satisfy low <= high, got {tuple(snr_db)}")
 
     def transform(self, x, g):
         n, t = x.shape
-        snr = _uniform(n, self.snr[0], self.snr[1], g).to(x.device, x.dtype)
+        if self.snr_db is not None:
+            snr = torch.pow(10.0, -_uniform(n, self.snr_db[0], self.snr_db[1], g) / 20.0).to(x.device, x.dtype)
+        else:
+            snr = _uniform(n, self.snr[0], self.snr[1], g).to(x.device, x.dtype)
         std = x.std(dim=1) if t > 1 else torch.zeros(n, device=x.device, dtype=x.dtype)
         noise = torch.randn(x.shape, generator=_device_generator(g, x.device), device=x.device, dtype=x.dtype)
         return x + noise * (snr * std)[:, None]
 
     def extra_repr(self):
-        return f"p={self.p}, snr={self.snr}"
+        return f"p={self.p}, snr={self.snr}" if self.snr_db is None else f"p={self.p}, snr_db={self.snr_db}"
 
 
 class Gain(RandomTransform):
@@ -439,10 +466,11 @@ class TimeStretch(RandomTransform):
     1.2"): r > 1 plays faster. The phase-locked phase vocoder of :class:`PitchShift` (its step 1, with
     the rates drawn per row, all rows in one call) makes row i last T / r_i samples; the result is then
     cropped to its first T samples (r < 1) or zero padded at the end (r > 1), so up to T (1 - 1/r)
-    samples of silence end a sped-up example. (The authors' code reads 1.2 x the segment before
-    augmenting, so its sped-up segments are full; the crops here are exactly ``clip_samples`` long. Their
-    code also uses sox ``speed``, a resampling that moves the pitch with the tempo; the vocoder follows
-    the paper's "time stretching" and leaves the pitch to :class:`PitchShift`.)
+    samples of silence end a sped-up row. In training the crops are read max(rate) x longer than the
+    views (``read_samples``; the authors' code reads 1.2 x the segment) and the chain returns their first
+    ``clip_samples``, so a view sped up by r <= max(rate) has no silence. (The authors' code uses sox
+    ``speed``, a resampling that moves the pitch with the tempo; the vocoder follows the paper's "time
+    stretching" and leaves the pitch to :class:`PitchShift`.)
     """
 
     def __init__(self, p: float = 0.0, sample_rate: int = 16000, rate: Tuple[float, float] = (0.8, 1.2),
@@ -520,7 +548,7 @@ class AugmentationChain(nn.Module):
         sr = cfg.sample_rate
         self.transforms = nn.ModuleList([
             PolarityInversion(cfg.p_polarity),
-            Noise(cfg.p_noise, cfg.noise_snr),
+            Noise(cfg.p_noise, cfg.noise_snr, cfg.noise_snr_db),
             Gain(cfg.p_gain, cfg.gain_db),
             HighLowPass(cfg.p_filter, sr, cfg.lowpass_hz, cfg.highpass_hz),
             Delay(cfg.p_delay, sr, cfg.delay_ms, cfg.delay_step_ms, cfg.delay_volume),
@@ -537,8 +565,10 @@ class AugmentationChain(nn.Module):
         after_pitch = next(i for i, t in enumerate(steps) if isinstance(t, PitchShift)) + 1
         return steps[:after_pitch] + [self.stretch] + steps[after_pitch:]
 
-    def forward(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        """x: [B, T] float waveform -> [B, T] augmented, same dtype/device.
+    def forward(self, x: Tensor, generator: Optional[torch.Generator] = None,
+                out_samples: Optional[int] = None) -> Tensor:
+        """x: [B, T] float waveform -> [B, T] augmented, same dtype/device; with ``out_samples``, the first
+        ``out_samples`` of each augmented row (the views of a read-ahead crop, ``read_samples``).
 
         Each transform is applied to each example independently with its own probability, in the
         CLMR order: polarity, noise, gain, filter, delay, pitch shift, (time stretch,) reverb. A
@@ -553,4 +583,4 @@ class AugmentationChain(nn.Module):
             raise TypeError(f"augmentations expect a float waveform, got {x.dtype}")
         for transform in self.steps():
             x = transform(x, generator)
-        return x
+        return x if out_samples is None else x[:, :out_samples]

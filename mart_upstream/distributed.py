@@ -58,6 +58,38 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x), dim=0)
 
 
+@torch.no_grad()
+def batch_shuffle(x: torch.Tensor):
+    """MoCo's Shuffle-BN across processes (MoCo §3.3, ``_batch_shuffle_ddp`` of its code): gather ``x``
+    [B, ...] from every rank, permute the global batch with a permutation drawn on rank 0 and broadcast,
+    and give each rank its slice of the permuted batch -> (this rank's [B, ...] examples, the index that
+    ``batch_unshuffle`` needs). Every rank must hold the same B. One process: (x, None), nothing to do."""
+    if not is_distributed():
+        return x, None
+    world, rank = dist.get_world_size(), dist.get_rank()
+    b = x.shape[0]
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.contiguous())
+    full = torch.cat(parts)
+    perm = torch.randperm(full.shape[0], device=x.device) if rank == 0 else torch.empty(
+        full.shape[0], dtype=torch.long, device=x.device)
+    dist.broadcast(perm, src=0)
+    return full[perm[rank * b:(rank + 1) * b]], torch.argsort(perm)
+
+
+@torch.no_grad()
+def batch_unshuffle(y: torch.Tensor, unshuffle) -> torch.Tensor:
+    """The inverse of ``batch_shuffle``: gather every rank's outputs [B, ...] of the permuted examples and
+    return this rank's own examples' outputs, in their order. ``unshuffle`` None: ``y`` as it is."""
+    if unshuffle is None:
+        return y
+    world, rank = dist.get_world_size(), dist.get_rank()
+    b = y.shape[0]
+    parts = [torch.empty_like(y) for _ in range(world)]
+    dist.all_gather(parts, y.contiguous())
+    return torch.cat(parts)[unshuffle[rank * b:(rank + 1) * b]]
+
+
 def local_offset(batch: int) -> int:
     """Index of this rank's first example inside the gathered global batch."""
     return dist.get_rank() * batch if is_distributed() else 0

@@ -23,6 +23,10 @@ class FCNConfig:
     time_pools: Tuple[int, ...] = (2, 2, 1, 1)  # frame maps at hop * 4
     global_pool: str = "max"  # "max" (Choi et al.) or "mean" over the remaining frames
     kernel: int = 3  # square convolution kernel (odd: "same" padding)
+    # ceil mode keeps a partial last pooling window, so short inputs never pool to zero frames and the
+    # end of a clip is seen; floor mode (False) drops it, as PyTorch's default and the strategies
+    # paper's code (MelConv5by5Enc)
+    ceil_mode: bool = True
 
     @property
     def out_dim(self) -> int:
@@ -50,12 +54,19 @@ def fcn7_config() -> FCNConfig:
 
 def cnn5_config() -> FCNConfig:
     """Strategies §2.1: 5 layers of 5x5 convolutions, BatchNorm, 2-D max pooling. The paper gives no
-    widths or pool sizes; these follow its published code (128-256-256-512-512 channels; time pools
-    2, 2, 2, 4, 5 take a 3 s segment of 188 frames at hop 256 to one or two frames, which the global
-    max pool makes one vector). Frequency pools take 128 mel bands to one."""
+    widths, pool sizes or mel bands; these follow its published code (MelConv5by5Enc: 128-256-256-512-512
+    channels, 96 mel bands pooled 2-2-2-4-3 to one, time pools 2-2-2-4-5).
+
+    One difference, kept on purpose: pooling in ceil mode. The code pools in floor mode, so a 3 s
+    segment's 188 frames go 94, 47, 23, 5, 1: the pools drop the positions of the last 28 frames (1 of 47
+    at the third pool, 3 of 23 at the fourth: 0.45 s, 15% of the segment), which then reach the output
+    only through the edges of the 5x5 kernels of the frames before them. In ceil mode they go 94, 47,
+    24, 6, 2 and the global max pool makes the two last-layer frames one vector; every frame is pooled,
+    and a clip shorter than 160 frames still gives a frame. ``ceil_mode=False`` is the code's form."""
     return FCNConfig(
+        n_mels=96,
         channels=(128, 256, 256, 512, 512),
-        freq_pools=(2, 2, 2, 4, 4),
+        freq_pools=(2, 2, 2, 4, 3),
         time_pools=(2, 2, 2, 4, 5),
         kernel=5,
     )
@@ -86,7 +97,7 @@ class FCN(nn.Module):
                     nn.BatchNorm2d(c),
                     nn.ReLU(inplace=True),
                     # ceil_mode keeps a partial last window so short inputs never pool to zero frames
-                    nn.MaxPool2d((fp, tp), ceil_mode=True),
+                    nn.MaxPool2d((fp, tp), ceil_mode=cfg.ceil_mode),
                 )
             )
             c_in = c

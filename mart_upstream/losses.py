@@ -159,13 +159,14 @@ SIMILARITIES = ("cosine", "dot")
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float = 1.0,
-             similarity: str = "cosine") -> torch.Tensor:
+             similarity: str = "dot") -> torch.Tensor:
     """Strategies eq. (1) (CPC's InfoNCE): -log exp(s(y^a, y^p)) / (exp(s(y^a, y^p)) + Σ_j exp(s(y^a, y^n_j))).
 
     anchor, positive: [B, D] local. Anchor b's positive is positive b; its N-1 negatives are the
     positives of the other examples of the (global) batch (strategies §2.2.1: negatives from the other
-    tracks of the minibatch). ``similarity="dot"``: s = y^aᵀy^p / τ, the printed form (τ = 1);
-    ``"cosine"``: the vectors are L2-normalised first. Returns the mean over the local anchors.
+    tracks of the minibatch). ``similarity="dot"`` (default): s = y^aᵀy^p / τ, the printed form and the
+    authors' code with τ = 1; ``"cosine"``: the vectors are L2-normalised first. Returns the mean over the
+    local anchors.
     """
     if similarity not in SIMILARITIES:
         raise ValueError(f"info_nce: similarity must be one of {SIMILARITIES}, got {similarity!r}")
@@ -214,7 +215,7 @@ def cpc_step_losses(predictions: torch.Tensor, targets: torch.Tensor, temperatur
 
 
 def multilevel_info_nce(anchors: Sequence[torch.Tensor], positives: Sequence[torch.Tensor], temperature: float = 1.0,
-                        similarity: str = "cosine", return_levels: bool = False):
+                        similarity: str = "dot", return_levels: bool = False):
     """Strategies eq. (2): L_InfoNCE-Multi = Σ_i^M InfoNCE(ŷ_i^a, ŷ_i^p, {ŷ_i^n}), one eq. (1) term per level.
 
     anchors[i], positives[i]: [B, D_i] local vectors of level i (the i-th convolutional layer's output

@@ -257,9 +257,10 @@ def test_rejects_bad_input():
 def test_config_roundtrip_fields():
     # the interface other modules rely on: these exact field names
     names = [f.name for f in dataclasses.fields(AugmentConfig)]
-    assert names == ["sample_rate", "p_polarity", "p_noise", "noise_snr", "p_gain", "gain_db", "p_filter",
-                     "lowpass_hz", "highpass_hz", "p_delay", "delay_ms", "delay_step_ms", "delay_volume",
-                     "p_pitch", "pitch_semitones", "p_reverb", "reverb_rt60_s", "p_stretch", "stretch_rate"]
+    assert names == ["sample_rate", "p_polarity", "p_noise", "noise_snr", "noise_snr_db", "p_gain", "gain_db",
+                     "p_filter", "lowpass_hz", "highpass_hz", "p_delay", "delay_ms", "delay_step_ms", "delay_volume",
+                     "p_pitch", "pitch_semitones", "p_reverb", "reverb_rt60_s", "p_stretch", "stretch_rate",
+                     "stretch_read_ahead"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -61,7 +61,7 @@ def _worked_example():
 
 def test_worked_example_hr_and_mpr():
     X, ids, playlists = _worked_example()
-    res = pl.evaluate(X, ids, playlists, n_negatives=100)  # more than there are: all 15 others are negatives
+    res = pl.evaluate(X, ids, playlists, n_negatives=100, queries="first")  # more than there are: all 15 others are negatives
     assert res["negatives"] == 15 and res["playlists"] == 1
     items = res["items"]
     assert items["track"] == ["g1", "g2"] and items["playlist"] == ["mix1", "mix1"]
@@ -70,22 +70,22 @@ def test_worked_example_hr_and_mpr():
     assert items["percentile"] == pytest.approx([2 / 15, 9 / 15])
     assert items["hit"] == [1.0, 1.0] and res["hr_at_10"]["mean"] == 1.0
     assert res["mpr"]["mean"] == pytest.approx(11 / 30)
-    assert pl.evaluate(X, ids, playlists, k=9)["hr_at_9"]["mean"] == 0.5  # rank 10 is outside the top 9
+    assert pl.evaluate(X, ids, playlists, k=9, queries="first")["hr_at_9"]["mean"] == 0.5  # rank 10 is outside the top 9
     # the order of the rows does not matter; the scale of a vector does not either (cosine)
     perm = np.random.default_rng(0).permutation(len(ids))
     scaled = X[perm] * np.linspace(0.5, 4, len(ids))[:, None]
-    again = pl.evaluate(scaled, [ids[i] for i in perm], playlists, n_negatives=100)
+    again = pl.evaluate(scaled, [ids[i] for i in perm], playlists, n_negatives=100, queries="first")
     assert again["items"]["rank"] == [3, 10]
 
 
 def test_fewer_negatives_are_sampled_without_replacement_and_kept_for_every_encoder():
     X, ids, playlists = _worked_example()
-    prot = pl.sample_protocol(playlists, ids, n_negatives=4, seed=3)
+    prot = pl.sample_protocol(playlists, ids, n_negatives=4, seed=3, queries="first")
     assert prot.negatives.shape == (2, 4)
     inside = {ids.index(t) for t in playlists[0].tracks}
     for row in prot.negatives:
         assert len(set(row)) == 4 and not set(row) & inside
-    same = pl.sample_protocol(playlists, ids, n_negatives=4, seed=3)
+    same = pl.sample_protocol(playlists, ids, n_negatives=4, seed=3, queries="first")
     assert np.array_equal(same.negatives, prot.negatives)
     scores = pl.score_protocol(X, prot)
     # hand check of one list: the rank is 1 + the negatives whose angle is no larger than the item's
@@ -103,7 +103,7 @@ def test_random_queries_are_seeded_and_random_embeddings_score_chance():
     b = pl.sample_protocol(playlists, ids, queries="random", seed=5)
     assert np.array_equal(a.queries, b.queries) and np.array_equal(a.negatives, b.negatives)
     assert a.negatives.shape == (60 * 5, 100)
-    first = pl.sample_protocol(playlists, ids, seed=5)
+    first = pl.sample_protocol(playlists, ids, seed=5, queries="first")
     assert [ids[i] for i in first.queries[0]] == playlists[0].tracks[:3]
     assert not np.array_equal(a.queries, first.queries)
     for pi, p in enumerate(playlists):  # queries and held-out items partition each playlist

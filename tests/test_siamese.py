@@ -223,7 +223,8 @@ def test_the_paper_settings_are_the_defaults():
     with torch.device("meta"):
         single, multi = build_model("cnn5_infonce").config, build_model("cnn5_multilevel").config
     assert (single.clip_samples, single.frontend.n_fft, single.frontend.hop_length, single.frontend.n_mels) == (
-        48000, 512, 256, 128)
+        48000, 512, 256, 96)
+    assert (single.similarity, single.temperature) == ("dot", 1.0)  # eq. (1) as printed
     assert LogMel(single.frontend).num_frames(single.clip_samples) == 188  # 3 s (§3)
     assert single.frontend.standardise and not FrontendConfig().standardise
     assert (single.emb_dim, single.strategy, single.gap_seconds, single.summary) == (128, "self_aug", 0.5, "mean_std")
@@ -231,8 +232,8 @@ def test_the_paper_settings_are_the_defaults():
     with torch.device("meta"):
         assert build_model("cnn5_multilevel").embedding_dim == 640  # Table 3
         heads = build_model("cnn5_multilevel").heads
-    # each level's Linear reads its layer's channels x frequency bins (128 mel bands pooled 2-2-2-4-4)
-    assert [h.in_features for h in heads] == [128 * 64, 256 * 32, 256 * 16, 512 * 4, 512 * 1]
+    # each level's Linear reads its layer's channels x frequency bins (96 mel bands pooled 2-2-2-4-3)
+    assert [h.in_features for h in heads] == [128 * 48, 256 * 24, 256 * 12, 512 * 3, 512 * 1]
 
 
 @pytest.mark.parametrize("bad, match", [({"strategy": "nearby"}, "strategy must be one of"),

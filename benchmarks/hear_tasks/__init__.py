@@ -3,6 +3,8 @@
     mart-hear-task gtzan  GTZAN_ROOT --out tasks [--sample-rates 16000,48000]
     mart-hear-task mtat   MTAT_ROOT  --out tasks [--top-k 50]
     mart-hear-task nsynth NSYNTH_ROOT --out tasks [--per-class 500] [--seed 0]
+    mart-hear-task fma    FMA_ROOT    --out tasks
+    mart-hear-task irmas  IRMAS_ROOT  --out tasks [--seed 0]
     mart-hear-task folder ROOT       --out tasks [--name NAME] [--nfolds 5]
 
 then ``python -m heareval.embeddings.runner hear_api.mart --model mart.ckpt --tasks-dir tasks`` and
@@ -64,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--seed", type=int, default=0, help="seed of the --per-class draw (default 0)")
     common(n, "seconds per note, trimmed or zero padded (default 4, the notes' length)")
 
+    a = sub.add_parser("fma", help="FMA-small tracks.csv + mp3s -> fma_small_genre-1.0.0-full (official split)")
+    a.add_argument("root", help="folder holding fma_metadata/tracks.csv and fma_small/NNN/NNNNNN.mp3")
+    common(a, "seconds per clip, trimmed or zero padded (default 30, the clips' length)")
+
+    r = sub.add_parser("irmas", help="IRMAS training data -> irmas_instrument-1.0.0-full (80/10/10 by recording)")
+    r.add_argument("root", help="folder holding IRMAS-TrainingData/<inst>/*.wav (or the instrument folders)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the split by recording (default 0)")
+    common(r, "seconds per excerpt, trimmed or zero padded (default 3, the excerpts' length)")
+
     f = sub.add_parser("folder", help="<label>/<audio files> -> multiclass task with new k folds")
     f.add_argument("root")
     f.add_argument("--name", default=None, help="task name (default: the folder's name)")
@@ -82,6 +93,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         spec, items = sources.mtat(args.root, args.top_k, args.duration or 29.1)
     elif args.dataset == "nsynth":
         spec, items = sources.nsynth(args.root, args.per_class, args.seed, args.duration or 4.0)
+    elif args.dataset == "fma":
+        spec, items = sources.fma_small(args.root, args.duration or 30.0)
+    elif args.dataset == "irmas":
+        spec, items = sources.irmas_training(args.root, args.seed, args.duration or 3.0)
     else:
         spec, items = sources.folder(args.root, args.name, args.nfolds, args.duration)
     if spec.nfolds is not None and spec.nfolds < 3:

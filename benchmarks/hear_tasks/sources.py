@@ -9,6 +9,11 @@
 * NSynth (``nsynth-{train,valid,test}/examples.json`` + ``audio/<note_str>.wav``, read by
   ``mart_upstream.tasks.instruments``): instrument family (11 labels), NSynth's own train/valid/test
   split, 4 s notes, top1_acc first; ``per_class`` subsamples each family in each split.
+* FMA-small (``fma_metadata/tracks.csv`` + ``fma_small/NNN/NNNNNN.mp3``, read by ``mart_upstream.tasks.fma``):
+  genre (8 labels), FMA's official training/validation/test split, 30 s, top1_acc first (strategies §4.2).
+* IRMAS training data (``IRMAS-TrainingData/<inst>/*.wav``, read by ``mart_upstream.tasks.irmas``):
+  predominant instrument (11 labels), split 80/10/10 by recording (IRMAS publishes none), 3 s
+  (strategies §4.3).
 * any ``<label>/<audio files>`` tree: multiclass with new k folds.
 
 Input that cannot make a task is a :class:`mart_upstream.errors.TaskError`.
@@ -24,7 +29,7 @@ import soundfile as sf
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
 from mart_upstream.errors import TaskError
 from mart_upstream.tasks import PUBLISHED_SPLIT_NAMES
-from mart_upstream.tasks import instruments
+from mart_upstream.tasks import fma, instruments, irmas
 from mart_upstream.tasks.gtzan import genres_dir
 from mart_upstream.tasks.mtat import read_annotations, split_of
 
@@ -115,4 +120,20 @@ def nsynth(root: str, per_class: Optional[int] = None, seed: int = 0,
     spec = TaskSpec("nsynth_instrument_family", "2.2.3", "multiclass", "trainvaltest", duration, MULTICLASS_METRICS,
                     list(instruments.FAMILIES), mode=mode,
                     extra={"per_class": per_class, "subsample_seed": seed, "missing_audio": len(found.missing)})
+    return spec, items
+
+
+def fma_small(root: str, duration: float = fma.SECONDS) -> Tuple[TaskSpec, List[Item]]:
+    found = fma.fma_small(root)
+    items = [Item(t.path, t.name, [t.genre], PUBLISHED_SPLIT_NAMES[t.split]) for t in found.tracks]
+    spec = TaskSpec("fma_small_genre", "1.0.0", "multiclass", "trainvaltest", duration, MULTICLASS_METRICS,
+                    list(fma.GENRES), extra={"missing_audio": len(found.missing)})
+    return spec, items
+
+
+def irmas_training(root: str, seed: int = 0, duration: float = irmas.SECONDS) -> Tuple[TaskSpec, List[Item]]:
+    found = irmas.irmas_training(root, seed)
+    items = [Item(e.path, e.name.replace("/", "."), [e.instrument], PUBLISHED_SPLIT_NAMES[e.split]) for e in found]
+    spec = TaskSpec("irmas_instrument", "1.0.0", "multiclass", "trainvaltest", duration, MULTICLASS_METRICS,
+                    list(irmas.INSTRUMENTS), extra={"split": "80/10/10 by recording", "split_seed": seed})
     return spec, items

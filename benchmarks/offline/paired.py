@@ -1,6 +1,7 @@
 """Measurements that can tell two encoders apart on the same data.
 
-* ``grouped_cv``: a linear probe (standardised logistic regression, scikit-learn) under repeated
+* ``grouped_cv``: a linear probe (standardised logistic regression, scikit-learn, or with
+  ``probe="svm"`` a linear SVM, the strategies paper's other probe) under repeated
   grouped k-fold cross-validation over *all* clips of a classification task, grouped by work, so
   no work is in training and test of one fold. Every clip gets out-of-fold predictions in each
   repeat; the folds depend only on (labels, groups, seed), so two encoders evaluated with the same
@@ -19,6 +20,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
@@ -49,10 +51,24 @@ def load_scene_embeddings(embed_task_dir: str) -> Dict[str, np.ndarray]:
             "labels": np.array([r[2] for r in rows]), "groups": np.array([work_of(r[0]) for r in rows])}
 
 
+PROBES = ("logistic", "svm")
+
+
+def _probe(kind: str, C: float):
+    """A standardised linear probe: logistic regression (default) or a linear-kernel SVM (strategies §4:
+    "a support vector machine with a linear kernel and a linear logistic regression classifier")."""
+    if kind == "svm":
+        return make_pipeline(StandardScaler(), LinearSVC(C=C, max_iter=20000))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
+
+
 def grouped_cv(X: np.ndarray, labels: Sequence[str], groups: Sequence[str], folds: int = 5, repeats: int = 3,
-               seed: int = 0, C: float = 0.1) -> Dict:
+               seed: int = 0, C: float = 0.1, probe: str = "logistic") -> Dict:
     """Repeated grouped k-fold linear probe -> per-clip out-of-fold correctness [repeats, N], fold
-    accuracies and macro mAP (one-vs-rest average precision of the out-of-fold probabilities)."""
+    accuracies and macro mAP (one-vs-rest average precision of the out-of-fold probabilities; for
+    ``probe="svm"``, of the decision values, which rank the same way a probability would)."""
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
     X = np.asarray(X, dtype=np.float64)
     labels, groups = np.asarray(labels), np.asarray(groups)
     classes = np.unique(labels)
@@ -68,10 +84,16 @@ def grouped_cv(X: np.ndarray, labels: Sequence[str], groups: Sequence[str], fold
         proba = np.zeros((len(y), len(classes)))
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed * 1000 + r)
         for train, test in cv.split(X, y, groups):
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
-            probe.fit(X[train], y[train])
-            p = np.zeros((len(test), len(classes)))
-            p[:, probe.classes_] = probe.predict_proba(X[test])
+            model = _probe(probe, C)
+            model.fit(X[train], y[train])
+            if probe == "svm":
+                d = model.decision_function(X[test])
+                d = np.stack([-d, d], axis=1) if d.ndim == 1 else d  # two classes: one decision value
+                p = np.full((len(test), len(classes)), d.min() - 1.0)  # a class missing from the fold: last
+                p[:, model.classes_] = d
+            else:
+                p = np.zeros((len(test), len(classes)))
+                p[:, model.classes_] = model.predict_proba(X[test])
             proba[test] = p
             fold_acc.append(float((p.argmax(1) == y[test]).mean()))
         correct[r] = proba.argmax(1) == y
@@ -79,7 +101,7 @@ def grouped_cv(X: np.ndarray, labels: Sequence[str], groups: Sequence[str], fold
                                                   average="macro")))
     return {"top1_acc": float(correct.mean()), "mAP": float(np.mean(maps)), "fold_top1_acc": fold_acc,
             "repeat_mAP": maps, "correct": correct.mean(axis=0).tolist(), "folds": folds, "repeats": repeats,
-            "seed": seed, "n": int(len(y)), "works": int(len(np.unique(groups)))}
+            "seed": seed, "n": int(len(y)), "works": int(len(np.unique(groups))), "probe": probe}
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], groups: Sequence, n_boot: int = 2000,

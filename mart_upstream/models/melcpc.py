@@ -27,7 +27,7 @@ from ..encoders import FCN, FCNConfig, cnn5_config
 from ..frontend import FrontendConfig, LogMel
 from ..losses import SIMILARITIES, cpc_step_losses
 from .base import SUMMARIES, SSLModel, mean_std
-from .siamese import siamese_frontend
+from .siamese import STRATEGIES_AUGMENT, siamese_frontend
 
 # Segments of one sound encoded at once by ``sequence_embedding``: memory stays flat for any length.
 SEGMENTS_PER_PASS = 32
@@ -42,9 +42,13 @@ class MelCPCConfig:
     # log-mel: 4 x 188 = 752 frames, the paper's count for 12 s (one log-mel of 12 s has 751), and a
     # segment is encoded exactly as a lone 3 s clip would be, with no conv context across its borders.
     segment_samples: int = 48000
-    # The paper gives 12 s (4 segments) and c_t "from the last timestep t" but not how the 4 are split;
-    # its code runs 4 context + 4 predicted segments of a 29 s crop. Here the 12 s are split evenly:
-    # c_2 (6 s of context) predicts y_3 and y_4 (k = 1, 2). clip_samples must be their total length.
+    # The paper's printed setting (default): a 12 s sequence (§3: 752 frames, 4 segments), c_t "from the
+    # last timestep t" of t segments predicting y_{t+k} (eq. 3); it does not say how the 4 are split, so
+    # they are split evenly: c_2 (6 s of context) predicts y_3 and y_4 (k = 1, 2).
+    # The authors' code (option): NUM_CPC_INPUT_STEPS 4 + NUM_CPC_PREDICTIONS 4, 8 of the 11 encoder
+    # steps of a 29 s crop from a random start (emb_aggregators.CPCModule): ``context_segments=4
+    # prediction_steps=4 clip_samples=0`` (a random 24 s crop, 4 segments predicting the next 4).
+    # clip_samples must be their total length; 0 means exactly that.
     context_segments: int = 2
     prediction_steps: int = 2
     emb_dim: int = 128  # y = f(x): the published code's EMB_DIM (a Linear from CNN-5's 512 channels)
@@ -55,6 +59,10 @@ class MelCPCConfig:
     # std of its GRU outputs (see MelCPC.sequence_embedding for the whole clip at once)
     summary: str = "mean"
 
+    def __post_init__(self):
+        if self.clip_samples == 0:  # the sequence's length: every context and predicted segment
+            self.clip_samples = (self.context_segments + self.prediction_steps) * self.segment_samples
+
 
 class MelCPC(SSLModel):
     num_views = 1  # one 12 s crop per track: context and targets come from it
@@ -64,8 +72,10 @@ class MelCPC(SSLModel):
                                "time_pools": [2, 2, 2, 2, 1]},
                    "emb_dim": 8, "gru_hidden": 8}
     # The paper gives no optimiser settings; its published code (cssma_config.yaml) trains with Adam,
-    # lr 1e-3, no weight decay, batch 16.
-    pretrain_defaults = {"optim": {"lr": 1e-3, "weight_decay": 0.0}, "run": {"batch_size": 16}}
+    # lr 1e-3, no weight decay, batch 16. Augmentations: the paper's chain (§2.3.1, siamese.STRATEGIES_AUGMENT)
+    # on the whole crop, as the authors' code augments its CPC crop (pitch and speed there), not CLMR's.
+    pretrain_defaults = {"optim": {"lr": 1e-3, "weight_decay": 0.0}, "run": {"batch_size": 16},
+                         "augment": STRATEGIES_AUGMENT}
 
     def __init__(self, config: MelCPCConfig):
         nn.Module.__init__(self)  # not SSLModel.__init__: no projection head (the W_k predict)

@@ -14,10 +14,20 @@ key encoder's weights, the queue and its pointer are buffers: no gradient, out o
 in checkpoints; a batch skipped for a non-finite loss gets no update and so enqueues nothing. The
 downstream representation is the query encoder's output.
 
-Shuffle-BN (MoCo §3.3) is not implemented. It shuffles the keys' examples across GPUs so that the
-key encoder's BatchNorm statistics do not come from the same examples as the queries'; one process
-has nothing to shuffle across, and under torchrun each rank computes both from its own examples.
-(MoCo's single-GPU demo simulates it by splitting the batch; not done here.)
+Shuffle-BN (MoCo §3.3; ``shuffle_bn``, on by default as in the paper): BatchNorm normalises each example
+with statistics of the examples it is encoded with. If a query and its key are normalised with the
+statistics of the same set of examples, the pair can be told apart from the queue's keys by those
+statistics alone ("intra-batch communication ... leaks information", MoCo §3.3). So the keys' examples
+are encoded in a different grouping from the queries':
+
+* under torchrun (several processes), as MoCo's code: the global batch of key views is shuffled across
+  ranks (a permutation drawn on rank 0, ``distributed.batch_shuffle``), each rank encodes its slice with
+  its own BatchNorm statistics, and the keys are shuffled back; queries are normalised per rank;
+* in one process, as MoCo's single-GPU demo (SplitBatchNorm): the batch is encoded in
+  ``shuffle_bn_splits`` sub-batches, each with its own BatchNorm statistics: the queries in their
+  order, the keys after a random permutation (shuffled back after encoding).
+
+``shuffle_bn=false`` encodes queries and keys each as one batch (the form before this option).
 """
 from __future__ import annotations
 
@@ -27,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from ..distributed import gather_with_grad
+from ..distributed import batch_shuffle, batch_unshuffle, gather_with_grad, is_distributed
 from ..encoders import FCNConfig, fcn4_config
 from ..frontend import FrontendConfig
 from ..losses import moco_loss
@@ -47,6 +57,10 @@ class MoCoConfig:
     queue_size: int = 65536  # K, MoCo's default (MoCo §4)
     momentum: float = 0.999  # m (MoCo §3.2, eq. 2)
     temperature: float = 0.2  # τ (MoCo v2 §2; MoCo v1: 0.07)
+    shuffle_bn: bool = True  # MoCo §3.3 (see the module's docstring)
+    # sub-batches with their own BatchNorm statistics in one process (MoCo's single-GPU demo: 8 of 64
+    # examples at batch 512); 2 keeps 24 examples per statistic at PEMR's batch 48
+    shuffle_bn_splits: int = 2
 
 
 class MoCo(SSLModel):
@@ -64,6 +78,8 @@ class MoCo(SSLModel):
             raise ConfigError(f"momentum must be in [0, 1], got {c.momentum}")
         if not c.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {c.temperature}")
+        if c.shuffle_bn_splits < 1:
+            raise ConfigError(f"shuffle_bn_splits must be at least 1, got {c.shuffle_bn_splits}")
         self.key_encoder = momentum_copy(self.encoder)  # f_k, initialised to f_q (MoCo Algorithm 1)
         self.key_head = momentum_copy(self.head)
         # random unit keys until real ones fill it (MoCo's code)
@@ -71,12 +87,34 @@ class MoCo(SSLModel):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # where the next key goes
         self.pending_keys = None  # the last training forward's keys, enqueued after the optimizer step
 
+    def _in_splits(self, encoder, spec: torch.Tensor) -> torch.Tensor:
+        """``encoder`` over ``spec`` [B, F, T] in ``shuffle_bn_splits`` sub-batches (one process, training):
+        each sub-batch normalised with its own BatchNorm statistics."""
+        n = min(self.config.shuffle_bn_splits, spec.shape[0])
+        if n <= 1:
+            return encoder(spec)
+        return torch.cat([encoder(part) for part in spec.tensor_split(n)])
+
+    def encode_keys(self, key_views: torch.Tensor) -> torch.Tensor:
+        """Key views [B, T] -> keys [B, Dp] (no gradient), with Shuffle-BN while training."""
+        with torch.no_grad():
+            spec = self.frontend(key_views)
+            if not (self.training and self.config.shuffle_bn):
+                return self.key_head(self.key_encoder(spec))
+            if is_distributed():  # across ranks, MoCo's code
+                shuffled, unshuffle = batch_shuffle(spec)
+                return batch_unshuffle(self.key_head(self.key_encoder(shuffled)), unshuffle)
+            perm = torch.randperm(spec.shape[0], device=spec.device)  # one process: split BatchNorm, shuffled
+            k = self.key_head(self._in_splits(self.key_encoder, spec[perm]))
+            return k[torch.argsort(perm)]
+
     def forward(self, views):
         self.check_views(views, 2, self.clip_samples)
-        h = self.encoder(self.frontend(views[:, 0]))  # [B, D]
+        spec = self.frontend(views[:, 0])
+        split = self.training and self.config.shuffle_bn and not is_distributed()
+        h = self._in_splits(self.encoder, spec) if split else self.encoder(spec)  # [B, D]
         q = self.head(h)
-        with torch.no_grad():
-            k = self.key_head(self.key_encoder(self.frontend(views[:, 1])))
+        k = self.encode_keys(views[:, 1])
         loss = moco_loss(q, k, self.queue, self.config.temperature)
         if self.training:  # every rank's keys (a collective: gathered here, where all ranks take part)
             with torch.no_grad():

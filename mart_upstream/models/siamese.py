@@ -15,7 +15,7 @@ level, summed; the representation is then the 5 level vectors concatenated (Tabl
 A layer's output [C, F, T] is pooled over time (max, the encoder's ``global_pool``) and flattened
 over channels x frequency before its Linear, as in the authors' code (``MelConv5by5EncMulti``): the
 low layers keep their frequency detail. The single-level model is the same with the last layer
-only (its 128 mel bands pooled to one: a Linear from the encoder output).
+only (its 96 mel bands pooled to one: a Linear from the encoder output).
 
 Downstream (§4): ``clip_embeddings`` cuts a clip into 3 s windows and summarises their vectors by
 mean ‖ standard deviation (``summary``).
@@ -41,11 +41,32 @@ STRATEGIES = {"self_aug": "same", "adjacent": "adjacent", "random": "rest"}
 # frame features (``window_features``): audio per chunk, about 40 s, in whole last-layer frames
 FEATURE_CHUNK_SAMPLES = 16000 * 40
 
+# The augmentation chain of strategies §2.3.1 ("pitch shifting, time stretching, reverberation, noise
+# addition, and polarity inversion [21]. We randomly choose from {-2, -1, 1, 2} semitones for pitch
+# shifting, and stretch time with a speed factor randomly chosen from a range between 0.8 to 1.2. We apply
+# reverberation and noise addition with a probability of 50%, individually."), for the siamese models
+# and MelCPC (the authors' code augments the CPC crop too: data_manager.py, ANCHOR_WAV_AUG), as
+# ``augment`` overrides of the CLMR chain's defaults (augment.AugmentConfig):
+# * pitch by one of {-2, -1, 1, 2} semitones (PitchShift leaves 0 out of -2..2) and time stretch with a
+#   speed factor in [0.8, 1.2], on every view; the crops are read 1.2 x long and cut after the chain, so
+#   a sped-up view has no trailing silence (``stretch_read_ahead``, as the code);
+# * reverb and noise with p = 0.5 each. The paper gives no noise level and its code adds none; CLMR's
+#   ratio (noise std 1e-4 to 1e-2 of the signal's, 40-80 dB below it) is inaudible, so the noise is
+#   5-40 dB SNR, uniform in dB (audiomentations' AddGaussianSNR/AddColorNoise default range). Reverb
+#   keeps the chain's synthetic room (RT60 0.2-1.5 s): the paper gives no setting;
+# * polarity inversion with p = 0.5, our choice (the paper gives no probability): a coin flip makes the
+#   sign of each view independent, so the encoder has to ignore it;
+# * gain, filter and delay off: not in the paper's list.
+STRATEGIES_AUGMENT = {"p_pitch": 1.0, "pitch_semitones": [-2, 2], "p_stretch": 1.0, "stretch_rate": [0.8, 1.2],
+                      "stretch_read_ahead": True, "p_reverb": 0.5, "p_noise": 0.5, "noise_snr_db": [5.0, 40.0],
+                      "p_polarity": 0.5, "p_gain": 0.0, "p_filter": 0.0, "p_delay": 0.0}
+
 
 def siamese_frontend() -> FrontendConfig:
-    """Strategies §3: 16 kHz, 512-point window and FFT, hop 256, 128 mel bands, the input standardised
-    over the training data."""
-    return FrontendConfig(n_fft=512, hop_length=256, n_mels=128, standardise=True)
+    """Strategies §3: 16 kHz, 512-point Hann window and FFT, hop 256, the input standardised over the
+    training data. §3 gives no number of mel bands; 96 is the authors' code (data_config.yaml
+    NUM_MEL_BINS: 96, the encoder's docstring "(batch_size, 1, 188, 96)")."""
+    return FrontendConfig(n_fft=512, hop_length=256, n_mels=96, standardise=True)
 
 
 @dataclass
@@ -56,13 +77,13 @@ class SiameseConfig:
     emb_dim: int = 128  # Table 3: "Dim. 128" (640 = 5 x 128 with multilevel)
     strategy: str = "self_aug"  # self_aug | adjacent | random (§2.3.2, Table 1)
     gap_seconds: float = 0.5  # §2.3.2: between adjacent segments, against edge-continuity shortcuts
-    # Eq. (1) as printed is a dot product without temperature (similarity="dot", temperature=1.0), and the
-    # authors' code computes the paper's inter-track loss that way. Unnormalised logits let the loss fall
-    # by scaling the vectors up rather than by separating the examples, and the mean ‖ std summary of
-    # §4 then mostly carries that scale; cosine similarity with a temperature (SimCLR's remedy) keeps
-    # the logits bounded. τ = 0.05 is the authors' INFONCE_TAO (cssma_config.yaml).
-    similarity: str = "cosine"
-    temperature: float = 0.05
+    # Eq. (1) as printed: s = y^aᵀy^p, a dot product without temperature, as the authors' code computes the
+    # inter-track loss (contrastive_models.py: torch.mm of the raw vectors, then log-softmax; its
+    # INFONCE_TAO = 0.05 only divides the intra-track variant's logits). MelCPC uses the same form, so
+    # the paper's Siamese vs MelCPC comparison is like for like. similarity="cosine" (vectors
+    # L2-normalised, logits / temperature, SimCLR's form; e.g. temperature=0.05) stays an option.
+    similarity: str = "dot"
+    temperature: float = 1.0
     multilevel: bool = False  # eq. (2): InfoNCE on each of the 5 layers' outputs, summed
     summary: str = "mean_std"  # §4: segment embeddings summarised as mean ‖ std
 
@@ -98,10 +119,10 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def level_input_dims(cfg: FCNConfig) -> List[int]:
-    """Values per layer output after pooling over time: channels x frequency bins (ceil-mode pools)."""
+    """Values per layer output after pooling over time: channels x frequency bins (ceil- or floor-mode pools)."""
     dims, f = [], cfg.n_mels
     for c, p in zip(cfg.channels, cfg.freq_pools):
-        f = _ceil_div(f, p)
+        f = _ceil_div(f, p) if cfg.ceil_mode else f // p
         dims.append(c * f)
     return dims
 
@@ -112,20 +133,12 @@ class Siamese(SSLModel):
     tiny_config = {"clip_samples": 8000, "frontend": {"n_mels": 32},
                    "encoder": {"n_mels": 32, "channels": [8, 8, 8, 16, 16], "freq_pools": [2, 2, 2, 2, 2]},
                    "emb_dim": 8}
-    # Strategies §2.3.1, both views augmented for every strategy (the authors' code augments anchor and
-    # positive): pitch shift by one of {-2, -1, 1, 2} semitones (PitchShift leaves 0 out of -2..2) and
-    # time stretch with a speed factor in [0.8, 1.2], always; reverb and noise with p = 0.5 each; polarity
-    # inversion with p = 0.5, our choice (the paper gives none): a coin flip makes the sign of each view
-    # independent, so the encoder has to ignore it. The paper gives no noise level or reverb setting:
-    # the chain's (CLMR's) ranges. Gain, filter and delay are not in the paper's list.
     # The paper gives no optimiser settings; its published code (cssma_config.yaml) trains with Adam,
     # lr 1e-3, no weight decay, batch 16 (as MelCPC here).
     pretrain_defaults = {
         "optim": {"lr": 1e-3, "weight_decay": 0.0},
         "run": {"batch_size": 16},
-        "augment": {"p_pitch": 1.0, "pitch_semitones": [-2, 2], "p_stretch": 1.0, "stretch_rate": [0.8, 1.2],
-                    "p_reverb": 0.5, "p_noise": 0.5, "p_polarity": 0.5,
-                    "p_gain": 0.0, "p_filter": 0.0, "p_delay": 0.0},
+        "augment": STRATEGIES_AUGMENT,
     }
 
     def __init__(self, config: SiameseConfig):

@@ -6,6 +6,8 @@
 * ``gtzan``: GTZAN's genre folders and its fault-filtered split;
 * ``mtat``: MagnaTagATune's annotations, top-k tags and its split by folder;
 * ``instruments``: NSynth's notes labelled by instrument family, its split, a per-class subsample;
+* ``fma``: FMA-small's tracks.csv and mp3 folders, genre labels and the official split;
+* ``irmas``: IRMAS' training excerpts labelled by instrument folder, split by recording;
 * ``playlists``: AOTM-2011-style playlists and the ItemKNN playlist-continuation probe (HR@10, MPR).
 
 Data that cannot be used is a :class:`mart_upstream.errors.TaskError`. The harness adapters

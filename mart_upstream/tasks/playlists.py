@@ -17,17 +17,29 @@ Audio, when an audio folder is given, is ``AUDIO/<track id>.<ext>`` (any extensi
 ``AUDIO/A/B/C/TRABC....mp3`` is found as well. Songs without a track id are skipped; tracks without an
 audio file are dropped from their playlists; a track repeated in one playlist is kept once; playlists
 left with fewer than ``min_tracks`` tracks (or more than ``max_tracks``) are dropped. All of these are
-counted (``PlaylistSet.summary``). Malformed input is a :class:`mart_upstream.errors.TaskError` naming
-the file and the line (or, in a JSON array, the record).
+counted (``PlaylistSet.summary``, logged). Malformed input is a :class:`mart_upstream.errors.TaskError`
+naming the file and the line (or, in a JSON array, the record).
 
-The probe (Strategies §4.4, after Benzi et al. 2016 and He et al. 2017): for every playlist, its first
-``n_query`` tracks (or ``n_query`` drawn with a seed) are the query; each remaining track is ranked
-among itself and ``n_negatives`` tracks drawn at random from the tracks not in the playlist.
-``sample_protocol`` draws all of this once, independently of any encoder, so that encoders are scored
-on the same items; ``score_protocol`` ranks with ItemKNN content-based filtering: a candidate's
-score is its cosine similarity to each query track, averaged (the sum, the usual ItemKNN score, gives
-the same ranking). ``evaluate`` does both and reports HR@k and MPR per item, their means over items,
-and 95% bootstrap intervals that resample playlists.
+The filters of Strategies §4.4 ("Tracks overlapping with the training set of our self-supervised models
+are excluded, along with playlists that contain too few or many tracks and ambiguous categories. 21,088
+tracks in 7,245 playlists are remained") are options of ``read_playlists``: ``exclude_tracks`` (the
+pretraining tracks' ids, e.g. ``track_ids_in(PRETRAIN_DIR)``) are removed from the playlists before the
+length bounds ``min_tracks``/``max_tracks`` apply, and ``exclude_categories`` drops playlists of those
+categories. The paper gives neither the bounds nor the categories; the defaults keep every category
+and only ask for the probe's minimum (3 queries and one track to find).
+
+The probe (Strategies §4.4, after Benzi et al. 2016 and He et al. 2017): for every playlist, ``n_query``
+tracks drawn with a seed (default; ``queries="first"``: its first ``n_query``) are the query; each
+remaining track is ranked among itself and ``n_negatives`` tracks drawn at random from the tracks not in
+the playlist. The paper says "Given 3 query items (tracks) from each playlist", not which: a seeded draw
+does not favour a playlist's opening. ``sample_protocol`` draws all of this once, independently of any
+encoder, so that encoders are scored on the same items; ``score_protocol`` ranks with ItemKNN
+content-based filtering (ItemKNN-CBF, Lops et al. 2011, Dacrema et al. 2019, with the cosine): a
+candidate's score is its cosine similarity to each query track, averaged. The usual ItemKNN-CBF score is
+the sum over the user's items of the similarities kept by a top-k neighbourhood; with every item a
+neighbour and no shrink term, as here, the sum and the mean give the same ranking. ``evaluate`` does
+both and reports HR@k and MPR per item, their means over items, and 95% bootstrap intervals that
+resample playlists.
 """
 from __future__ import annotations
 
@@ -37,7 +49,7 @@ import logging
 import os
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -69,6 +81,8 @@ class PlaylistSet:
     repeats: int = 0  # repeated tracks within a playlist dropped
     too_short: int = 0  # playlists dropped: fewer than min_tracks tracks left
     too_long: int = 0  # playlists dropped: more than max_tracks tracks
+    overlap: int = 0  # tracks removed from the playlists as pretraining tracks (exclude_tracks)
+    excluded_category: int = 0  # playlists dropped for their category (exclude_categories)
 
     def tracks(self) -> List[str]:
         """Every track id of the kept playlists, sorted."""
@@ -76,7 +90,8 @@ class PlaylistSet:
 
     def summary(self) -> str:
         return (f"{len(self.playlists)} playlists of {len(self.tracks())} tracks ({len(self.missing)} tracks "
-                f"without audio dropped, {self.unmatched} songs without a track id, {self.repeats} repeats, "
+                f"without audio dropped, {self.overlap} pretraining tracks removed, {self.unmatched} songs without "
+                f"a track id, {self.repeats} repeats, {self.excluded_category} playlists of excluded categories, "
                 f"{self.too_short} playlists too short, {self.too_long} too long)")
 
 
@@ -176,11 +191,27 @@ def _parse(record, where: str) -> Tuple[Playlist, int, int]:
     return playlist, unmatched, repeats
 
 
+def track_ids_in(path: str) -> Set[str]:
+    """Track ids of a pretraining set, for ``read_playlists(exclude_tracks=...)``: the names (without
+    extension) of the audio files below a folder, or the lines of a text file (one id or path per line)."""
+    if os.path.isdir(path):
+        return {os.path.splitext(os.path.basename(f))[0] for f in find_audio_files(path)}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except (OSError, UnicodeDecodeError) as e:
+        raise TaskError(f"track list {path}: cannot be read ({e})") from None
+    return {os.path.splitext(os.path.basename(line))[0] for line in lines if line}
+
+
 def read_playlists(path: str, audio_dir: Optional[str] = None, min_tracks: int = 4,
-                   max_tracks: Optional[int] = None) -> PlaylistSet:
+                   max_tracks: Optional[int] = None, exclude_tracks: Optional[Iterable[str]] = None,
+                   exclude_categories: Optional[Iterable[str]] = None) -> PlaylistSet:
     """Playlists from ``path`` (a file, or a folder holding one of ``PLAYLIST_FILES``); with
     ``audio_dir``, tracks without an audio file there are dropped. ``min_tracks`` defaults to what
-    the probe needs: 3 query tracks and one to find."""
+    the probe needs: 3 query tracks and one to find. ``exclude_tracks`` (track ids, e.g. the pretraining
+    set's) are removed from every playlist and ``exclude_categories`` (compared without case) drop their
+    playlists, both before the length bounds (Strategies §4.4). The counts are logged."""
     path = find_playlists(path)
     out = PlaylistSet([])
     seen: Dict[str, str] = {}
@@ -205,6 +236,18 @@ def read_playlists(path: str, audio_dir: Optional[str] = None, min_tracks: int =
         out.missing = sorted(wanted - set(out.paths))
         for p in out.playlists:
             p.tracks = [t for t in p.tracks if t in out.paths]
+    if exclude_tracks is not None:
+        drop = set(exclude_tracks)
+        before = {t for p in out.playlists for t in p.tracks}
+        for p in out.playlists:
+            p.tracks = [t for t in p.tracks if t not in drop]
+        out.overlap = len(before & drop)
+        out.paths = {t: f for t, f in out.paths.items() if t not in drop}
+    if exclude_categories is not None:
+        cats = {c.strip().lower() for c in exclude_categories}
+        n = len(out.playlists)
+        out.playlists = [p for p in out.playlists if p.category.strip().lower() not in cats]
+        out.excluded_category = n - len(out.playlists)
     kept = []
     for p in out.playlists:
         if len(p.tracks) < min_tracks:
@@ -223,6 +266,7 @@ def read_playlists(path: str, audio_dir: Optional[str] = None, min_tracks: int =
                         + (f" and at most {max_tracks}" if max_tracks is not None else "") + f" ({out.summary()})")
     if audio_dir is not None:
         out.paths = {t: out.paths[t] for t in out.tracks()}
+    log.info("%s: %s", path, out.summary())
     return out
 
 
@@ -248,12 +292,12 @@ class Protocol:
     item_playlist: np.ndarray  # [I] playlist of each held-out item
     item_track: np.ndarray  # [I]
     negatives: np.ndarray  # [I, K]
-    query_choice: str = "first"
+    query_choice: str = "random"
     seed: int = 0
 
 
 def sample_protocol(playlists: Sequence[Playlist], track_ids: Sequence[str], n_query: int = 3,
-                    n_negatives: int = 100, queries: str = "first", seed: int = 0) -> Protocol:
+                    n_negatives: int = 100, queries: str = "random", seed: int = 0) -> Protocol:
     """Query tracks, held-out items and each item's negatives (tracks not in its playlist, drawn
     without replacement). Where some playlist has fewer than ``n_negatives`` tracks outside it, every
     item gets that smaller number, so that all lists have the same length (logged)."""
@@ -331,7 +375,7 @@ def score_protocol(embeddings: np.ndarray, protocol: Protocol, k: int = 10, chun
 
 
 def evaluate(embeddings: np.ndarray, track_ids: Sequence[str], playlists: Sequence[Playlist], n_query: int = 3,
-             n_negatives: int = 100, k: int = 10, queries: str = "first", seed: int = 0,
+             n_negatives: int = 100, k: int = 10, queries: str = "random", seed: int = 0,
              n_boot: int = 2000) -> Dict:
     """HR@k and MPR of ``embeddings`` ([N, D], row i the track ``track_ids[i]``) on ``playlists``:
     means over held-out items with 95% bootstrap intervals over playlists, and the per-item values

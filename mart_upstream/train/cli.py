@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised pretraining of MART, PEMR or the SimCLR baseline on a folder of audio. "
         "Run under torchrun for several GPUs. Extra key=value arguments override the config "
         "(e.g. model.levels=3 optim.lr=1e-3 augment.p_pitch=0).",
+        epilog=augment_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, choices=all_names(), metavar="{" + ",".join(model_names()) + "}")
     p.add_argument("--data", help="folder tree of audio files (wav/flac/ogg/mp3)")
@@ -54,6 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --data: generate N synthetic music tracks into OUT/demo_audio and train on them")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     return p
+
+
+def augment_epilog() -> str:
+    """What --help says about the augmentations: each model's changes to the CLMR chain's defaults, and
+    where a run's effective settings are written."""
+    from ..augment import AugmentConfig
+
+    base = AugmentConfig()
+    lines = ["augmentations (augment.*): the CLMR chain's defaults "
+             f"(p_polarity={base.p_polarity}, p_noise={base.p_noise}, p_gain={base.p_gain}, p_filter={base.p_filter}, "
+             f"p_delay={base.p_delay}, p_pitch={base.p_pitch} over {base.pitch_semitones} semitones, "
+             f"p_reverb={base.p_reverb}, p_stretch={base.p_stretch}), changed per model as its paper says:"]
+    for name in model_names():
+        entry = get_entry(name)
+        aug = (entry.model_cls.pretrain_defaults or {}).get("augment")
+        if entry.trainable:
+            lines.append(f"  {name}: " + (", ".join(f"{k}={v}" for k, v in aug.items()) if aug else "the chain's defaults"))
+    lines.append("every run writes the settings it trains with, augmentations included, to OUT/settings.json")
+    return "\n".join(lines)
 
 
 @command(PROG)

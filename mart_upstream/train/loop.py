@@ -19,11 +19,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import distributed as D
-from ..augment import AugmentationChain
+from ..augment import AugmentationChain, read_samples
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import to_dict
 from ..errors import AudioError, ConfigError, UsageError
-from ..fileio import atomic_path, remove_stale_temps
+from ..fileio import atomic_path, remove_stale_temps, write_json
 from ..models import build_model, get_entry
 from .console import cpu_hint, say, step_time_hint
 from .data import AudioFileInfo, RandomCropDataset, StepSampler, read_groups, scan_audio_files
@@ -57,6 +57,8 @@ def train(job: Job, settings: Settings, resumed: Optional[dict] = None) -> str:
     if dist.is_main and device.type == "cpu":
         cpu_hint(job, settings.model, run)
     prepare_run_folder(job.out, dist)
+    if dist.is_main:
+        write_settings(job, settings)
     data_root, files = training_files(job, settings, dist)
     model, optim, progress = build_model_and_optimizer(job, settings, device, resumed, dist)
     net = wrap_for_ddp(model, job.model, settings.model, device, dist)
@@ -69,6 +71,18 @@ def train(job: Job, settings: Settings, resumed: Optional[dict] = None) -> str:
 
 
 # -- before the first step ---------------------------------------------------------------------------------
+def write_settings(job: Job, settings: Settings) -> str:
+    """OUT/settings.json: every setting the run trains with (the model's config and the optim, data, run
+    and augment sections, after the model's paper defaults, the config file, the command line and a
+    resumed run's own settings), and the crop lengths the data reads (``read_samples``) and the model
+    sees -> its path. Written at every start, so it always names the settings of the run in that folder."""
+    path = os.path.join(job.out, "settings.json")
+    clip = settings.model.clip_samples
+    write_json(path, {"model": job.model, "config": to_dict(settings.model), **to_dict(settings.pretrain),
+                      "crop_samples": {"read": read_samples(clip, settings.pretrain.augment), "view": clip}})
+    return path
+
+
 def pick_device(request: str, local_rank: int = 0) -> torch.device:
     if request == "auto":
         request = "cuda" if torch.cuda.is_available() else "cpu"
@@ -173,7 +187,8 @@ def build_loader(files: List[AudioFileInfo], root: str, model: torch.nn.Module, 
         groups = read_groups(path, root, files)
         if dist.is_main:
             log.info("positive pairs cross files of one group: %d groups over %d files", len(set(groups)), len(files))
-    dataset = RandomCropDataset(files, model.clip_samples, num_crops=model.num_views,
+    # a time stretch reads ahead: crops of read_samples, views of clip_samples after the augmentations
+    dataset = RandomCropDataset(files, read_samples(model.clip_samples, cfg.augment), num_crops=model.num_views,
                                 sample_rate=model.config.frontend.sample_rate, seed=cfg.run.seed,
                                 sampling=cfg.data.sampling, groups=groups, in_memory=cfg.data.in_memory,
                                 pairing=model.pairing, gap_seconds=model.pairing_gap_seconds)
@@ -263,7 +278,7 @@ class StepLoop:
         torch.manual_seed(s)  # dropout and BERT masking of this step
         gen = torch.Generator().manual_seed(s)
         b, v, t = batch.shape
-        views = self.augment(batch.reshape(b * v, t), gen).reshape(b, v, t)
+        views = self.augment(batch.reshape(b * v, t), gen, out_samples=self.model.clip_samples).reshape(b, v, -1)
         saved_norms = [x.clone() for x in self.norm_buffers]
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             losses = self.net(views)

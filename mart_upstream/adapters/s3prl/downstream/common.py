@@ -169,3 +169,51 @@ def seeded_subset(n: int, fraction: float, seed: int) -> List[int]:
         return list(range(n))
     k = max(1, int(round(n * fraction)))
     return sorted(np.random.RandomState(seed).permutation(n)[:k].tolist())
+
+
+class LabelledClips(Dataset):
+    """Single-label clips of one split: items (16 kHz mono waveform [T] float32, class index, name).
+    Missing or unreadable files are an error, or with ``skip_unreadable`` left out with one warning."""
+
+    def __init__(self, task: str, paths: Sequence[str], names: Sequence[str], labels: Sequence[int],
+                 sample_rate: Optional[int], skip_unreadable: bool):
+        keep = check_audio_files(task, paths, sample_rate, skip_unreadable)
+        self.paths = [paths[i] for i in keep]
+        self.names = [names[i] for i in keep]
+        self.labels = [int(labels[i]) for i in keep]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return load_audio(self.paths[i]), self.labels[i], self.names[i]
+
+
+class SingleLabelExpert(MusicExpert):
+    """A single-label classification downstream: mean-pooled features -> linear or MLP probe, cross-entropy
+    over ``classes``; accuracy over the whole dev/test split, the best dev accuracy saves ``dev-best.ckpt``.
+    ``make_dataset(split, **datarc)`` gives each split's :class:`LabelledClips`."""
+
+    def __init__(self, task: str, classes: Sequence[str], make_dataset, upstream_dim: int, downstream_expert: dict,
+                 expdir: str, **kwargs):
+        super().__init__(task, expdir, **kwargs)
+        self.datarc = dict(downstream_expert["datarc"])
+        self.datasets = {s: make_dataset(s, **self.datarc) for s in SPLITS}
+        self.probe = PooledProbe(upstream_dim, len(classes), **dict(downstream_expert.get("modelrc", {})))
+
+    def get_dataloader(self, split: str, epoch: int = 0):
+        size = self.datarc["train_batch_size" if split == "train" else "eval_batch_size"]
+        return self.loader(self.datasets[split], size, split, self.datarc.get("num_workers", 0), epoch)
+
+    def forward(self, split: str, features: List[torch.Tensor], labels, names, records, **kwargs):
+        logits = self.probe(features)
+        loss = cross_entropy(logits, labels)
+        records["loss"].append(loss.item())
+        records["correct"] += (logits.argmax(dim=-1).cpu() == torch.as_tensor(labels)).tolist()
+        return loss
+
+    def log_records(self, split: str, records, logger, global_step: int, **kwargs):
+        scores = {"loss": mean(records["loss"]), "accuracy": mean(records["correct"])}
+        if split != "train":
+            scores["n_clips"] = len(records["correct"])
+        return self.report(split, global_step, scores, logger, "accuracy")
