@@ -355,5 +355,6 @@ def test_offline_playlists_reuse_the_style_embeddings_and_pair_with_references(t
     assert "| playlist HR@10 | playlist MPR (lower better) |" in text and "Playlists: 10 playlists." in text
     assert "| mart | mart (random init) | playlist MPR (lower better) |" in text
     no_playlists = [{k: v for k, v in e.items() if k != "playlists"} for e in entries]
-    assert "playlist" not in report.markdown(dict(result, table=report.table_rows(no_playlists), paired=[],
+    assert "playlist" not in report.markdown(dict(result, entries=no_playlists, table=report.table_rows(no_playlists),
+                                                  paired=[],
                                                   comparisons=[], meta=dict(result["meta"], playlists="")))

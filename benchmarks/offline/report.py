@@ -306,9 +306,12 @@ def markdown(result: Dict) -> str:
     lead = summary(result.get("entries", []))
     lines = ["## mart-bench run", ""]
     if lead and any(r["cells"] for r in lead):
-        lines += ["Scores with 95% intervals (bootstrap over works, tracks or playlists; a model's seeds averaged item "
-                  "by item). CV: linear probe under cross-validation grouped by work (style) or track (soundtrack) "
-                  "over all clips. Chart: results.png.", ""] + _summary_table(lead)
+        units = ["works"] + (["tracks"] if any("soundtrack top1_acc (CV)" in r["cells"] for r in lead) else []) + (
+            ["playlists"] if any("playlist HR@10" in r["cells"] for r in lead) else [])
+        lines += [f"Scores with 95% intervals (bootstrap over {' or '.join(units)}; a model's seeds averaged item "
+                  "by item). CV: linear probe under cross-validation grouped by work (style)"
+                  + (" or track (soundtrack)" if "tracks" in units else "") + " over all clips. Chart: results.png.",
+                  ""] + _summary_table(lead)
         lines += task_verdict(result)
         lines += ["", "### Details", ""]
     lines += [
