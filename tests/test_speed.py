@@ -168,3 +168,18 @@ def test_cuda_without_a_gpu_is_one_clear_error(tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "error" in lines[0] and "CUDA" in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_length_section_compares_the_clip_path_before_and_after_streaming():
+    """``clip-kept`` (every window kept, the input padded) and ``clip`` (streamed summaries read from the
+    input) give the same embeddings; only the kept path counts a padded copy of the input."""
+    from mart_upstream.benchmarks.speed.lengths import input_copy_samples
+
+    model = build("pemr", tiny=True)
+    L = model.clip_samples
+    wav = torch.randn(2, 3 * L + 5)
+    torch.testing.assert_close(embed_call(model, "clip")(wav), embed_call(model, "clip-kept")(wav), rtol=1e-5, atol=1e-6)
+    assert input_copy_samples(model, "clip", 3 * L + 5) == 0
+    assert input_copy_samples(model, "clip-kept", 3 * L + 5) == 4 * L
+    with pytest.raises(ValueError, match="path must be one of"):
+        embed_call(SampleCNN(), "clip-kept")

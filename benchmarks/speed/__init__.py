@@ -27,7 +27,7 @@ from typing import List
 
 import torch
 
-from .subjects import ALL_MODELS, VARIANTS
+from .subjects import ALL_MODELS, LENGTH_PATHS, PATHS, VARIANTS
 
 PROG = "mart-bench speed"
 SECTIONS = ("throughput", "lengths", "training")
@@ -90,6 +90,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flat-max", type=float, default=0.2,
                    help="working memory may grow by this fraction from the second-longest to the longest input")
     g.add_argument("--length-reference", action="store_true", help="also run SampleCNN in this section")
+    g.add_argument("--length-paths", type=_csv(str), default=list(PATHS),
+                   help=f"embedding paths of this section, from {','.join(LENGTH_PATHS)} (default: "
+                   f"{','.join(PATHS)}; clip-kept: the clip path as before its window summaries streamed, every "
+                   "window's vector kept and the input padded, to compare memory before/after)")
     g = p.add_argument_group("pretraining throughput")
     g.add_argument("--train-batch", type=int, default=None,
                    help="batch size for every setup (default: the config's: 48 paper, run.batch_size of *_cpu.yaml)")
@@ -124,6 +128,9 @@ def run(args) -> int:
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad:
         return _fail(f"unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
+    bad = [p for p in args.length_paths if p not in LENGTH_PATHS]
+    if bad:
+        return _fail(f"unknown length path(s) {bad}; choose from {','.join(LENGTH_PATHS)}")
     bad = [v for v in args.variants + args.length_variants if v not in VARIANTS]
     if bad:
         return _fail(f"unknown variant(s) {bad}; choose from {','.join(VARIANTS)}")

@@ -90,7 +90,9 @@ def lengths_table(res: Dict) -> List[str]:
     s = res["settings"]
     out += ["", "Peak RSS +: peak resident memory during the call above the resident memory just before it "
             "(model built, input allocated, warmed up). Working: that minus the padded input copy and the "
-            "returned result, which must grow with the length. CPU use: process CPU time / wall time / threads.",
+            "returned result, which must grow with the length. CPU use: process CPU time / wall time / threads. "
+            "Path clip-kept: the clip path as it was before its window summaries streamed (input padded to whole "
+            "windows, every window's vector kept until the summary), beside clip for before/after.",
             "", f"| model | path | variant | time / audio s spread (>= {_length(s['linear_from'])}) | linear (<= "
             f"{s['linear_max']:g}x) | spread incl. shortest | working memory growth | flat (< {s['flat_max']:.0%}) "
             "| peak RSS growth | raw flat |", "|---|---|---|---:|---|---:|---|---|---|---|"]
