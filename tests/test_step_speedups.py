@@ -1,0 +1,73 @@
+"""The opt-in speed-ups of the training step (``run.compile``, ``run.channels_last``) give the eager step's
+losses on a fixed batch and seed, and settings that cannot work are one clear error. No timing here."""
+import functools
+
+import pytest
+import torch
+
+from conftest import TINY
+from mart_upstream.errors import ConfigError, UsageError
+from mart_upstream.train import speedups
+from mart_upstream.train.loop import step_loop
+from mart_upstream.train.settings import Job, settings_for
+
+
+def _losses(name, tmp_path, steps=2, **run):
+    """Losses of the first ``steps`` steps of a tiny run on one fixed batch, and the loop."""
+    overrides = ["run.batch_size=4", "data.num_workers=0"] + [f"run.{k}={v}" for k, v in run.items()]
+    settings = settings_for(name, overrides=overrides, model_config=TINY[name])
+    loop = step_loop(Job(name, str(tmp_path)), settings, torch.device("cpu"))
+    batch = 0.1 * torch.randn(4, loop.model.num_views, loop.model.clip_samples,
+                              generator=torch.Generator().manual_seed(0))
+    losses = []
+    for step in range(steps):
+        out, skipped = loop.train_step(step, batch)
+        assert not skipped
+        losses.append(float(out["loss"].detach()))
+    return losses, loop
+
+
+@pytest.mark.parametrize("name", ["simclr", "mart"])
+def test_channels_last_step_equals_eager(name, tmp_path):
+    eager, _ = _losses(name, tmp_path / "eager")
+    fast, loop = _losses(name, tmp_path / "cl", channels_last="true")
+    conv = next(m for m in loop.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert fast == pytest.approx(eager, rel=1e-4, abs=1e-5)  # the second loss follows the first update
+
+
+def test_compiled_step_plumbing_equals_eager(tmp_path, monkeypatch):
+    """run.compile through the step loop (graph capture and AOTAutograd's backward; the aot_eager backend
+    stands in for TorchInductor's code generation, which the slow test below runs)."""
+    eager, _ = _losses("simclr", tmp_path / "eager")
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    compiled, loop = _losses("simclr", tmp_path / "compiled", compile="reduce-overhead")
+    assert loop.net is not loop.model and hasattr(loop.net, "_orig_mod")
+    assert loop.net._orig_mod is loop.model  # the optimizer's parameters are the compiled module's
+    assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_step_equals_eager(tmp_path):
+    """TorchInductor (C++ on the CPU): about 1-2 min of compilation the first time, cached afterwards."""
+    import torch._inductor.config as inductor
+
+    if speedups.cpp_compiler() is None:
+        pytest.skip("no C++ compiler for TorchInductor")
+    eager, _ = _losses("simclr", tmp_path / "eager")
+    with inductor.patch(fallback_random=True):  # dropout draws as in eager mode
+        compiled, _ = _losses("simclr", tmp_path / "compiled", compile="default")
+    assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-5)
+
+
+def test_speedup_settings_that_cannot_work_are_one_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"^run.compile must be one of none, default, reduce-overhead"):
+        settings_for("simclr", overrides=["run.compile=fastest"])
+    with pytest.raises(ConfigError, match="run.channels_last"):
+        settings_for("simclr", overrides=["run.channels_last=maybe"])
+    monkeypatch.setattr(speedups, "cpp_compiler", lambda: None)
+    settings = settings_for("simclr", overrides=["run.compile=default"], model_config=TINY["simclr"])
+    with pytest.raises(UsageError, match=r"run.compile=default needs a C\+\+ compiler") as e:
+        step_loop(Job("simclr", str(tmp_path)), settings, torch.device("cpu"))
+    assert "\n" not in str(e.value)
+    speedups.check_compile_possible("none", torch.device("cpu"))  # eager needs nothing
