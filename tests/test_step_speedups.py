@@ -1,5 +1,6 @@
 """The opt-in speed-ups of the training step (``run.compile``, ``run.channels_last``) give the eager step's
 losses on a fixed batch and seed, and settings that cannot work are one clear error. No timing here."""
+import csv
 import functools
 
 import pytest
@@ -71,3 +72,35 @@ def test_speedup_settings_that_cannot_work_are_one_clear_error(tmp_path, monkeyp
         step_loop(Job("simclr", str(tmp_path)), settings, torch.device("cpu"))
     assert "\n" not in str(e.value)
     speedups.check_compile_possible("none", torch.device("cpu"))  # eager needs nothing
+
+
+def test_mart_pretrain_resumes_an_eager_run_in_channels_last(tmp_path, capsys):
+    """mart-pretrain applies run.channels_last; a run may switch to it on --resume (not listed as ignored)
+    and its losses stay the eager run's within float rounding."""
+    from conftest import tiny_overrides
+    from mart_upstream.checkpoint import read_checkpoint
+    from mart_upstream.train.cli import main
+    from mart_upstream.train.demo import make_synthetic_dataset
+
+    data = tmp_path / "audio"
+    make_synthetic_dataset(str(data), n_files=4, seconds=2.0, sample_rate=16000, seed=0, progress=False)
+
+    def run(out, *extra):
+        return main(["--model", "pemr", "--data", str(data), "--out", str(out), "--batch-size", "4", *extra,
+                     "augment.p_pitch=0", "data.num_workers=0", "run.log_every=1", *tiny_overrides("pemr")])
+
+    assert run(tmp_path / "eager", "--steps", "3") == 0
+    assert run(tmp_path / "cl", "--steps", "1") == 0
+    capsys.readouterr()
+    assert run(tmp_path / "cl", "--steps", "3", "--resume", "--", "run.channels_last=true") == 0
+    assert "ignored" not in capsys.readouterr().err
+    a, b = (read_checkpoint(str(tmp_path / d / "last.ckpt")) for d in ("eager", "cl"))
+    assert b["pretrain"]["settings"]["run"]["channels_last"] is True
+    # the losses, not the weights, are compared: Adam turns rounding differences in near-zero gradients
+    # into weight differences of the order of its step size
+    assert a["model"].keys() == b["model"].keys()
+    conv = next(k for k, w in a["model"].items() if w.dim() == 4 and w.shape[1] > 1)
+    assert b["model"][conv].is_contiguous(memory_format=torch.channels_last)  # the run did train channels-last
+    assert a["model"][conv].is_contiguous()
+    losses = [[float(r["loss"]) for r in csv.DictReader(open(tmp_path / d / "metrics.csv"))] for d in ("eager", "cl")]
+    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-3)
