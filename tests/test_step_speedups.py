@@ -2,6 +2,7 @@
 losses on a fixed batch and seed, and settings that cannot work are one clear error. No timing here."""
 import csv
 import functools
+import os
 
 import pytest
 import torch
@@ -49,8 +50,11 @@ def test_compiled_step_plumbing_equals_eager(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MART_TEST_INDUCTOR") != "1",
+                    reason="TorchInductor compiles for 1-2 min on 2 CPU cores (cached afterwards): MART_TEST_INDUCTOR=1")
 def test_inductor_compiled_step_equals_eager(tmp_path):
-    """TorchInductor (C++ on the CPU): about 1-2 min of compilation the first time, cached afterwards."""
+    """TorchInductor (C++ on the CPU): about 85 s of compilation on 2 busy CPU cores the first time, so it
+    runs where MART_TEST_INDUCTOR=1 asks for it (the plumbing test above runs everywhere)."""
     import torch._inductor.config as inductor
 
     if speedups.cpp_compiler() is None:
