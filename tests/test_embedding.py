@@ -148,3 +148,23 @@ def test_streaming_summary_merges_chunks_exactly():
         StreamingSummary("max", 1)
     with pytest.raises(ValueError, match="no windows"):
         StreamingSummary("mean", 1).result()
+
+
+def test_clip_embeddings_keep_no_window_vectors_between_passes(tiny):
+    """Flat memory for long audio: when a pass starts, the vectors (and window batches) of every earlier
+    pass have been freed into the running summary."""
+    import weakref
+
+    model = _model("pemr", tiny)
+    real, alive = model.window_embedding, []
+
+    def window_embedding(x):
+        alive.append(sum(r() is not None for r in refs))
+        out = real(x)
+        refs.extend([weakref.ref(out), weakref.ref(x)])
+        return out
+
+    refs = []
+    model.window_embedding = window_embedding
+    clip_embeddings(model, torch.randn(1, 20 * model.clip_samples + 9), max_windows=3)
+    assert len(alive) == 7 and alive == [0] * 7
