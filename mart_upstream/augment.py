@@ -148,7 +148,9 @@ def phase_vocoder(spec: Tensor, rate, phase_advance: Tensor, lock_phase: bool = 
     rates = torch.as_tensor(rate, dtype=torch.float64).reshape(-1).cpu().expand(n)
     # input positions read by each output frame, built on the CPU per distinct rate (torchaudio's
     # arange, but always in float64 so float32 and float64 inputs read the same frames); past a
-    # row's own end they point at the zero padding
+    # row's own end they point at the zero padding. (Only index bookkeeping loops here, once per
+    # distinct rate; ``arange(n) * rate`` would batch it but differs from arange in the last bit, which
+    # moves a read position that falls on a whole frame to the frame before and changes the phase.)
     per_rate = {r: torch.arange(0, m, r, dtype=torch.float64) for r in rates.unique().tolist()}
     n_out = max(len(v) for v in per_rate.values())
     steps = torch.full((n, n_out), float(m + 1), dtype=torch.float64)
@@ -412,7 +414,10 @@ class PitchShift(RandomTransform):
        fast (torchaudio.functional.pitch_shift resamples with a huge gcd and is very slow);
     3. crop / zero-pad to exactly T samples.
 
-    Only step 2 loops, over the distinct semitone values drawn (at most 14 by default).
+    Only step 2 loops, over the distinct semitone values drawn (at most 14 by default): each value has
+    its own polyphase kernel and stride, so one batched call would need either a stride-1 convolution
+    with every value's kernel (numerator times the work) or a gather of every output sample's taps
+    (batch x length x kernel width of memory); the rows of one value are resampled together.
     """
 
     def __init__(self, p: float = 0.6, sample_rate: int = 16000, semitones: Tuple[int, int] = (-7, 7),

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .models.base import SUMMARIES, SSLModel, mean_std
+from .models.base import SUMMARIES, SSLModel, StreamingSummary
 
 # audio per forward pass of clip_embeddings and frame_features: 32 s (4 windows of paper MART, 8 of
 # PEMR/SimCLR crops; frame chunks are batched up to it, a longer one goes alone)
@@ -81,23 +81,48 @@ def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[in
     """[B, T] waveforms at the model's sample rate -> [B, D] (``summary="mean"``) or [B, 2D]
     (``"mean_std"``: mean ‖ population standard deviation of the windows' embeddings); default: the
     model's ``window_summary``. Computed in chunks of ``max_windows`` windows (default: as many as fit
-    in ``max_samples`` of audio, so peak memory is bounded for any model); the windows of all B sounds
-    are batched together."""
+    in ``max_samples`` of audio); the windows of all B sounds are batched together.
+
+    Memory does not grow with the length beyond the input itself: each chunk's windows are read from
+    ``wav`` (only a last, partial window is padded: no padded copy of the input), and their vectors are
+    merged into a running summary (``StreamingSummary``) and freed, not kept until the end."""
     if summary is None and hasattr(model, "sequence_embedding"):
         return _sequence_embeddings(model, wav, max_samples)
     summary = summary or getattr(model, "window_summary", "mean")
     if summary not in SUMMARIES:
         raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}")
-    w = windows(wav, model.clip_samples)  # [B, W, L]
-    b, n, L = w.shape
+    check_waveforms(wav)
+    L = model.clip_samples
+    b, t = wav.shape
+    n = max(1, -(-t // L))  # windows per sound, the last one zero padded (as ``windows``)
     max_windows = max_windows or max(1, max_samples // L)
-    flat = w.reshape(b * n, L)
     dev = _device(model)
+    acc = StreamingSummary(summary, b)
     with torch.inference_mode():
-        outs = [model.window_embedding(flat[i : i + max_windows].to(dev)) for i in range(0, b * n, max_windows)]
-        per_window = torch.cat(outs).view(b, n, -1)
-        emb = mean_std(per_window, dim=1) if summary == "mean_std" else per_window.mean(dim=1)
+        for start in range(0, b * n, max_windows):
+            idx = range(start, min(b * n, start + max_windows))
+            chunk = window_rows(wav, L, idx, n).to(dev)
+            acc.add(model.window_embedding(chunk), torch.tensor([i // n for i in idx]))
+            del chunk
+        emb = acc.result()
     return _normal(emb)
+
+
+def window_rows(wav: torch.Tensor, size: int, flat: range, per_sound: int) -> torch.Tensor:
+    """Windows ``flat`` (consecutive indices into the [B * per_sound] windows of ``windows(wav, size)``,
+    sound-major) as one [len(flat), size] batch, read from ``wav``: only a sound's last, partial window
+    is padded."""
+    t = wav.shape[1]
+    sound, k = divmod(flat[0], per_sound)
+    if flat[-1] // per_sound == sound and (k + len(flat)) * size <= t:
+        # full windows of one sound: a view of it
+        return wav[sound, k * size : (k + len(flat)) * size].reshape(len(flat), size)
+    rows = []
+    for i in flat:
+        sound, k = divmod(i, per_sound)
+        row = wav[sound, k * size : (k + 1) * size]
+        rows.append(row if row.shape[0] == size else F.pad(row, (0, size - row.shape[0])))
+    return torch.stack(rows)
 
 
 def _sequence_embeddings(model, wav: torch.Tensor, max_samples: int) -> torch.Tensor:

@@ -5,11 +5,18 @@
 # Where `import soundfile` fails, the kit's wheels (soundfile, cffi, pycparser) are installed into
 # /tmp/site (no network needed); then benchmarks.device.train runs with all the arguments.
 # PYTHON picks the interpreter (default python3).
+# --profile: instead of training, profile each model's real training step alone (benchmarks.device.profile:
+# top kernels, kernels per step, host gaps; eager vs compiled), e.g.
+#   bash scripts/device_pretrain.sh --profile --kit .device_kit --out $OUT/profile --batches 48 --variants eager,compile
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
 KIT="$REPO/.device_kit"
-args=("$@")
+MODULE=benchmarks.device.train
+args=()
+for a in "$@"; do
+  if [ "$a" = "--profile" ]; then MODULE=benchmarks.device.profile; else args+=("$a"); fi
+done
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[i]}" in
     --kit) KIT="${args[i + 1]:-}" ;;
@@ -33,4 +40,4 @@ if [ ${#wheels[@]} -gt 0 ] && ! "$PY" -c "import soundfile" 2>/dev/null; then
     exit 2
   fi
 fi
-exec "$PY" -m benchmarks.device.train "$@"
+exec "$PY" -m "$MODULE" ${args[@]+"${args[@]}"}

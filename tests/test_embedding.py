@@ -93,3 +93,78 @@ def test_last_chunk_and_batching_do_not_change_features(name, tiny, monkeypatch)
     for a, b in zip(one_at_a_time, batched):
         assert a.shape == b.shape
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def _kept_windows(model, wav, summary):
+    """The summary as computed before streaming: every window's vector kept, then summarised at once."""
+    from mart_upstream.models.base import mean_std
+
+    w = windows(wav, model.clip_samples)
+    b, n, L = w.shape
+    with torch.no_grad():
+        per_window = model.window_embedding(w.reshape(b * n, L)).view(b, n, -1)
+    return mean_std(per_window, dim=1) if summary == "mean_std" else per_window.mean(dim=1)
+
+
+@pytest.mark.parametrize("name,summary", [("mart", "mean_std"), ("pemr", "mean"), ("pemr", "mean_std")])
+def test_streaming_summaries_equal_keeping_every_window(name, summary, tiny):
+    """Running summaries over chunks that split and mix sounds equal the summary of all windows kept, for
+    lengths that are not whole windows, a sound shorter than one window and the fast inference copy."""
+    from mart_upstream.inference import for_inference
+
+    model = _model(name, tiny)
+    L = model.clip_samples
+    torch.manual_seed(1)
+    wav = torch.randn(3, L + 123)
+    wav[1] = 0.0  # digital silence: constant windows, which the fast copy encodes once
+    before = wav.clone()
+    want = _kept_windows(model, wav, summary)
+    for m, chunks in ((model, (1, 4, None)), (for_inference(model), (4,))):
+        for max_windows in chunks:  # a window at a time, chunks across sounds, all at once
+            got = clip_embeddings(m, wav, max_windows=max_windows, summary=summary)
+            assert got.shape == want.shape and got.dtype == want.dtype
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    short = torch.randn(2, L // 3)
+    torch.testing.assert_close(clip_embeddings(model, short, summary=summary), _kept_windows(model, short, summary),
+                               rtol=1e-5, atol=1e-5)
+    assert torch.equal(wav, before)  # windows are read from the input, which is left as it was
+
+
+def test_streaming_summary_merges_chunks_exactly():
+    """Chan's merge in float64: a constant offset far above the spread loses nothing, and an empty
+    summary is a clear error."""
+    from mart_upstream.models.base import StreamingSummary
+
+    torch.manual_seed(0)
+    x = (1000.0 + 1e-3 * torch.randn(50, 4)).double()
+    group = torch.tensor([0] * 20 + [1] * 30)
+    s = StreamingSummary("mean_std", 2)
+    for part in torch.randperm(50).split(7):  # chunks in any order, mixing the groups
+        s.add(x[part].float(), group[part])
+    want = torch.stack([torch.cat([x[group == g].float().double().mean(0), x[group == g].float().double().std(0, unbiased=False)])
+                        for g in (0, 1)])
+    torch.testing.assert_close(s.result().double(), want, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="summary must be one of"):
+        StreamingSummary("max", 1)
+    with pytest.raises(ValueError, match="no windows"):
+        StreamingSummary("mean", 1).result()
+
+
+def test_clip_embeddings_keep_no_window_vectors_between_passes(tiny):
+    """Flat memory for long audio: when a pass starts, the vectors (and window batches) of every earlier
+    pass have been freed into the running summary."""
+    import weakref
+
+    model = _model("pemr", tiny)
+    real, alive = model.window_embedding, []
+
+    def window_embedding(x):
+        alive.append(sum(r() is not None for r in refs))
+        out = real(x)
+        refs.extend([weakref.ref(out), weakref.ref(x)])
+        return out
+
+    refs = []
+    model.window_embedding = window_embedding
+    clip_embeddings(model, torch.randn(1, 20 * model.clip_samples + 9), max_windows=3)
+    assert len(alive) == 7 and alive == [0] * 7

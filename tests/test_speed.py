@@ -168,3 +168,67 @@ def test_cuda_without_a_gpu_is_one_clear_error(tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "error" in lines[0] and "CUDA" in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_length_section_compares_the_clip_path_before_and_after_streaming():
+    """``clip-kept`` (every window kept, the input padded) and ``clip`` (streamed summaries read from the
+    input) give the same embeddings; only the kept path counts a padded copy of the input."""
+    from mart_upstream.benchmarks.speed.lengths import input_copy_samples
+
+    model = build("pemr", tiny=True)
+    L = model.clip_samples
+    wav = torch.randn(2, 3 * L + 5)
+    torch.testing.assert_close(embed_call(model, "clip")(wav), embed_call(model, "clip-kept")(wav), rtol=1e-5, atol=1e-6)
+    assert input_copy_samples(model, "clip", 3 * L + 5) == 0
+    assert input_copy_samples(model, "clip-kept", 3 * L + 5) == 4 * L
+    with pytest.raises(ValueError, match="path must be one of"):
+        embed_call(SampleCNN(), "clip-kept")
+
+
+@pytest.mark.parametrize("loop", ["steploop", "bare"])
+def test_training_timing_goes_through_the_real_step_loop(loop, monkeypatch):
+    """The steploop timing runs StepLoop's step: the augmentation draws and MoCo's queue advances in
+    after_optimizer_step; the bare step, kept for before/after, does neither."""
+    from mart_upstream.augment import AugmentationChain
+    from mart_upstream.benchmarks.speed.training import make_step, training_setups
+
+    calls = []
+    real = AugmentationChain.forward
+    monkeypatch.setattr(AugmentationChain, "forward", lambda self, x, g=None: calls.append(x.shape) or real(self, x, g))
+    (setup,) = training_setups("moco", tiny=True, batch_override=None)
+    step, model, facts = make_step({"model": "moco", **setup, "device": "cpu", "loop": loop, "variant": "eager"})
+    assert int(model.queue_ptr) == 0 and not facts["bf16_autocast"]
+    for _ in range(2):
+        step()
+    b, q = setup["batch"], model.config.queue_size
+    if loop == "steploop":
+        assert int(model.queue_ptr) == (2 * b) % q and len(calls) == 2 and calls[0][0] == b * model.num_views
+    else:
+        assert int(model.queue_ptr) == 0 and not calls
+
+
+def test_training_variants_are_printed_side_by_side():
+    from mart_upstream.benchmarks.speed.report import training_table
+
+    def row(loop, variant, clips):
+        return {"model": "simclr", "config": "simclr_cpu.yaml", "loop": loop, "variant": variant, "batch": 32,
+                "clip_seconds": 2.0, "step_s": 32 / clips, "clips_per_s": clips, "audio_x_realtime": 1.0,
+                "first_step_s": 1.0, "cpu_utilisation": 1.0, "peak_rss_growth_mb": 10.0}
+
+    rows = [row("steploop", "eager", 10.0), row("steploop", "compile", 15.0),
+            {"model": "simclr", "config": "simclr_cpu.yaml", "loop": "steploop", "variant": "channels-last",
+             "batch": 32, "error": "exit 1: boom"}]
+    md = "\n".join(training_table({"machine": {"device": "cpu"}, "training": rows}))
+    assert "| steploop eager clips/s | steploop compile clips/s | steploop channels-last clips/s |" in md
+    assert "| simclr | simclr_cpu.yaml | 10.00 | 15.00 (1.50x) | failed |" in md
+
+
+def test_bad_training_variants_are_one_clear_error(tmp_path, capsys):
+    from mart_upstream.benchmarks.speed.__main__ import main
+
+    for flag, value in (("--train-variants", "eager,turbo"), ("--train-loops", "fast"), ("--train-configs", "gpu"),
+                        ("--length-paths", "clip,all")):
+        assert main(["--out", str(tmp_path / "out"), flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().count("\n") == 0 and flag in err and "choose from" in err, err
+    assert not (tmp_path / "out").exists()

@@ -13,8 +13,10 @@
    the same run, the speed-up over the plain variant and the ratio to the faster SampleCNN variant.
 3. Time and peak memory for single inputs of ``--lengths`` seconds (10 s to 1 h), each in a fresh
    process, for ``--length-variants``; checks that time grows linearly and working memory stays flat.
-4. Pretraining throughput (clips/s of forward + backward + Adam steps) with the paper configs and
-   ``configs/*_cpu.yaml``.
+4. Pretraining throughput (clips/s of the real training step: augmentation, forward, backward, Adam,
+   ``after_optimizer_step``; beside it the bare forward + backward + Adam step timed before) with the
+   paper configs and ``configs/*_cpu.yaml``, as ``--train-variants`` (eager, channels-last, compile, ...)
+   side by side.
 
 Writes ``DIR/speed.json`` and ``DIR/speed.md`` and prints the tables; progress goes to stderr.
 """
@@ -27,7 +29,8 @@ from typing import List
 
 import torch
 
-from .subjects import ALL_MODELS, VARIANTS
+from .subjects import ALL_MODELS, LENGTH_PATHS, PATHS, VARIANTS
+from .training import TRAIN_CONFIGS, TRAIN_LOOPS, TRAIN_VARIANTS
 
 PROG = "mart-bench speed"
 SECTIONS = ("throughput", "lengths", "training")
@@ -90,11 +93,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flat-max", type=float, default=0.2,
                    help="working memory may grow by this fraction from the second-longest to the longest input")
     g.add_argument("--length-reference", action="store_true", help="also run SampleCNN in this section")
+    g.add_argument("--length-paths", type=_csv(str), default=list(PATHS),
+                   help=f"embedding paths of this section, from {','.join(LENGTH_PATHS)} (default: "
+                   f"{','.join(PATHS)}; clip-kept: the clip path as before its window summaries streamed, every "
+                   "window's vector kept and the input padded, to compare memory before/after)")
     g = p.add_argument_group("pretraining throughput")
     g.add_argument("--train-batch", type=int, default=None,
                    help="batch size for every setup (default: the config's: 48 paper, run.batch_size of *_cpu.yaml)")
     g.add_argument("--train-warmup", type=int, default=1, help="untimed training steps first")
     g.add_argument("--train-steps", type=int, default=3, help="timed training steps (median reported)")
+    g.add_argument("--train-loops", type=_csv(str), default=list(TRAIN_LOOPS),
+                   help="steploop: the real training step (augmentation, forward, backward, Adam, "
+                   "after_optimizer_step); bare: forward, backward and Adam only, as this section timed before "
+                   f"(default: {','.join(TRAIN_LOOPS)}, side by side)")
+    g.add_argument("--train-variants", type=_csv(str), default=["eager"],
+                   help=f"from {','.join(TRAIN_VARIANTS)} (default: eager); several are printed side by side")
+    g.add_argument("--train-configs", type=_csv(str), default=list(TRAIN_CONFIGS),
+                   help=f"from {','.join(TRAIN_CONFIGS)}: the paper defaults and/or configs/<model>_cpu.yaml")
     p.add_argument("--probe-timeout", type=float, default=3600.0,
                    help="seconds after which one isolated measurement is abandoned")
 
@@ -124,6 +139,23 @@ def run(args) -> int:
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad:
         return _fail(f"unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
+    for flag, asked, known in (("--train-loops", args.train_loops, TRAIN_LOOPS),
+                               ("--train-variants", args.train_variants, tuple(TRAIN_VARIANTS)),
+                               ("--train-configs", args.train_configs, TRAIN_CONFIGS)):
+        bad = [x for x in asked if x not in known]
+        if bad:
+            return _fail(f"{flag}: unknown {bad}; choose from {','.join(known)}")
+    if "training" in args.sections and any(v.startswith("compile") for v in args.train_variants):
+        from mart_upstream.errors import MartError
+        from mart_upstream.train.speedups import check_compile_possible
+
+        try:
+            check_compile_possible("default", torch.device(args.device))
+        except MartError as e:
+            return _fail(f"--train-variants compile: {e}")
+    bad = [p for p in args.length_paths if p not in LENGTH_PATHS]
+    if bad:
+        return _fail(f"--length-paths: unknown {bad}; choose from {','.join(LENGTH_PATHS)}")
     bad = [v for v in args.variants + args.length_variants if v not in VARIANTS]
     if bad:
         return _fail(f"unknown variant(s) {bad}; choose from {','.join(VARIANTS)}")

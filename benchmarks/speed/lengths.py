@@ -21,12 +21,14 @@ from tqdm import tqdm
 
 from .isolate import run_isolated
 from .measure import current_rss_mb, load_average, peak_rss_mb, reset_peak_rss, sync
-from .subjects import OUR_MODELS, PATHS, SR, build, embed_call, nbytes, prepare, variants_of, window_samples
+from .subjects import OUR_MODELS, SR, build, embed_call, nbytes, prepare, variants_of, window_samples
 from .throughput import make_audio
 
 
 def input_copy_samples(model, path: str, n: int) -> int:
     """Samples of the padded copy a path makes of a one-row input of ``n`` samples (0: no copy)."""
+    if path == "clip" and hasattr(model, "feature_chunk"):
+        return 0  # our clip path reads its windows from the input (only a partial last one is padded)
     if path == "frames" and hasattr(model, "feature_chunk"):
         from mart_upstream.embedding import feature_chunks
 
@@ -141,7 +143,7 @@ def run_lengths(args) -> List[Dict]:
     models = [m for m in args.models if m in OUR_MODELS or args.length_reference]
     # ONNX Runtime is left out here: each fresh process would export the model again
     jobs = [(m, v, p, s) for m in models for v in variants_of(m, args.length_variants) if v != "onnx"
-            for p in PATHS for s in args.lengths]
+            for p in args.length_paths if m in OUR_MODELS or p != "clip-kept" for s in args.lengths]
     rows = []
     for model, variant, path, seconds in tqdm(jobs, desc="time and memory vs length", file=sys.stderr, leave=False):
         spec = {"model": model, "path": path, "variant": variant, "seconds": seconds, "device": args.device,
@@ -150,9 +152,9 @@ def run_lengths(args) -> List[Dict]:
         r = run_isolated("length", spec, timeout=args.probe_timeout)
         if "error" in r:
             r = {"model": model, "path": path, "variant": variant, "seconds": seconds, **r}
-            tqdm.write(f"  {model:9s} {path:6s} {variant:5s} {seconds:7.0f} s: FAILED {r['error']}", file=sys.stderr)
+            tqdm.write(f"  {model:9s} {path:9s} {variant:5s} {seconds:7.0f} s: FAILED {r['error']}", file=sys.stderr)
         else:
-            tqdm.write(f"  {model:9s} {path:6s} {variant:5s} {seconds:7.0f} s: {r['time_s']:8.2f} s "
+            tqdm.write(f"  {model:9s} {path:9s} {variant:5s} {seconds:7.0f} s: {r['time_s']:8.2f} s "
                        f"({1e3 * r['time_per_audio_s']:.2f} ms per audio s), peak +{r['peak_growth_mb']:.0f} MB, "
                        f"working {r['working_mb']:.0f} MB", file=sys.stderr)
         rows.append(r)

@@ -90,7 +90,9 @@ def lengths_table(res: Dict) -> List[str]:
     s = res["settings"]
     out += ["", "Peak RSS +: peak resident memory during the call above the resident memory just before it "
             "(model built, input allocated, warmed up). Working: that minus the padded input copy and the "
-            "returned result, which must grow with the length. CPU use: process CPU time / wall time / threads.",
+            "returned result, which must grow with the length. CPU use: process CPU time / wall time / threads. "
+            "Path clip-kept: the clip path as it was before its window summaries streamed (input padded to whole "
+            "windows, every window's vector kept until the summary), beside clip for before/after.",
             "", f"| model | path | variant | time / audio s spread (>= {_length(s['linear_from'])}) | linear (<= "
             f"{s['linear_max']:g}x) | spread incl. shortest | working memory growth | flat (< {s['flat_max']:.0%}) "
             "| peak RSS growth | raw flat |", "|---|---|---|---:|---|---:|---|---|---|---|"]
@@ -110,17 +112,52 @@ def training_table(res: Dict) -> List[str]:
     if not rows:
         return []
     dev = res["machine"]["device"]
-    out = [f"### Pretraining throughput on {dev} (forward + backward + Adam step, random views)", "",
-           "| model | config | batch | clip s | s / step | clips / s | audio x realtime | CPU use | peak RSS + MB |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [f"### Pretraining throughput on {dev} (in-memory random views)", "",
+           "| model | config | loop | variant | batch | clip s | s / step | clips / s | audio x realtime | "
+           "first step s | CPU use | peak RSS + MB |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        head = f"| {r['model']} | {r['config']} | {r.get('loop', 'bare')} | {r.get('variant', 'eager')} | {r['batch']} |"
         if "error" in r:
-            out.append(f"| {r['model']} | {r['config']} | {r['batch']} | failed: {r['error']} | | | | | |")
+            out.append(f"{head} failed: {r['error']} | | | | | | |")
             continue
-        out.append(f"| {r['model']} | {r['config']} | {r['batch']} | {r['clip_seconds']:.2f} | {r['step_s']:.2f} | "
-                   f"{r['clips_per_s']:.2f} | {r['audio_x_realtime']:.1f} | {r['cpu_utilisation']:.0%} | "
+        out.append(f"{head} {r['clip_seconds']:.2f} | {r['step_s']:.2f} | {r['clips_per_s']:.2f} | "
+                   f"{r['audio_x_realtime']:.1f} | {_f(r.get('first_step_s'))} | {r['cpu_utilisation']:.0%} | "
                    f"{r['peak_rss_growth_mb']:.0f} |")
-    out.append("")
+    out += ["", "Loop steploop: the real training step (mart_upstream.train.loop.StepLoop.train_step: augmentation "
+            "with the step's seed, forward, backward, Adam step, after_optimizer_step; bf16 autocast on CUDA). "
+            "Loop bare: forward, backward and Adam step on the views as they are, what this section timed "
+            "before. First step: the untimed first step (compiled variants compile there).", ""]
+    out += side_by_side(rows)
+    return out
+
+
+def side_by_side(rows: List[Dict]) -> List[str]:
+    """Clips/s of every (loop, variant) per (model, config), one row each, with the ratio to the first
+    column; empty where only one (loop, variant) was run."""
+    cols: List[tuple] = []
+    for r in rows:
+        key = (r.get("loop", "bare"), r.get("variant", "eager"))
+        if key not in cols:
+            cols.append(key)
+    if len(cols) < 2:
+        return []
+    table: Dict[tuple, Dict[tuple, Dict]] = {}
+    for r in rows:
+        table.setdefault((r["model"], r["config"]), {})[(r.get("loop", "bare"), r.get("variant", "eager"))] = r
+    out = ["| model | config | " + " | ".join(f"{lp} {v} clips/s" for lp, v in cols) + " |",
+           "|---|---|" + "---:|" * len(cols)]
+    for (model, config), by in table.items():
+        first = by.get(cols[0], {}).get("clips_per_s")
+        cells = []
+        for c in cols:
+            r = by.get(c)
+            if r is None or "error" in r:
+                cells.append("-" if r is None else "failed")
+                continue
+            ratio = f" ({r['clips_per_s'] / first:.2f}x)" if first and c != cols[0] else ""
+            cells.append(f"{r['clips_per_s']:.2f}{ratio}")
+        out.append(f"| {model} | {config} | " + " | ".join(cells) + " |")
+    out += ["", f"Ratios: to the first column ({cols[0][0]} {cols[0][1]}).", ""]
     return out
 
 

@@ -26,6 +26,9 @@ OUR_MODELS = tuple(model_names())
 REFERENCE_MODELS = ("samplecnn",)
 ALL_MODELS = OUR_MODELS + REFERENCE_MODELS
 PATHS = ("frames", "clip")
+# ``clip-kept``: ``clip`` as computed before its summaries streamed (a padded copy of the input, every
+# window's vector kept until the summary), for the time-and-memory section's before/after
+LENGTH_PATHS = PATHS + ("clip-kept",)
 VARIANTS = ("plain", "fast", "onnx")
 
 # ``--tiny``: the real architectures, narrowed and shortened, for smoke tests of the benchmark itself.
@@ -77,15 +80,37 @@ def prepare(model: nn.Module, variant: str, workdir: Optional[str] = None):
 
 def embed_call(model: nn.Module, path: str) -> Callable[[torch.Tensor], object]:
     """[B, T] waveform -> the embedding call of ``path`` ("frames" or "clip")."""
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if path not in LENGTH_PATHS or (path == "clip-kept" and isinstance(model, SampleCNN)):
+        raise ValueError(f"path must be one of {PATHS} (our models also {LENGTH_PATHS[len(PATHS):]}), got {path!r}")
     if isinstance(model, SampleCNN):
         return model.window_embeddings if path == "frames" else model.clip_embeddings
     from mart_upstream.embedding import clip_embeddings, frame_features
 
     if path == "frames":
         return lambda wav: frame_features(model, wav)
+    if path == "clip-kept":
+        return lambda wav: kept_clip_embeddings(model, wav)
     return lambda wav: clip_embeddings(model, wav)
+
+
+@torch.no_grad()
+def kept_clip_embeddings(model: nn.Module, wav: torch.Tensor) -> torch.Tensor:
+    """``clip_embeddings`` with the model's summary as it was computed before the summaries streamed: the
+    input padded to whole windows (a copy), every window's vector kept, then summarised at once."""
+    from mart_upstream.embedding import CLIP_SAMPLES_PER_PASS, _device, clip_embeddings, windows
+    from mart_upstream.models.base import mean_std
+
+    if hasattr(model, "sequence_embedding"):  # a whole-clip model: its path did not change
+        return clip_embeddings(model, wav)
+    w = windows(wav, model.clip_samples)
+    b, n, L = w.shape
+    per_pass, flat, dev = max(1, CLIP_SAMPLES_PER_PASS // L), w.reshape(b * n, L), _device(model)
+    with torch.inference_mode():
+        outs = [model.window_embedding(flat[i : i + per_pass].to(dev)) for i in range(0, b * n, per_pass)]
+        per_window = torch.cat(outs).view(b, n, -1)
+        if getattr(model, "window_summary", "mean") == "mean_std":
+            return mean_std(per_window, dim=1)
+        return per_window.mean(dim=1)
 
 
 def window_samples(model: nn.Module, path: str) -> int:
@@ -93,13 +118,13 @@ def window_samples(model: nn.Module, path: str) -> int:
     padded up to whole units), so FLOPs per audio second are measured on it."""
     if isinstance(model, SampleCNN):
         return model.window
-    return model.feature_chunk if path == "frames" else model.clip_samples
+    return model.feature_chunk if path == "frames" else model.clip_samples  # clip, clip-kept
 
 
 def computed_samples(model: nn.Module, path: str, n: int) -> int:
     """Samples one row of ``n`` samples is processed as, after padding to whole windows or
     chunks and adding the chunks' context (frames)."""
-    if isinstance(model, SampleCNN) or path == "clip":
+    if isinstance(model, SampleCNN) or path.startswith("clip"):
         size = window_samples(model, path)
         return max(1, -(-n // size)) * size
     from mart_upstream.embedding import feature_chunks

@@ -22,6 +22,53 @@ def mean_std(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([x.mean(dim=dim), x.std(dim=dim, unbiased=False)], dim=-1)
 
 
+class StreamingSummary:
+    """A ``SUMMARIES`` summary of the windows of ``groups`` sounds, fed a chunk of windows at a time, so
+    the windows' vectors need not be kept: per sound a running count, mean and (for ``"mean_std"``) sum
+    of squared deviations in float64, each chunk's own statistics merged in exactly (Chan, Golub & LeVeque's
+    parallel algorithm). ``result()`` equals ``mean`` / ``mean_std`` over all the windows at once within
+    float32 rounding, whatever the chunks, their order or how they mix sounds."""
+
+    def __init__(self, kind: str, groups: int):
+        if kind not in SUMMARIES:
+            raise ValueError(f"summary must be one of {SUMMARIES}, got {kind!r}")
+        self.kind, self.groups = kind, int(groups)
+        self.count: Optional[torch.Tensor] = None
+        self.mean: Optional[torch.Tensor] = None
+        self.m2: Optional[torch.Tensor] = None
+        self.dtype = torch.float32
+
+    def add(self, x: torch.Tensor, group: torch.Tensor) -> None:
+        """``x`` [n, D]: n window vectors; ``group`` [n]: the sound (0 .. groups - 1) each belongs to."""
+        if self.count is None:  # allocated once, before the first chunk's work is freed
+            b, d = self.groups, x.shape[1]
+            self.count = torch.zeros(b, 1, dtype=torch.float64, device=x.device)
+            self.mean = torch.zeros(b, d, dtype=torch.float64, device=x.device)
+            self.m2 = torch.zeros(b, d, dtype=torch.float64, device=x.device) if self.kind == "mean_std" else None
+            self.dtype = x.dtype
+        group = group.to(x.device)
+        x = x.double()
+        nb = torch.zeros_like(self.count).index_add_(0, group, torch.ones_like(x[:, :1]))
+        mean_b = torch.zeros_like(self.mean).index_add_(0, group, x) / nb.clamp(min=1)
+        n = self.count + nb
+        delta = mean_b - self.mean
+        share = nb / n.clamp(min=1)  # 0 for sounds without windows in this chunk: they stay as they were
+        if self.m2 is not None:
+            m2_b = torch.zeros_like(self.m2).index_add_(0, group, (x - mean_b[group]) ** 2)
+            self.m2 += m2_b + delta * delta * (self.count * share)
+        self.mean += delta * share
+        self.count = n
+
+    def result(self) -> torch.Tensor:
+        """[groups, D] (``mean``) or [groups, 2D] (``mean_std``: mean ‖ population standard deviation)."""
+        if self.count is None:
+            raise ValueError("no windows were summarised")
+        if self.m2 is None:
+            return self.mean.to(self.dtype)
+        std = (self.m2 / self.count.clamp(min=1)).sqrt()
+        return torch.cat([self.mean, std], dim=-1).to(self.dtype)
+
+
 class SSLModel(nn.Module):
     """Base class. Subclasses set ``config`` (a dataclass with ``frontend``, ``encoder``,
     ``clip_samples``, ``proj_hidden``, ``proj_dim``) and implement ``forward(views) -> losses``.

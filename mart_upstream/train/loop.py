@@ -31,6 +31,7 @@ from .diagnostics import learning_diagnostics
 from .handover import expand_optimizer
 from .interrupt import StopRequest, ignore_stop_signals
 from .settings import Job, PretrainConfig, RunConfig, Settings
+from .speedups import apply_speedups, check_compile_possible
 
 log = logging.getLogger("mart_upstream.train")
 
@@ -54,6 +55,7 @@ def train(job: Job, settings: Settings, resumed: Optional[dict] = None) -> str:
     (after its checkpoint was saved)."""
     run = settings.pretrain.run
     device, dist = start_process(run)
+    check_compile_possible(run.compile, device)  # before the data is scanned
     if dist.is_main and device.type == "cpu":
         cpu_hint(job, settings.model, run)
     prepare_run_folder(job.out, dist)
@@ -61,7 +63,8 @@ def train(job: Job, settings: Settings, resumed: Optional[dict] = None) -> str:
         write_settings(job, settings)
     data_root, files = training_files(job, settings, dist)
     model, optim, progress = build_model_and_optimizer(job, settings, device, resumed, dist)
-    net = wrap_for_ddp(model, job.model, settings.model, device, dist)
+    net = apply_speedups(model, wrap_for_ddp(model, job.model, settings.model, device, dist), run.compile,
+                         run.channels_last, device)
     dataset, sampler, loader = build_loader(files, data_root, model, settings.pretrain, progress.step, device, dist)
     loop = StepLoop(job, settings.pretrain, model, net, optim, dataset, sampler, device, dist, progress)
     batches = iter(loader)
@@ -210,6 +213,18 @@ def _single_thread_worker(_: int) -> None:
     the cores the training step runs on."""
     torch.set_num_threads(1)
     ignore_stop_signals()
+
+
+def step_loop(job: Job, settings: Settings, device: torch.device) -> "StepLoop":
+    """The ``StepLoop`` of a new single-process run without a data loader: the caller gives it batches
+    (``train_step(step, batch)``). The same model, optimizer, augmentation and speed-ups
+    (``run.compile``, ``run.channels_last``) as ``train``; what the speed benchmark times and the
+    speed-up tests compare. Writes nothing unless the caller calls ``save``."""
+    run, dist = settings.pretrain.run, D.DistInfo()
+    check_compile_possible(run.compile, device)
+    model, optim, progress = build_model_and_optimizer(job, settings, device, None, dist)
+    net = apply_speedups(model, model, run.compile, run.channels_last, device)
+    return StepLoop(job, settings.pretrain, model, net, optim, None, None, device, dist, progress)
 
 
 # -- the steps -------------------------------------------------------------------------------------------

@@ -11,12 +11,13 @@ Each layer overrides the one before it:
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from ..augment import AugmentConfig
 from ..checkpoint import read_checkpoint
@@ -24,6 +25,7 @@ from ..config import apply_overrides, cpu_config_path, from_dict, load_file, mer
 from ..errors import CheckpointError, ConfigError
 from ..models import build_config, get_entry
 from .console import say
+from .speedups import check_compile_mode
 
 
 @dataclass
@@ -59,6 +61,9 @@ class RunConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA
     bf16_cpu: bool = False  # autocast to bfloat16 on CPU too (the CUDA code path, testable without a GPU)
     tensorboard: bool = False
+    # opt-in speed-ups, equal to the eager step within float rounding (``train.speedups``):
+    compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile of the model's step
+    channels_last: bool = False  # 4-D weights and convolution inputs in channels-last (NHWC) memory order
 
 
 @dataclass
@@ -108,7 +113,8 @@ FLAG_KEYS: Dict[str, str] = {
 
 # What a resumed run may change; every other setting comes from its checkpoint.
 RESUME_MAY_CHANGE = (("run", "steps"), ("run", "max_minutes"), ("run", "device"), ("run", "max_bad_batches"),
-                     ("run", "log_every"), ("run", "ckpt_every"), ("run", "tensorboard"), ("data", "num_workers"))
+                     ("run", "log_every"), ("run", "ckpt_every"), ("run", "tensorboard"), ("data", "num_workers"),
+                     ("run", "compile"), ("run", "channels_last"))
 
 
 def config_file(args) -> Optional[str]:
@@ -136,6 +142,15 @@ def build_settings(args, resumed: Optional[dict] = None) -> Settings:
     asked = Settings(build_config(args.model, model_data), pretrain)
     check_settings(asked.pretrain)
     return asked if resumed is None else _as_resumed(args.model, asked, resumed)
+
+
+def settings_for(model: str, config: Optional[str] = None, overrides: Sequence[str] = (),
+                 model_config: Optional[dict] = None) -> Settings:
+    """A new run's settings as ``mart-pretrain --model MODEL [--config CONFIG] KEY=VALUE ...`` builds them
+    (no flags); ``model_config``, if given, replaces the model section (e.g. a tiny config)."""
+    args = argparse.Namespace(model=model, config=config, overrides=list(overrides), **dict.fromkeys(FLAG_KEYS))
+    settings = build_settings(args)
+    return settings if model_config is None else Settings(build_config(model, model_config), settings.pretrain)
 
 
 def _field_names(cls) -> set:
@@ -189,6 +204,9 @@ def check_settings(cfg: PretrainConfig) -> None:
     for ok, message in rules:
         if not ok:
             raise ConfigError(message)
+    check_compile_mode(run.compile)
+    if not isinstance(run.channels_last, bool):
+        raise ConfigError(f"run.channels_last must be true or false, got {run.channels_last!r}")
 
 
 def resumable_run(job: Job) -> Optional[dict]:
