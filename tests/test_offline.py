@@ -112,6 +112,13 @@ def bench(tmp_path_factory):
     data, out = base / "data", base / "out"
     _run([os.path.join(BIN, "mart-bench"), "data", "--out", data, "--profile", "small", "--clips-per-class", "3",
           "--cover-works", "4", "--pretrain-clips", "6", "--clip-seconds", "6"], base)
+    # recorded music: the soundtrack packages' layout, small (tests/test_recordings.py), built into the same folder
+    from benchmarks.musicset import recordings
+    from test_recordings import make_debroot
+
+    os.environ.setdefault("MART_CACHE", str(base / "cache"))
+    debroot = make_debroot(base / "debroot")
+    recordings.build(str(data), recordings.RecordingsConfig(prefix=str(debroot), clips_per_track=2, pretrain=False), 0)
     cmd = [os.path.join(BIN, "mart-bench"), "run", "--data", data, "--out", out, "--minutes", "0", "--steps", "2", "--batch-size", "4",
            "--seeds", "0,1", "--grid", "faster", "--grid-points", "1", "--export", out / "ckpts", "--num-workers", "0"]
     r = _run(cmd, base, 1500)
@@ -130,6 +137,15 @@ def test_run_writes_every_row_on_both_tasks(bench):
             assert s["n"] == max(1, len(r["seeds"]))
             assert (1.0 <= s["mean"] <= 15) if metric == "mr1" else (0.0 <= s["mean"] <= 1.0), (name, metric)
     assert all(run["steps"] == 2 for run in res["runs"]) and len(res["runs"]) == 6
+    # the recordings: soundtrack identification and same-track retrieval for every row, paired by track
+    for name, r in rows.items():
+        assert 0.0 <= r["soundtrack_top1_acc"]["mean"] <= 1.0 and 0.0 < r["tracks_map"]["mean"] <= 1.0, name
+    metrics = {(c["model"], c["reference"], c["metric"]) for c in res["paired"]}
+    assert ("mart", "mart (random init)", "soundtrack top1_acc (grouped CV)") in metrics
+    assert ("pemr", report.MUSICNN_ROW, "same-track MAP") in metrics
+    assert "recorded tracks from 3 games" in res["meta"]["recordings"]
+    text = (bench["out"] / "results.md").read_text()
+    assert text.index("soundtrack top1_acc (CV)") < text.index("Verdict") < text.index("heareval probe (test split)")
     assert res["meta"]["cover_works"] == 4 and res["meta"]["cover_tracks"] == 16
     chroma = next(e for e in res["entries"] if e["key"] == "chroma")
     assert "key-invariant" in chroma["covers"]["search"]

@@ -51,9 +51,8 @@ def _copyright(root, pkg, licence, extra=""):
                                  f"Files: *\nCopyright: someone\nLicense: {licence}\n\n{extra}")
 
 
-@pytest.fixture(scope="module")
-def fixture_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("debroot")
+def make_debroot(root):
+    """The three music-only packages' files, small, in their installed layout under ``root``."""
     wes = root / "usr/share/games/wesnoth/1.16/data/core/music"
     wes.mkdir(parents=True)
     for i in range(6):
@@ -81,6 +80,11 @@ def fixture_root(tmp_path_factory):
         (wz / album / "album.json").write_text("{}")
     _copyright(root, "warzone2100-music", "CC-BY-SA-3.0 or GPL-2+")
     return root
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    return make_debroot(tmp_path_factory.mktemp("debroot"))
 
 
 @pytest.fixture(scope="module")

@@ -489,9 +489,13 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
         }
         groups = manifest["pretrain"].pop("group_rows")
         recorded: List[str] = []
-        if cfg.soundtrack or cfg.recorded:
-            rec = manifest["recordings"] = recordings.build(tmp, recordings_config(cfg, recordings_prefix), seed, pool,
-                                                            workers)
+        rcfg = recordings_config(cfg, recordings_prefix)
+        have = [n for n in rcfg.packages if recordings.installed(recordings.BY_NAME[n], rcfg.prefix)]
+        if (cfg.soundtrack or cfg.recorded) and not have:
+            log.warning("no recorded music: none of %s is installed (%s); the data has no recordings tasks",
+                        ", ".join(rcfg.packages), recordings.apt_command(rcfg.packages))
+        elif cfg.soundtrack or cfg.recorded:
+            rec = manifest["recordings"] = recordings.build(tmp, rcfg, seed, pool, workers)
             recorded = rec.pop("pretrain_files")
             groups += [(f, os.path.splitext(f)[0]) for f in recorded]  # each recording is its own group
         manifest["pretrain"]["recorded_tracks"] = recorded
