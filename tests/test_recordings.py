@@ -222,3 +222,23 @@ def test_evaluation_scores_soundtrack_and_same_track_through_a_hear_module(built
     # kept while the manifest is unchanged
     again = evaluation.recordings(e, manifest, str(tmp_path / "mfcc"))
     assert again == out
+
+
+def test_clips_decoded_alone_equal_the_whole_track_decoded(fixture_root):
+    """Evaluation clips are read with seeking (with resampler context), not from the whole decoded track."""
+    for src in (R.list_sources(R.BY_NAME["wesnoth-1.16-music"], str(fixture_root))[1],
+                R.list_sources(R.BY_NAME["ufoai-music"], str(fixture_root))[2],  # a member of the .pk3 zip
+                R.list_sources(R.BY_NAME["warzone2100-music"], str(fixture_root))[0]):  # Opus
+        whole = R.to_16k_mono(*src.read())
+        starts = R.clip_starts(len(whole) / SR, 10.0, 3)
+        for t, clip in zip(starts, src.segments(starts, 10.0)):
+            s = int(round(t * SR))
+            np.testing.assert_allclose(clip, whole[s : s + 10 * SR], atol=2e-3, err_msg=src.key)
+
+
+def test_without_decoding_every_track_only_the_name_rules_apply(fixture_root, cache):
+    sel = R.select(_cfg(fixture_root, decode_all=False), seed=0)
+    rules = {k: v["rule"] for k, v in sel["dropped"].items()}
+    assert rules == {"wesnoth-1.16-music:victory": "jingle", "wesnoth-1.16-music:ambience_night": "ambience (name)"}
+    secs = {s.key: st["seconds"] for s, st in sel["kept"]}
+    assert secs["wesnoth-1.16-music:theme0"] == pytest.approx(TRACK_S, abs=0.05)

@@ -461,9 +461,11 @@ def _check_out(out: str, overwrite: bool) -> None:
 
 def recordings_config(cfg: DataConfig, prefix: str = "/") -> "recordings.RecordingsConfig":
     packages = recordings.MUSIC_ONLY + (recordings.GAME_DATA if cfg.game_data else ())
+    # without pretraining audio nothing can leak into it: the quiet and duplicate rules, which decode every
+    # track, are left out (the quick profile)
     return recordings.RecordingsConfig(packages=packages, eval_tracks=cfg.soundtrack_eval_tracks,
                                        clips_per_track=cfg.soundtrack_clips_per_track, pretrain=cfg.recorded,
-                                       prefix=prefix)
+                                       decode_all=cfg.recorded, prefix=prefix)
 
 
 def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, profile: str,

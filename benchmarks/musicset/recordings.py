@@ -31,7 +31,7 @@ Outputs (under the data folder):
 * ``pretrain/recorded/<game>/<track>.wav``: the pretraining tracks, 16 kHz mono PCM-16 (when the profile
   has recorded pretraining audio);
 * ``raw/soundtrack/<game>/<track>_<j>.wav``: ``clips_per_track`` clips of ``clip_seconds`` of every
-  evaluation track, evenly spaced between 5% and 95% of it;
+  evaluation track, evenly spaced between 5% and 95% of it (only the clips are decoded);
 * ``tasks/soundtrack-1.0.0-full``: the HEAR task (multiclass, the game; train/valid/test by track);
 * ``recordings/tracks.csv``: the same clips as a same-track retrieval collection (the cover-song
   manifest format: ``work`` = the track), a clip finding the other clips of its track;
@@ -39,7 +39,9 @@ Outputs (under the data folder):
   dropped tracks with their rule, and the split.
 
 Decoding is libsndfile (Ogg Vorbis and Opus) and torchaudio's resampler, deterministic on a CPU: the
-same seed and package versions give the same bytes. Fingerprints are cached per source file (path,
+same seed and package versions give the same bytes. ``decode_all=False`` (the ``quick`` profile, which
+writes no pretraining audio) reads durations from the files' headers and applies the name rules only,
+so only the evaluation clips are decoded. Fingerprints are cached per source file (path,
 size, modification time) in ``~/.cache/mart_upstream/recordings`` (``MART_CACHE`` overrides), so a
 second build does not decode everything again.
 """
@@ -105,6 +107,8 @@ class RecordingsConfig:
     clip_seconds: float = 10.0
     clips_per_track: int = 6
     pretrain: bool = True  # write the pretraining tracks
+    decode_all: bool = True  # decode every track for the quiet and duplicate rules (False: durations from the
+    # files' headers and the name rules only, decoding just the evaluation clips: `mart-bench run --quick`)
     prefix: str = "/"  # where the packages' paths start (another root holds the same layout)
 
 
@@ -131,6 +135,45 @@ class Source:
                 info = z.getinfo(self.member)
             ident += f"\0{self.member}\0{info.CRC}\0{info.file_size}"
         return ident
+
+    def open(self):
+        """A soundfile.SoundFile on the file or the archive member (seekable)."""
+        if self.member is None:
+            return sf.SoundFile(self.path)
+        with zipfile.ZipFile(self.path) as z:
+            return sf.SoundFile(io.BytesIO(z.read(self.member)))
+
+    def info(self) -> Tuple[int, int]:
+        """(frames, sample rate) from the file's header."""
+        try:
+            with self.open() as f:
+                return f.frames, f.samplerate
+        except Exception as e:  # noqa: BLE001
+            raise AudioError(f"cannot read {self.path}{':' + self.member if self.member else ''}: {e}") from None
+
+    def segments(self, starts_s: Sequence[float], seconds: float) -> List[np.ndarray]:
+        """16 kHz mono clips of ``seconds`` at ``starts_s``, each decoded with resampler context on both
+        sides and zero-padded at the end of the track."""
+        import math
+
+        out = []
+        try:
+            with self.open() as f:
+                sr = f.samplerate
+                unit = sr // math.gcd(sr, SR)
+                margin = unit * -(-64 // unit) if sr != SR else 0
+                need = int(math.ceil(seconds * sr))
+                n = int(round(seconds * SR))
+                for t in starts_s:
+                    start = unit * int(round(t * sr / unit))  # a whole number of samples at both rates
+                    lo = max(0, start - margin)
+                    f.seek(lo)
+                    data = f.read(need + (start - lo) + margin, dtype="float32", always_2d=True)
+                    y = to_16k_mono(data, sr)[(start - lo) * SR // sr:][:n]
+                    out.append(np.pad(y, (0, n - len(y))))
+        except Exception as e:  # noqa: BLE001
+            raise AudioError(f"cannot decode {self.path}{':' + self.member if self.member else ''}: {e}") from None
+        return out
 
     def read(self) -> Tuple[np.ndarray, int]:
         """Decoded samples [frames, channels] float32 and the file's rate."""
@@ -380,8 +423,11 @@ def select(cfg: RecordingsConfig, seed: int, pool=None) -> Dict:
     mapper = pool.imap if pool is not None else map
     from tqdm import tqdm
 
-    stats = list(tqdm(mapper(_analyse_job, [(s, cfg.quiet_dbfs) for s in sources]), total=len(sources),
-                      desc="recordings", unit="track", disable=None, leave=False))
+    if cfg.decode_all:
+        stats = list(tqdm(mapper(_analyse_job, [(s, cfg.quiet_dbfs) for s in sources]), total=len(sources),
+                          desc="recordings", unit="track", disable=None, leave=False))
+    else:  # durations from the headers; the quiet and duplicate rules need every track decoded
+        stats = [{"seconds": fr / sr, "quiet": 0.0, "fp": None} for fr, sr in (s.info() for s in sources)]
     dropped: Dict[str, Dict] = {}
     candidates = []
     for s, st in zip(sources, stats):
@@ -397,7 +443,8 @@ def select(cfg: RecordingsConfig, seed: int, pool=None) -> Dict:
             candidates.append((s, st))
     order = {p.name: i for i, p in enumerate(PACKAGES)}
     candidates.sort(key=lambda c: (order[c[0].package], -c[1]["seconds"], c[0].track))
-    for i, (j, corr) in duplicates([c[1]["fp"] for c in candidates], cfg.duplicate_corr).items():
+    found = duplicates([c[1]["fp"] for c in candidates], cfg.duplicate_corr) if cfg.decode_all else {}
+    for i, (j, corr) in found.items():
         s, st = candidates[i]
         dropped[s.key] = {"rule": f"duplicate of {candidates[j][0].key} (correlation {corr:.2f})",
                           "seconds": round(st["seconds"], 1)}
@@ -437,23 +484,21 @@ def _write_wav(path: str, x: np.ndarray) -> None:
 
 
 def _write_job(args) -> Tuple[str, List[str]]:
-    """Decode one kept track; write its pretraining file or its evaluation clips."""
+    """One kept track: its pretraining file (the whole track decoded) or its evaluation clips (only the clips
+    decoded, each with resampler context)."""
     import torch
 
     torch.set_num_threads(1)
     src, role, root, cfg = args
-    x = to_16k_mono(*src.read())
     name = slug(src.track)
     if role == "pretrain":
         path = os.path.join(root, "pretrain", "recorded", src.game, name + ".wav")
-        _write_wav(path, x)
+        _write_wav(path, to_16k_mono(*src.read()))
         return src.key, [path]
-    n = int(cfg.clip_seconds * SR)
+    frames, sr = src.info()
+    starts = clip_starts(frames / sr, cfg.clip_seconds, cfg.clips_per_track)
     paths = []
-    for j, start in enumerate(clip_starts(len(x) / SR, cfg.clip_seconds, cfg.clips_per_track)):
-        s = int(round(start * SR))
-        clip = x[s : s + n]
-        clip = np.pad(clip, (0, n - len(clip)))
+    for j, clip in enumerate(src.segments(starts, cfg.clip_seconds)):
         path = os.path.join(root, "raw", "soundtrack", src.game, f"{name}_{j}.wav")
         _write_wav(path, clip)
         paths.append(path)
