@@ -585,5 +585,6 @@ def run(args) -> int:
           f"{m['pretrain']['rendered_works']} works x {m['pretrain']['renderings']} renderings + "
           f"{len(m['pretrain']['recorded_tracks'])} recordings; {m['playlists']['playlists']} playlists"
           + (f"; soundtrack task {m['recordings']['eval_clips']} clips of {m['recordings']['eval_tracks']} tracks, "
-             f"{m['recordings']['pretrain_hours']:.1f} h of recordings for pretraining" if "recordings" in m else ""))
+             + (f"{m['recordings']['pretrain_hours']:.1f} h of recordings for pretraining" if m["recordings"]["pretrain_hours"]
+                else "no recordings for pretraining") if "recordings" in m else ""))
     return 0

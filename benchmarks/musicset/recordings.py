@@ -565,7 +565,8 @@ def build(root: str, cfg: RecordingsConfig, seed: int, pool=None, workers: int =
     return {"task": os.path.relpath(task, root), "retrieval": "recordings/tracks.csv",
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
             "packages": packages, "missing": sel["missing"],
-            "pretrain_folder": "pretrain/recorded" if cfg.pretrain else None, "pretrain_hours": round(pre_h, 3),
+            "pretrain_folder": "pretrain/recorded" if cfg.pretrain else None,
+            "pretrain_hours": round(pre_h, 3) if cfg.pretrain else 0.0,  # the split's hours, written or not, per package
             "eval_tracks": len(eval_keys), "eval_clips": len(items),
             "split": {k: sel["split"][k] for k in sorted(sel["split"])},
             "pretrain_files": sorted(os.path.relpath(p, os.path.join(root, "pretrain"))
