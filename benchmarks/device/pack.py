@@ -327,6 +327,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                          "instead of downloading them")
     g.add_argument("--no-wheels", action="store_true", help="no wheels (the GPU machine has soundfile)")
     p.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
+    p.add_argument("--measure-kbps", metavar="LIST",
+                   help="build no kit: measure what each Opus bitrate (e.g. 6,8,12,16,24) does to the pool's log-mel "
+                        "features and its size (benchmarks/device/bitrates.py)")
+    p.add_argument("--files", type=int, default=16, help="with --measure-kbps: clips sampled (default 16)")
     p.add_argument("--resume", metavar="RUN", help="a device run folder (from `mart-bench device-unpack`): its "
                                                     "<model>.ckpt states go into KIT/resume, and the next device call "
                                                     "continues those runs")
@@ -338,6 +342,18 @@ def run(args) -> int:
     if not args.max_mib > 0 or not args.kbps > 0:
         raise UsageError("--max-mib and --kbps must be positive")
     data = args.data if os.path.isdir(args.data) else None
+    if args.measure_kbps:
+        from . import bitrates
+
+        try:
+            kbps = [float(x) for x in args.measure_kbps.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--measure-kbps must be comma-separated numbers, got {args.measure_kbps!r}") from None
+        if not kbps or any(not 6 <= k <= 256 for k in kbps):
+            raise UsageError("--measure-kbps: Opus bitrates between 6 and 256 kbit/s")
+        res = bitrates.measure(pool, kbps, max(1, args.files))
+        print(bitrates.markdown(res))
+        return 0
     m = pack(args.out, pool, data, args.max_mib, args.kbps,
              args.wheels_from, not args.no_wheels, max(1, args.workers), args.resume)
     w = sum(x["bytes"] for x in m["wheels"])
