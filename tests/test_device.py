@@ -245,3 +245,36 @@ def test_device_checkpoints_become_benchmark_runs_with_their_own_random_init(dev
     text = (tmp_path / "ckpts" / "simclr.md").read_text()
     assert "min of training on NVIDIA H200 (cuda)" in text and "812 clips/s" in text and "on CPU" not in text
     assert "--config" not in text and "3 models trained at once" in text
+
+
+def test_a_kit_split_in_parts_is_joined_on_the_device_and_a_missing_part_is_named(data, tmp_path):
+    """--split: KIT, KIT.part2, ... each under --max-mib (carried in successive calls); the driver joins them."""
+    import shutil as sh
+
+    kit = tmp_path / "kit"
+    limit = 0.012  # MiB: the fixture's files need at least two parts
+    assert mart_bench.main(["device-pack", "--out", str(kit), "--data", str(data), "--wheels-from",
+                            str(data / "wheels"), "--workers", "1", "--split", "--max-mib", str(limit)]) == 0
+    m = json.loads((kit / "manifest.json").read_text())
+    assert m["parts"] >= 2 and {e["part"] for e in m["files"]} == set(range(1, m["parts"] + 1))
+    folders = [kit] + [tmp_path / f"kit.part{k}" for k in range(2, m["parts"] + 1)]
+    for k, f in enumerate(folders, 1):
+        assert sum(p.stat().st_size for p in f.rglob("*") if p.is_file()) <= limit * 2**20
+        if k > 1:
+            assert json.loads((f / "part.json").read_text())["part"] == k
+    # on the device: each part arrived as its own folder beside the kit
+    device = tmp_path / "device"
+    device.mkdir()
+    for f in folders[:-1]:
+        sh.copytree(f, device / f.name)
+    with pytest.raises(UsageError, match=f"from part\\(s\\) kit.part{m['parts']}: carry every part"):
+        train.join_parts(str(device / "kit"))
+    sh.copytree(folders[-1], device / folders[-1].name)
+    assert train.join_parts(str(device / "kit")) == m["parts"]
+    for e in m["files"]:
+        assert (device / "kit" / "audio" / e["path"]).stat().st_size == e["bytes"]
+    assert train.join_parts(str(device / "kit")) == m["parts"]  # a second call finds everything joined
+    # packing again in one part removes the parts of the earlier kit
+    assert mart_bench.main(["device-pack", "--out", str(kit), "--data", str(data), "--wheels-from",
+                            str(data / "wheels"), "--workers", "1"]) == 0
+    assert not (tmp_path / "kit.part2").exists()

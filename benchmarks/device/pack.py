@@ -244,9 +244,29 @@ def resume_states(run: str) -> List[str]:
     return found
 
 
+def part_folder(kit: str, part: int) -> str:
+    """Where part ``part`` (1-based) of a split kit lives: the kit itself, then ``KIT.part2``, ``KIT.part3``, ..."""
+    return kit if part == 1 else f"{kit}.part{part}"
+
+
+def split_parts(files: List[Dict], first_bytes: int, limit: int) -> List[int]:
+    """Assign each audio file (in order) a part: part 1 holds ``first_bytes`` already (wheels, states),
+    every part at most ``limit`` bytes; a single file larger than a part is an error."""
+    parts, used, part = [], first_bytes, 1
+    for e in files:
+        if e["bytes"] > limit - (first_bytes if part == 1 else 0) and used == (first_bytes if part == 1 else 0):
+            raise UsageError(f"{e['source']}: {e['bytes'] / 2**20:.1f} MiB encoded, more than one part of "
+                             f"{limit / 2**20:.0f} MiB holds; lower --kbps")
+        if used + e["bytes"] > limit:
+            part, used = part + 1, 0
+        parts.append(part)
+        used += e["bytes"]
+    return parts
+
+
 def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0, kbps: float = 16.0,
          wheels_from: Optional[str] = None, wheels: bool = True, workers: int = 2,
-         resume: Optional[str] = None) -> Dict:
+         resume: Optional[str] = None, split: bool = False) -> Dict:
     """Build the kit in a staging folder beside ``out``, check its size, rename it into place; -> manifest."""
     from ..offline.export import commit
 
@@ -258,6 +278,7 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = staging_dir(parent, f".tmp-{os.path.basename(os.path.abspath(out))}-")
+    staged = [tmp]
     try:
         states = resume_states(resume) if resume else []
         if states:  # the runs a device call continues (benchmarks/device/train.py --resume-from KIT/resume)
@@ -300,15 +321,42 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
             "resume": [os.path.basename(p) for p in states],
         }
         manifest["total_bytes"] = folder_bytes(tmp)  # everything but the manifest itself
+        if split:  # a kit larger than one transfer: KIT, KIT.part2, ... each under --max-mib, carried in turn
+            # part 1 also holds the wheels, the states, the pool's small files and the manifest itself
+            first = manifest["total_bytes"] - audio_bytes + len(json.dumps(manifest)) + 16 * len(files) + 1024
+            for e, part in zip(files, split_parts(files, first, int(max_mib * 2**20))):
+                e["part"] = part
+            manifest["parts"] = max(e["part"] for e in files)
+            for part in range(2, manifest["parts"] + 1):
+                folder = staging_dir(parent, f".tmp-{os.path.basename(os.path.abspath(out))}.part{part}-")
+                staged.append(folder)
+                write_json(os.path.join(folder, "part.json"), {"part": part, "of": manifest["parts"],
+                                                                "kit_commit": manifest["commit"]})
+                for e in files:
+                    if e["part"] == part:
+                        dst = os.path.join(folder, "audio", *e["path"].split("/"))
+                        os.makedirs(os.path.dirname(dst), exist_ok=True)
+                        os.replace(os.path.join(audio, *e["path"].split("/")), dst)
         write_json(os.path.join(tmp, "manifest.json"), manifest, sort_keys=False)
-        size = folder_bytes(tmp)
+        size = max(folder_bytes(f) for f in staged)
         if size > max_mib * 2**20:
             raise UsageError(f"the kit is {size / 2**20:.1f} MiB, over --max-mib {max_mib:g} (audio "
                             f"{audio_bytes / 2**20:.1f} MiB for {seconds / 3600:.2f} h, wheels "
                             f"{sum(w['bytes'] for w in wheel_list) / 2**20:.1f} MiB): lower --kbps or pack less audio")
+        for part in range(2, 100):  # parts of an earlier kit would be joined with this one: only parts go
+            old = part_folder(out, part)
+            if not os.path.exists(old):
+                break
+            if not os.path.isfile(os.path.join(old, "part.json")):
+                raise UsageError(f"{old} exists and is not a part of a kit (no part.json); remove it")
+            if part > len(staged):
+                shutil.rmtree(old)
         _place(tmp, out)
+        for part, folder in enumerate(staged[1:], 2):
+            replace_dir(folder, part_folder(out, part))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in staged:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     manifest["kit_bytes"] = size
     return manifest
@@ -331,6 +379,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="build no kit: measure what each Opus bitrate (e.g. 6,8,12,16,24) does to the pool's log-mel "
                         "features and its size (benchmarks/device/bitrates.py)")
     p.add_argument("--files", type=int, default=16, help="with --measure-kbps: clips sampled (default 16)")
+    p.add_argument("--split", action="store_true",
+                   help="a kit over --max-mib becomes KIT, KIT.part2, ... each under it, to carry in successive calls "
+                        "to the same machine; the device driver joins them")
     p.add_argument("--resume", metavar="RUN", help="a device run folder (from `mart-bench device-unpack`): its "
                                                     "<model>.ckpt states go into KIT/resume, and the next device call "
                                                     "continues those runs")
@@ -355,11 +406,13 @@ def run(args) -> int:
         print(bitrates.markdown(res))
         return 0
     m = pack(args.out, pool, data, args.max_mib, args.kbps,
-             args.wheels_from, not args.no_wheels, max(1, args.workers), args.resume)
+             args.wheels_from, not args.no_wheels, max(1, args.workers), args.resume, args.split)
     w = sum(x["bytes"] for x in m["wheels"])
     print(f"wrote {args.out}: {len(m['files'])} files, {m['total_seconds'] / 3600:.2f} h of {m['format']['codec']} "
           f"audio ({m['audio_bytes'] / 2**20:.1f} MiB), {len(m['wheels'])} wheels ({w / 2**20:.1f} MiB); "
           f"{m['kit_bytes'] / 2**20:.1f} MiB in all" + (f"; {len(m['skipped'])} silent files left out"
                                                         if m["skipped"] else "")
-          + (f"; runs to continue: {', '.join(m['resume'])}" if m["resume"] else ""))
+          + (f"; runs to continue: {', '.join(m['resume'])}" if m["resume"] else "")
+          + (f"; in {m['parts']} parts: {', '.join(os.path.basename(part_folder(args.out, k)) for k in range(1, m['parts'] + 1))}"
+             if m.get("parts", 1) > 1 else ""))
     return 0

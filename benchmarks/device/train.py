@@ -289,6 +289,38 @@ def environment(device: str) -> Dict:
     return env
 
 
+def join_parts(kit: str) -> int:
+    """A kit packed with ``--split`` came in several transfers (KIT, KIT.part2, ...): move every part's audio
+    into KIT/audio and check that each file of the manifest is there with its size; -> the number of parts."""
+    from .pack import part_folder
+
+    path = os.path.join(kit, "manifest.json")
+    if not os.path.isfile(path):
+        return 1
+    with open(path) as f:
+        m = json.load(f)
+    parts = int(m.get("parts", 1))
+    for part in range(2, parts + 1):
+        folder = os.path.join(part_folder(kit, part), "audio")
+        if not os.path.isdir(folder):
+            continue  # joined by an earlier call, or not here: the check below names what is missing
+        for d, _, names in os.walk(folder):
+            for n in names:
+                src = os.path.join(d, n)
+                dst = os.path.join(kit, "audio", os.path.relpath(src, folder))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.replace(src, dst)
+    missing = [e for e in m.get("files", []) if not os.path.isfile(os.path.join(kit, "audio", *e["path"].split("/")))
+               or os.path.getsize(os.path.join(kit, "audio", *e["path"].split("/"))) != e["bytes"]]
+    if missing:
+        absent = sorted({e.get("part", 1) for e in missing})
+        raise UsageError(f"the kit is incomplete: {len(missing)} of its {len(m['files'])} audio files are missing or "
+                         f"of another size (e.g. {missing[0]['path']}), from part(s) "
+                         + ", ".join(os.path.basename(part_folder(kit, p)) for p in absent)
+                         + ": carry every part of `mart-bench device-pack --split` to this machine")
+    return parts
+
+
 def _kit_summary(kit: str) -> Dict:
     path = os.path.join(kit, "manifest.json")
     if not os.path.isfile(path):
@@ -508,6 +540,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.resume_from = os.path.join(args.kit, "resume")
     t0 = time.perf_counter()
     models = _check(args)
+    parts = join_parts(args.kit)
+    if parts > 1:
+        print(f"{PROG}: joined the {parts} parts of the kit", flush=True)
     from ..offline.export import commit
 
     os.makedirs(args.out, exist_ok=True)
