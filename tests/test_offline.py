@@ -177,7 +177,12 @@ def test_exported_checkpoints_load_through_the_adapters(bench):
                                               if v.is_floating_point())
     card = state["pretrain"]["model_card"]
     assert card["steps"] == 2 and card["seed"] in (0, 1) and card["commit"]
-    assert f"seed {card['seed']}, 2 steps" in (ckpts / "mart.md").read_text()
+    text = (ckpts / "mart.md").read_text()
+    assert f"seed {card['seed']}, 2 steps" in text
+    # the card gives the recordings' scores, and paired differences beside random init, MFCC and MusiCNN
+    assert "Recorded soundtracks: soundtrack identification (grouped CV by track) top1_acc" in text
+    for against in ("the random init", report.MFCC_ROW, report.MUSICNN_ROW):
+        assert f"Paired difference with {against}, soundtrack top1_acc (grouped CV)" in text, against
     model = hear_mart.load_model(str(ckpts / "mart.ckpt"))
     assert next(model.parameters()).dtype == torch.float32
     assert hear_mart.get_scene_embeddings(torch.zeros(1, SR), model).shape == (1, model.scene_embedding_size)

@@ -65,7 +65,9 @@ def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
                 "device": run.get("device") or meta.get("device") or "cpu", "gpu": run.get("gpu"),
                 "throughput": run.get("throughput"),
                 "scores": _summary(run["entry"]), "random_init_scores": _summary(run.get("random_init") or {}),
-                "paired_with_random_init": _paired_summary(run["entry"], run.get("random_init"))}
+                "paired_with_random_init": _paired_summary(run["entry"], run.get("random_init")),
+                "paired_with_references": {row: _paired_summary(run["entry"], ref)
+                                           for row, ref in (run.get("references") or {}).items() if ref}}
         state["pretrain"]["model_card"] = card
         path = os.path.join(out_dir, f"{model}.ckpt")
         write_state(path, state)
@@ -77,7 +79,7 @@ def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:
 def _summary(entry: Dict) -> Dict:
     """The scores of an evaluated entry without its per-item lists."""
     out = {}
-    for task in ("style", "covers"):
+    for task in ("style", "covers", "soundtrack", "tracks"):
         scores = entry.get(task)
         if scores:
             out[task] = {k: v for k, v in scores.items() if isinstance(v, (int, float, str))}
@@ -104,10 +106,19 @@ def _paired_text(card: Dict) -> str:
         lines.append(f"Grouped {cv['folds']}-fold cross-validation over all {cv['n']} style clips ({cv['repeats']} "
                      f"repeats, linear probe): top1_acc {cv['top1_acc']:.3f}, mAP {cv['mAP']:.3f}; random init "
                      f"{rcv['top1_acc']:.3f}, {rcv['mAP']:.3f}.")
-    for metric, d in p.items():
-        if "ci_low" in d:
-            lines.append(f"Paired difference with the random init, {metric}: {d['diff']:+.3f} "
-                         f"(95% interval over works {d['ci_low']:+.3f} to {d['ci_high']:+.3f}).")
+    st = (card.get("scores") or {}).get("soundtrack")
+    tr = (card.get("scores") or {}).get("tracks")
+    if st and tr:
+        rst = (card.get("random_init_scores") or {}).get("soundtrack") or {}
+        rtr = (card.get("random_init_scores") or {}).get("tracks") or {}
+        lines.append(f"Recorded soundtracks: soundtrack identification (grouped CV by track) top1_acc "
+                     f"{st['top1_acc']:.3f}, same-track MAP {tr['map']:.3f}"
+                     + (f"; random init {rst['top1_acc']:.3f}, {rtr['map']:.3f}." if rst and rtr else "."))
+    for against, paired in [("the random init", p)] + sorted((card.get("paired_with_references") or {}).items()):
+        for metric, d in paired.items():
+            if "ci_low" in d:
+                lines.append(f"Paired difference with {against}, {metric}: {d['diff']:+.3f} "
+                             f"(95% interval {d['ci_low']:+.3f} to {d['ci_high']:+.3f}).")
     return ("\n" + "\n".join(lines)) if lines else ""
 
 
@@ -167,7 +178,7 @@ cover MAP {cov.get('map', float('nan')):.3f}, P@10 {cov.get('p_at_10', float('na
 MR1 {cov.get('mr1', float('nan')):.1f}.{_against_random(card)}
 {_paired_text(card)}
 
-This is a small model trained briefly on rendered scores and a few recordings: a working default
+This is a small model trained briefly (the steps and data above): a working default
 for the harness adapters and a starting point, not a replacement for pretraining on your catalogue
 (`mart-pretrain --model {card['model']} --data DIR{command}`).
 """

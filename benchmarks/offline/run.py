@@ -269,8 +269,10 @@ def run(args) -> int:
         curve.plot(result["curve"], os.path.join(args.out, "curve.png"))
     if args.export:
         best = export.best_seeds(entries, runs)
-        for model, run_ in best.items():  # the card compares with the same encoder, untrained
+        for model, run_ in best.items():  # the card compares with the same encoder, untrained, and the references
             run_["random_init"] = next((e for e in entries if e["row"] == report.random_row(model)), None)
+            run_["references"] = {row: next((e for e in entries if e["row"] == row), None)
+                                  for row in (report.MFCC_ROW, report.MUSICNN_ROW)}
         result["exported"] = export.export(best, args.export, meta)
     write_json(os.path.join(args.out, "results.json"), result, sort_keys=False)
     text = report.markdown(result)
