@@ -17,7 +17,7 @@ def test_profile_of_the_real_step_on_the_cpu_writes_the_report(tmp_path, monkeyp
 
     augmented = []
     real = AugmentationChain.forward
-    monkeypatch.setattr(AugmentationChain, "forward", lambda self, x, g=None: augmented.append(1) or real(self, x, g))
+    monkeypatch.setattr(AugmentationChain, "forward", lambda self, x, g=None, **kw: augmented.append(1) or real(self, x, g, **kw))
     out = tmp_path / "prof"
     assert profile.main(["--out", str(out), "--device", "cpu", "--tiny", "--models", "moco", "--batches", "2",
                          "--variants", "eager,channels-last", "--warmup", "1", "--steps", "2"]) == 0

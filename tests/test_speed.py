@@ -194,7 +194,7 @@ def test_training_timing_goes_through_the_real_step_loop(loop, monkeypatch):
 
     calls = []
     real = AugmentationChain.forward
-    monkeypatch.setattr(AugmentationChain, "forward", lambda self, x, g=None: calls.append(x.shape) or real(self, x, g))
+    monkeypatch.setattr(AugmentationChain, "forward", lambda self, x, g=None, **kw: calls.append(x.shape) or real(self, x, g, **kw))
     (setup,) = training_setups("moco", tiny=True, batch_override=None)
     step, model, facts = make_step({"model": "moco", **setup, "device": "cpu", "loop": loop, "variant": "eager"})
     assert int(model.queue_ptr) == 0 and not facts["bf16_autocast"]

@@ -113,8 +113,9 @@ LICENSES_MD = """# Licences of the rendered benchmark data
 - Soundfonts: FluidR3_GM (Debian fluid-soundfont-gm; MIT licence) and TimGM6mb (Debian
   timgm6mb-soundfont; GPL-2).
 - Recorded music (pretrain/recorded, raw/soundtrack, tasks/soundtrack-*, when present): game
-  soundtracks from Debian packages, each under the licence its Debian copyright file names (the
-  table below).
+  soundtracks from Debian packages (wesnoth-1.16-music: GPL-2; ufoai-music, warzone2100-music and,
+  with --game-data, hedgewars-data, supertux-data, widelands-data, freedroidrpg-data), each track under
+  the licence its package's Debian copyright file names (the table below, when the data has them).
 
 The rendered audio is for research benchmarking; check these terms before redistributing it.
 """
@@ -447,6 +448,7 @@ def build_pretrain(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool
     if len(chosen) < cfg.pretrain_clips:
         log.warning("pretraining: only %d usable works left, %d asked for", len(chosen), cfg.pretrain_clips)
     _render_all(jobs, pool, "pretraining clips")
+    _write_groups(os.path.join(folder, "groups.csv"), groups)  # build() adds the recordings' rows
     return {"folder": "pretrain", "rendered_clips": len(jobs), "rendered_works": len(chosen),
             "renderings": cfg.pretrain_renderings, "groups": "pretrain/groups.csv", "group_rows": groups,
             "work_ids": [c.work.id for c in chosen], "tunes": _tunes(chosen), "works_per_corpus": _per_corpus(chosen)}
@@ -501,7 +503,8 @@ def build(out: str, cfg: DataConfig, seed: int, workers: int, overwrite: bool, p
             recorded = rec.pop("pretrain_files")
             groups += [(f, os.path.splitext(f)[0]) for f in recorded]  # each recording is its own group
         manifest["pretrain"]["recorded_tracks"] = recorded
-        _write_groups(os.path.join(tmp, "pretrain", "groups.csv"), groups)
+        if recorded:
+            _write_groups(os.path.join(tmp, "pretrain", "groups.csv"), groups)
         manifest["playlists"] = build_playlists(tmp, cfg, seed, manifest["style"].pop("tracks"))
         manifest["skipped_works"] = dict(sorted(skipped.items()))
         write_json(os.path.join(tmp, "manifest.json"), manifest)
