@@ -104,8 +104,10 @@ def test_speed_command_writes_json_and_tables(tmp_path):
     assert all(x["variant"] == "fast" for x in lens)  # the default: what the embedding tools run
     assert {c["path"] for c in res["length_checks"]} == {"frames", "clip"}
     assert all(isinstance(c["linear"], bool) and isinstance(c["flat"], bool) for c in res["length_checks"])
-    (tr,) = res["training"]
-    assert tr["model"] == "simclr" and tr["batch"] == 2 and tr["clips_per_s"] > 0
+    # the real training step (StepLoop) and, beside it, the bare forward-backward loop measured before
+    assert sorted(t["loop"] for t in res["training"]) == ["bare", "steploop"]
+    for tr in res["training"]:
+        assert tr["model"] == "simclr" and tr["batch"] == 2 and tr["clips_per_s"] > 0
     md = (tmp_path / "speed.md").read_text()
     assert "| samplecnn | clip |" in md and "| simclr | frames | fast | 4 s |" in md and md in r.stdout
     assert "| simclr | clip | fast |" in md and "vs SampleCNN" in md
