@@ -198,3 +198,22 @@ def test_lead_table_and_verdict_cover_the_recordings_tasks(tmp_path):
     assert "same-track MAP" in verdict.split("against MFCC")[1]  # within noise of MFCC there
     report.plot(result, str(tmp_path / "r.png"))
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_learning_curves_carry_the_recordings_and_playlist_tasks(tmp_path):
+    from mart_upstream.benchmarks.offline import curve
+
+    run = {"model": "mart", "seed": 0, "checkpoint": str(tmp_path / "m.ckpt"), "steps": 900}
+
+    def ev(key, row, st, tr, mpr):
+        return {"key": key, "row": row, "style": {"cv": {"correct": [0.5] * 4}}, "covers": {"map": 0.1},
+                "soundtrack": {"cv": {"correct": [st] * 4}}, "tracks": {"map": tr}, "playlists": {"mpr": mpr}}
+
+    main = [ev("mart-seed0", "mart", 0.45, 0.44, 0.21), ev("mart-random", "mart (random init)", 0.36, 0.32, 0.31)]
+    c = curve.curves(main, [ev("mart-seed0-step300", "x", 0.44, 0.39, 0.23)], [run], {"mart": "mart (random init)"})
+    assert c[0]["extra"] == [(0, 0.36, 0.32, 0.31), (300, 0.44, 0.39, 0.23), (900, 0.45, 0.44, 0.21)]
+    text = "\n".join(curve.markdown(c))
+    assert "| soundtrack top1_acc (CV) | same-track MAP | playlist MPR (lower better) |" in text
+    assert "| mart | 0 | 300 | 0.500 | 0.100 | 0.440 | 0.390 | 0.230 |" in text
+    curve.plot(c, str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
