@@ -308,7 +308,7 @@ def markdown(result: Dict) -> str:
     if lead and any(r["cells"] for r in lead):
         units = ["works"] + (["tracks"] if any("soundtrack top1_acc (CV)" in r["cells"] for r in lead) else []) + (
             ["playlists"] if any("playlist HR@10" in r["cells"] for r in lead) else [])
-        lines += [f"Scores with 95% intervals (bootstrap over {' or '.join(units)}; a model's seeds averaged item "
+        lines += [f"Scores with 95% intervals (bootstrap over {', '.join(units)}; a model's seeds averaged item "
                   "by item). CV: linear probe under cross-validation grouped by work (style)"
                   + (" or track (soundtrack)" if "tracks" in units else "") + " over all clips. Chart: results.png.",
                   ""] + _summary_table(lead)
