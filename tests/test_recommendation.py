@@ -333,6 +333,13 @@ def test_offline_playlists_reuse_the_style_embeddings_and_pair_with_references(t
     e0 = evaluation.Entry("mart", "m-seed0", "mod")
     assert evaluation.playlists(e0, str(task), str(tmp_path / "playlists.jsonl"),
                                 str(tmp_path / "eval" / "m-seed0"))["mpr"] == entries[0]["playlists"]["mpr"]
+    # a result kept under another query protocol is not reused (here it would need the embeddings again)
+    kept_path = tmp_path / "eval" / "m-seed0" / "playlists.json"
+    kept = json.loads(kept_path.read_text())
+    kept_path.write_text(json.dumps(dict(kept, queries="first")))
+    with pytest.raises(TaskError, match="remove .*style.json to embed again"):
+        evaluation.playlists(e0, str(task), str(tmp_path / "playlists.jsonl"), str(tmp_path / "eval" / "m-seed0"))
+    kept_path.write_text(json.dumps(kept))
     with open(tmp_path / "playlists.jsonl", "a") as f:
         f.write(json.dumps({"mix_id": "extra", "playlist": names[:5]}) + "\n")
     with pytest.raises(TaskError, match="remove .*style.json to embed again"):

@@ -44,6 +44,7 @@ log = logging.getLogger("mart-bench.run")
 STYLE_METRICS = ("top1_acc", "mAP")
 COVER_METRICS = ("map", "p_at_10", "mr1")
 PLAYLIST_METRICS = ("hr_at_10", "mpr")
+PLAYLIST_QUERIES = "random"  # the query tracks of each playlist: seeded draws (tasks/playlists.py)
 SOUNDTRACK_METRICS = ("top1_acc", "mAP")
 TRACK_METRICS = ("map", "top1")
 
@@ -157,7 +158,8 @@ def playlists(entry: Entry, task_dir: str, playlist_file: str, out_dir: str) -> 
     result is reused only while the playlist file is unchanged."""
     result_path = os.path.join(out_dir, "playlists.json")
     digest = sha256_file(playlist_file)
-    if (kept := _kept(result_path)) is not None and kept.get("playlists_sha256") == digest:
+    kept = _kept(result_path)  # reused while the playlists and the query protocol are the same
+    if kept is not None and kept.get("playlists_sha256") == digest and kept.get("queries") == PLAYLIST_QUERIES:
         return kept
     t0 = time.perf_counter()
     emb_dirs = glob.glob(os.path.join(out_dir, "embeddings", "*", os.path.basename(os.path.abspath(task_dir))))
@@ -166,12 +168,13 @@ def playlists(entry: Entry, task_dir: str, playlist_file: str, out_dir: str) -> 
                         f"found {len(emb_dirs)}; remove {out_dir}/style.json to embed again")
     emb = paired.load_scene_embeddings(emb_dirs[0])
     found = playlist_task.read_playlists(playlist_file)
-    res = playlist_task.evaluate(emb["X"], [os.path.splitext(n)[0] for n in emb["names"]], found.playlists)
+    res = playlist_task.evaluate(emb["X"], [os.path.splitext(n)[0] for n in emb["names"]], found.playlists,
+                                 queries=PLAYLIST_QUERIES)
     items = res["items"]
     out = {m: float(res[m]["mean"]) for m in PLAYLIST_METRICS}
     out.update({f"{m}_ci": [res[m]["ci_low"], res[m]["ci_high"]] for m in PLAYLIST_METRICS})
     out.update(n_playlists=res["playlists"], n_items=len(items["hit"]), negatives=res["negatives"],
-               n_query=res["n_query"], search=res["score"], playlists_sha256=digest,
+               n_query=res["n_query"], queries=res["queries"], search=res["score"], playlists_sha256=digest,
                probe_s=round(time.perf_counter() - t0, 2), item_playlist=items["playlist"], item_track=items["track"],
                item_hit=items["hit"], item_percentile=items["percentile"])
     write_json(result_path, out, sort_keys=False)
