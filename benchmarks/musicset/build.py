@@ -49,13 +49,13 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 from mart_upstream.errors import TaskError, UsageError, command
-from mart_upstream.fileio import atomic_path, replace_dir, sha256_file, staging_dir, write_json, write_text
+from mart_upstream.fileio import replace_dir, sha256_file, staging_dir, write_json, write_text
 
 from . import recordings
+from .recordings import write_wav
 from .render import PROGRAM_POOL, SOUNDFONT_DIR, SOUNDFONTS, Performance, check_renderer, render, versions
 from .scores import STYLE_CORPORA, Note, Work, list_works, parse_notes, span
 
@@ -131,11 +131,6 @@ class Chosen:
 def _slug(path: str) -> str:
     base = os.path.splitext(path)[0].replace(os.sep, "_").replace("/", "_")
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in base)
-
-
-def _write_wav(path: str, x: np.ndarray) -> None:
-    with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(tmp, x, SR, subtype="PCM_16", format="WAV")
 
 
 def _worker_signals() -> None:
@@ -237,7 +232,7 @@ def _starts(notes, k: int, beats: float, rng: np.random.Generator) -> List[float
 
 def _render_job(job) -> str:
     perf, seconds, path, soundfont_dir = job
-    _write_wav(path, render(perf, seconds, SR, soundfont_dir))
+    write_wav(path, render(perf, seconds, SR, soundfont_dir))
     return path
 
 

@@ -152,28 +152,23 @@ class Source:
             raise AudioError(f"cannot read {self.path}{':' + self.member if self.member else ''}: {e}") from None
 
     def segments(self, starts_s: Sequence[float], seconds: float) -> List[np.ndarray]:
-        """16 kHz mono clips of ``seconds`` at ``starts_s``, each decoded with resampler context on both
-        sides and zero-padded at the end of the track."""
-        import math
+        """16 kHz mono clips of ``seconds`` at ``starts_s`` (``load_segment``: each decoded alone, with
+        resampler context, zero-padded at the end of the track)."""
+        from mart_upstream.audio import load_segment
 
-        out = []
+        _, sr = self.info()
+        n = int(round(seconds * SR))
+        where = f"{self.path}:{self.member}" if self.member else self.path
         try:
-            with self.open() as f:
-                sr = f.samplerate
-                unit = sr // math.gcd(sr, SR)
-                margin = unit * -(-64 // unit) if sr != SR else 0
-                need = int(math.ceil(seconds * sr))
-                n = int(round(seconds * SR))
-                for t in starts_s:
-                    start = unit * int(round(t * sr / unit))  # a whole number of samples at both rates
-                    lo = max(0, start - margin)
-                    f.seek(lo)
-                    data = f.read(need + (start - lo) + margin, dtype="float32", always_2d=True)
-                    y = to_16k_mono(data, sr)[(start - lo) * SR // sr:][:n]
-                    out.append(np.pad(y, (0, n - len(y))))
-        except Exception as e:  # noqa: BLE001
-            raise AudioError(f"cannot decode {self.path}{':' + self.member if self.member else ''}: {e}") from None
-        return out
+            data = None
+            if self.member is not None:
+                with zipfile.ZipFile(self.path) as z:
+                    data = z.read(self.member)
+            # a file object is read from where it stands: a fresh one for each clip
+            return [np.clip(load_segment(self.path if data is None else io.BytesIO(data), sr, t, n, SR).numpy(),
+                            -1.0, 1.0) for t in starts_s]
+        except Exception as e:  # noqa: BLE001 - libsndfile and zipfile raise several types
+            raise AudioError(f"cannot decode {where}: {e}") from None
 
     def read(self) -> Tuple[np.ndarray, int]:
         """Decoded samples [frames, channels] float32 and the file's rate."""
@@ -477,7 +472,8 @@ def clip_starts(seconds: float, clip: float, k: int) -> List[float]:
     return [round(lo + (hi - lo) * j / (k - 1), 3) for j in range(k)]
 
 
-def _write_wav(path: str, x: np.ndarray) -> None:
+def write_wav(path: str, x: np.ndarray) -> None:
+    """16 kHz mono PCM-16, written atomically (the folder made as needed)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_path(path, suffix=".wav") as tmp:
         sf.write(tmp, x, SR, subtype="PCM_16", format="WAV")
@@ -493,14 +489,14 @@ def _write_job(args) -> Tuple[str, List[str]]:
     name = slug(src.track)
     if role == "pretrain":
         path = os.path.join(root, "pretrain", "recorded", src.game, name + ".wav")
-        _write_wav(path, to_16k_mono(*src.read()))
+        write_wav(path, to_16k_mono(*src.read()))
         return src.key, [path]
     frames, sr = src.info()
     starts = clip_starts(frames / sr, cfg.clip_seconds, cfg.clips_per_track)
     paths = []
     for j, clip in enumerate(src.segments(starts, cfg.clip_seconds)):
         path = os.path.join(root, "raw", "soundtrack", src.game, f"{name}_{j}.wav")
-        _write_wav(path, clip)
+        write_wav(path, clip)
         paths.append(path)
     return src.key, paths
 
