@@ -67,6 +67,12 @@ def save_checkpoint(path: str, model: SSLModel, model_name: str, step: int,
     })
 
 
+def is_run_state(state: Dict[str, Any]) -> bool:
+    """A run's state that training can continue (``--resume``, a device window): its optimizer state and
+    its settings are there, not only weights."""
+    return bool(state.get("optimizer")) and "settings" in (state.get("pretrain") or {})
+
+
 def write_state(path: str, state: Dict[str, Any]) -> None:
     """Write a checkpoint dict atomically in the current format, with its content hash."""
     state = {k: v for k, v in state.items() if k != "sha256"}

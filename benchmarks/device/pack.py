@@ -227,7 +227,7 @@ def _place(tmp: str, out: str) -> None:
 
 def resume_states(run: str) -> List[str]:
     """The hand-over states of a device run (``RUN/<model>.ckpt`` with their optimizer state), to continue."""
-    from mart_upstream.checkpoint import read_checkpoint
+    from mart_upstream.checkpoint import is_run_state, read_checkpoint
 
     if not os.path.isdir(run):
         raise UsageError(f"--resume {run}: no such run folder (use `mart-bench device-unpack` first)")
@@ -236,7 +236,7 @@ def resume_states(run: str) -> List[str]:
         path = os.path.join(run, name)
         if name.endswith(".ckpt") and os.path.isfile(path):
             state = read_checkpoint(path)
-            if state.get("optimizer") and state["model_name"] + ".ckpt" == name:
+            if is_run_state(state) and state["model_name"] + ".ckpt" == name:
                 found.append(path)
     if not found:
         raise UsageError(f"--resume {run}: no <model>.ckpt with an optimizer state there (a device run "

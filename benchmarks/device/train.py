@@ -410,10 +410,10 @@ def resume_state(folder: Optional[str], model: str):
     path = os.path.join(folder, f"{model}.ckpt")
     if not os.path.isfile(path):
         return None
-    from mart_upstream.checkpoint import read_checkpoint
+    from mart_upstream.checkpoint import is_run_state, read_checkpoint
 
     state = read_checkpoint(path)
-    if state["model_name"] != model or not state.get("optimizer") or "settings" not in (state.get("pretrain") or {}):
+    if state["model_name"] != model or not is_run_state(state):
         raise UsageError(f"{path} is not a run of {model} to continue (it needs the optimizer state a device "
                          "run's <model>.ckpt or a run's last.ckpt holds)")
     return (path, int(state["step"]), float(state["pretrain"].get("train_seconds", 0.0)) / 60,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from ..augment import AugmentConfig
-from ..checkpoint import read_checkpoint
+from ..checkpoint import is_run_state, read_checkpoint
 from ..config import apply_overrides, cpu_config_path, from_dict, load_file, merge, set_key, to_dict
 from ..errors import CheckpointError, ConfigError
 from ..models import build_config, get_entry
@@ -219,7 +219,7 @@ def resumable_run(job: Job) -> Optional[dict]:
     state = read_checkpoint(path)
     if state["model_name"] != job.model:
         raise CheckpointError(f"{path} holds a {state['model_name']!r} run, not {job.model!r}")
-    if not state.get("optimizer") or "settings" not in (state.get("pretrain") or {}):
+    if not is_run_state(state):
         raise CheckpointError(f"{path} holds weights only (an exported or packaged checkpoint), not a run "
                               "to continue: --resume needs the last.ckpt a mart-pretrain run wrote")
     return state
