@@ -229,3 +229,29 @@ def test_compact_checkpoints_halve_float32_weights_and_keep_the_standardiser_sta
     write_state(str(tmp_path / "small.ckpt"), state)
     loaded, _ = load_pretrained(str(tmp_path / "small.ckpt"))
     assert float(loaded.frontend.standardiser.mean) == -4.123456789
+
+
+def test_ablation_trains_each_variant_and_pairs_it_with_the_chain_random_init_and_mfcc(bench, tmp_path):
+    out = tmp_path / "ablate"
+    _run([os.path.join(BIN, "mart-bench"), "ablate", "--data", bench["data"], "--out", out, "--steps", "2",
+          "--batch-size", "4", "--variants", "crop-only", "--variant", "no-gain=augment.p_gain=0", "--no-musicnn"],
+         tmp_path, 900)
+    res = json.loads((out / "ablate.json").read_text())
+    assert [v["name"] for v in res["variants"]] == ["chain", "crop-only", "no-gain"]
+    # each variant trained with its own augmentation settings, the rest of the chain as the model's
+    settings = {n: json.loads((out / "pretrain" / n / "settings.json").read_text())["augment"]
+                for n in ("chain", "crop-only", "no-gain")}
+    assert settings["chain"]["p_pitch"] == 0.6 and settings["crop-only"]["p_pitch"] == 0.0
+    assert all(settings["crop-only"][k] == 0.0 for k in ("p_polarity", "p_filter", "p_gain", "p_delay", "p_noise"))
+    assert settings["no-gain"]["p_gain"] == 0.0 and settings["no-gain"]["p_filter"] == settings["chain"]["p_filter"]
+    assert all(v["run"]["steps"] == 2 for v in res["variants"])
+    for v in res["variants"]:
+        refs = {"random init", "MFCC"} | ({"chain"} if v["name"] != "chain" else set())
+        assert set(v["vs"]) == refs, v["name"]
+        for d in v["vs"].values():
+            for lab in ("soundtrack top1_acc (CV)", "same-track MAP"):
+                assert d[lab]["ci_low"] <= d[lab]["diff"] <= d[lab]["ci_high"]
+    rows = [r["row"] for r in res["summary"]]
+    assert rows == ["mart [chain]", "mart [crop-only]", "mart [no-gain]", "mart (random init)", report.MFCC_ROW]
+    md = (out / "ablate.md").read_text()
+    assert "| mart [no-gain] | p_gain=0 |" in md and "minus random init" in md

@@ -1,0 +1,25 @@
+"""``mart-bench ablate``'s variants: the built-in ones, a user's own, and bad specifications."""
+import pytest
+
+from mart_upstream.benchmarks.offline import ablate
+from mart_upstream.errors import UsageError
+
+
+def test_the_chain_comes_first_and_variants_keep_their_overrides():
+    v = ablate.parse_variants("no-timbre,crop-only", ["soft-gain=augment.p_gain=0.1,augment.p_delay=0"])
+    assert list(v) == ["chain", "no-timbre", "crop-only", "soft-gain"]
+    assert v["chain"] == [] and "augment.p_pitch=0" not in v["no-timbre"]
+    assert {"augment.p_filter=0", "augment.p_gain=0", "augment.p_delay=0"} <= set(v["no-timbre"])
+    assert v["soft-gain"] == ["augment.p_gain=0.1", "augment.gain_db=[-6"] or v["soft-gain"][0] == "augment.p_gain=0.1"
+    assert all(o.endswith("=0") for o in v["crop-only"]) and len(v["crop-only"]) == 8
+
+
+@pytest.mark.parametrize("names, custom, words", [
+    ("chain,louder", [], "unknown 'louder'"),
+    ("chain", ["nothing"], "expected NAME=key=value"),
+    ("chain", ["lr=optim.lr=0.1"], "only augment.* settings"),
+    ("chain", ["chain=augment.p_gain=0"], "is taken"),
+])
+def test_bad_variants_are_one_clear_error(names, custom, words):
+    with pytest.raises(UsageError, match=words):
+        ablate.parse_variants(names, custom)
