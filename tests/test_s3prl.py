@@ -318,6 +318,30 @@ def test_tagging_scores_are_sklearn_macro_averages():
     assert s["pr_auc"] == pytest.approx(average_precision_score(y[:, :5], p[:, :5], average="macro"))
 
 
+def test_mtat_expert_probes_its_top_tags_and_scores_the_whole_dev_split(data, tmp_path):
+    if "mtat" not in data:
+        pytest.skip("this libsndfile cannot write MP3")
+    import json
+    from collections import defaultdict
+
+    from mart_upstream.adapters.s3prl.downstream.mtat_tagging.expert import DownstreamExpert
+
+    class Logger:
+        def add_scalar(self, *args, **kwargs):
+            pass
+
+    datarc = {"root": data["mtat"], "train_batch_size": 4, "eval_batch_size": 2, "num_workers": 0}
+    expert = DownstreamExpert(8, {"datarc": datarc, "modelrc": {"probe": "linear"}}, str(tmp_path))
+    assert len(expert.tags) == 50 and expert.probe.net[-1].out_features == 50
+    records = defaultdict(list)
+    for wavs, labels, names in expert.get_dataloader("dev"):
+        loss = expert("dev", [torch.randn(3, 8) for _ in wavs], labels, names, records)
+        assert torch.isfinite(loss)
+    assert expert.log_records("dev", records, Logger(), 10) == ["dev-best.ckpt"]
+    scores = json.loads((tmp_path / "dev-scores.json").read_text())
+    assert scores["n_clips"] == 3 and scores["step"] == 10 and "roc_auc" in scores
+
+
 def test_batch_hard_triplet_and_work_batches():
     from mart_upstream.adapters.s3prl.downstream.cover_song.dataset import WorkBatchSampler
     from mart_upstream.adapters.s3prl.downstream.cover_song.expert import batch_hard_triplet

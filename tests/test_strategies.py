@@ -1,8 +1,8 @@
 """The strategies paper as printed (issue 28): eq. (1)'s dot product by default, the paper's augmentation
 chain for its models (CLMR's chain for the others, unchanged), time stretch without trailing silence,
 an audible noise SNR, MelCPC's context/prediction layouts, the CNN-5 mel bands, random playlist queries
-and the playlist filters, the SVM probe, the MFCC-40 reference, the FMA-small and IRMAS loaders and
-MoCo's Shuffle-BN."""
+and the playlist filters, the SVM probe, the MFCC-40 reference, the FMA-small, IRMAS and MSD tagging
+loaders and MoCo's Shuffle-BN."""
 import math
 
 import numpy as np
@@ -417,6 +417,129 @@ def test_fma_and_irmas_are_s3prl_downstreams(task, fma_root, irmas_root, tmp_pat
     records = defaultdict(list)
     loss = expert("train", [torch.randn(5, 8) for _ in wavs], labels, names, records)
     assert torch.isfinite(loss) and len(records["correct"]) == len(wavs)
+
+
+# -- 7. MSD tagging: the published split files (Python 2 pickles) and the 7digital clip folders ------------
+MSD_TAGS = ("rock\npop\nalternative\nindie\nelectronic\nfemale vocalists\ndance\n00s\nalternative rock\njazz\n"
+            "beautiful\nmetal\nchillout\nmale vocalists\nclassic rock\nsoul\nindie rock\nMellow\nelectronica\n80s\n"
+            "folk\n90s\nchill\ninstrumental\npunk\noldies\nblues\nhard rock\nambient\nacoustic\nexperimental\n"
+            "female vocalist\nguitar\nHip-Hop\n70s\nparty\ncountry\neasy listening\nsexy\ncatchy\nfunk\nelectro\n"
+            "heavy metal\nProgressive rock\n60s\nrnb\nindie pop\nsad\nHouse\nhappy\n")  # MSD_split/50tagList.txt
+# (MSD ID, 7digital ID, tags): the training list's first two are train, the next two valid (valid_from=2)
+MSD_TRAIN = [("TRAAAAW128F429D538", "8947470", ["rock", "indie"]), ("TRAAABD128F429CF47", "1234567", ["jazz"]),
+             ("TRAAADZ128F9348C2E", "3612242", ["Hip-Hop", "female vocalists"]), ("TRAAAEF128F4273421", "5551234", [])]
+MSD_TEST = [("TRAAAFD128F92F423A", "7000001", ["pop", "happy"]), ("TRAAAGR128F425B14B", "2000002", ["rock"])]
+
+
+def _py2_pickle(obj) -> bytes:
+    """``obj`` as Python 2's cPickle.dump writes it (protocol 0, what the published files are): str as STRING,
+    numpy arrays rebuilt by numpy.core.multiarray._reconstruct from their raw bytes in a STRING."""
+    def string(data: bytes) -> bytes:
+        return b"S" + repr(data)[1:].encode() + b"\n"
+
+    if isinstance(obj, str):
+        return string(obj.encode())
+    if isinstance(obj, list):
+        return b"(l" + b"".join(_py2_pickle(x) + b"a" for x in obj)
+    if isinstance(obj, dict):
+        return b"(d" + b"".join(_py2_pickle(k) + _py2_pickle(v) + b"s" for k, v in obj.items())
+    shape = b"".join(b"I%d\n" % n for n in obj.shape)
+    return (b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I0\ntS'b'\ntR(I1\n(" + shape
+            + b"tcnumpy\ndtype\n(" + string(obj.dtype.str[1:].encode()) + b"I0\nI1\ntR(I3\nS'<'\nNNNI-1\nI-1\nI0\ntb"
+            + b"I00\n" + string(obj.tobytes()) + b"tb")
+
+
+def _write_py2_pickle(path, obj):
+    path.write_bytes(_py2_pickle(obj) + b".")
+
+
+@pytest.fixture
+def msd_root(tmp_path):
+    root = tmp_path / "msd"
+    split = root / "MSD_split"
+    split.mkdir(parents=True)
+    tags = MSD_TAGS.splitlines()
+    (split / "50tagList.txt").write_text(MSD_TAGS)
+    _write_py2_pickle(split / "filtered_list_train.cP", [i for i, _, _ in MSD_TRAIN])
+    _write_py2_pickle(split / "filtered_list_test.cP", [i for i, _, _ in MSD_TEST])
+    _write_py2_pickle(split / "MSD_id_to_7D_id.pkl", {i: d for i, d, _ in MSD_TRAIN + MSD_TEST})
+    _write_py2_pickle(split / "msd_id_to_tag_vector.cP", {  # (50, 1) columns, as the published file's users read it
+        i: np.array([[int(t in on)] for t in tags], dtype=np.int64) for i, _, on in MSD_TRAIN + MSD_TEST})
+    for _, id7d, _ in MSD_TRAIN + MSD_TEST[:1]:  # the last test track has no clip
+        _tone_file(root / id7d[0] / id7d[1] / f"{id7d}.clip.mp3", 22050, 0.5, "MP3")
+    return root
+
+
+def test_msd_is_read_from_the_published_split_files_and_the_7digital_folders(msd_root):
+    from mart_upstream.tasks import msd
+
+    found = msd.msd_tagging(str(msd_root), valid_from=2)
+    assert len(found.tags) == 50 and found.tags[17] == "Mellow"
+    assert [(t.msd_id, t.split) for t in found.tracks] == [
+        (MSD_TRAIN[0][0], "train"), (MSD_TRAIN[1][0], "train"), (MSD_TRAIN[2][0], "dev"), (MSD_TRAIN[3][0], "dev"),
+        (MSD_TEST[0][0], "test")]
+    assert found.missing == [MSD_TEST[1][0]]
+    assert found.tracks[0].path == str(msd_root / "8" / "9" / "8947470.clip.mp3")
+    assert [found.tag_names(t) for t in found.tracks] == [
+        ["rock", "indie"], ["jazz"], ["female vocalists", "Hip-Hop"], [], ["pop", "happy"]]  # untagged kept
+    assert found.tracks[0].vector.dtype == np.float32 and found.tracks[0].vector.shape == (50,)
+
+
+def test_msd_split_files_are_unpickled_without_running_code_and_checked(msd_root, tmp_path):
+    from mart_upstream.errors import TaskError
+    from mart_upstream.tasks import msd
+
+    # the published cut: 201,680 train and 11,774 valid IDs of the 213,454 in filtered_list_train.cP
+    train = [f"TR{k:016d}" for k in range(213454)]
+    cut = msd.published_split(train, ["TRAAAFD128F92F423A"])
+    assert (len(cut["train"]), len(cut["dev"]), len(cut["test"])) == (201680, 11774, 1)
+    with pytest.raises(TaskError, match="has 4 IDs; the split takes the first 201680"):
+        msd.msd_tagging(str(msd_root))
+    split = msd_root / "MSD_split"
+    marker = tmp_path / "ran"
+    (split / "MSD_id_to_7D_id.pkl").write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    with pytest.raises(TaskError, match=r"MSD_id_to_7D_id.pkl names os.system; .* not loaded"):
+        msd.msd_tagging(str(msd_root), valid_from=2)
+    assert not marker.exists()
+    _write_py2_pickle(split / "MSD_id_to_7D_id.pkl", {i: d for i, d, _ in MSD_TRAIN + MSD_TEST})
+    _write_py2_pickle(split / "msd_id_to_tag_vector.cP", {i: np.zeros((49, 1), np.int64) for i, _, _ in MSD_TRAIN})
+    with pytest.raises(TaskError, match=rf"tag vector of {MSD_TRAIN[0][0]} in .*msd_id_to_tag_vector.cP .* 50 values"):
+        msd.msd_tagging(str(msd_root), valid_from=2)
+    _write_py2_pickle(split / "filtered_list_test.cP", ["TRAAAFD128F92F423A", "7000001"])
+    with pytest.raises(TaskError, match=r"entry 1 of .*filtered_list_test.cP is '7000001', not an MSD track ID"):
+        msd.msd_tagging(str(msd_root), valid_from=2)
+
+
+def test_msd_becomes_a_hear_task(msd_root, tmp_path):
+    import json
+
+    from mart_upstream.benchmarks.hear_tasks import main
+
+    assert main(["msd", str(msd_root), "--out", str(tmp_path / "tasks"), "--valid-from", "2"]) == 0
+    task = tmp_path / "tasks" / "msd_top50-1.0.0-full"
+    meta = json.loads((task / "task_metadata.json").read_text())
+    assert (meta["prediction_type"], meta["split_mode"], meta["sample_duration"], meta["missing_audio"]) == (
+        "multilabel", "trainvaltest", 29.1, 1)
+    assert len((task / "labelvocabulary.csv").read_text().splitlines()) == 1 + 50
+    valid = json.loads((task / "valid.json").read_text())
+    assert valid == {f"{MSD_TRAIN[2][0]}.wav": ["Hip-Hop", "female vocalists"], f"{MSD_TRAIN[3][0]}.wav": []}
+    assert main(["msd", str(msd_root), "--out", str(tmp_path / "t2")]) == 2  # the published cut on 4 IDs: one line
+
+
+def test_msd_is_an_s3prl_downstream(msd_root, tmp_path):
+    from collections import defaultdict
+
+    from mart_upstream.adapters.s3prl.downstream.msd_tagging.expert import DownstreamExpert
+
+    datarc = {"root": str(msd_root), "valid_from": 2, "train_batch_size": 2, "eval_batch_size": 2, "num_workers": 0}
+    expert = DownstreamExpert(8, {"datarc": datarc, "modelrc": {"probe": "linear"}}, str(tmp_path))
+    assert [len(expert.datasets[s]) for s in ("train", "dev", "test")] == [2, 2, 1] and len(expert.tags) == 50
+    wavs, labels, names = next(iter(expert.get_dataloader("dev")))
+    assert wavs[0].ndim == 1 and wavs[0].dtype == np.float32 and len(wavs[0]) > 4000  # 16 kHz mono
+    assert labels[0].shape == (50,) and labels[0].dtype == np.float32
+    records = defaultdict(list)
+    loss = expert("dev", [torch.randn(5, 8) for _ in wavs], labels, names, records)
+    assert torch.isfinite(loss) and np.concatenate(records["labels"]).shape == (2, 50)
 
 
 # -- 4. CNN-5's mel bands and pooling -------------------------------------------------------------------

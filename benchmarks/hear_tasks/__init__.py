@@ -5,6 +5,7 @@
     mart-hear-task nsynth NSYNTH_ROOT --out tasks [--per-class 500] [--seed 0]
     mart-hear-task fma    FMA_ROOT    --out tasks
     mart-hear-task irmas  IRMAS_ROOT  --out tasks [--seed 0]
+    mart-hear-task msd    MSD_ROOT    --out tasks [--audio-dir DIR]
     mart-hear-task folder ROOT       --out tasks [--name NAME] [--nfolds 5]
 
 then ``python -m heareval.embeddings.runner hear_api.mart --model mart.ckpt --tasks-dir tasks`` and
@@ -17,6 +18,7 @@ from typing import List, Optional
 
 from mart_upstream.errors import UsageError, command
 from mart_upstream.quiet import start_console
+from mart_upstream.tasks import msd
 
 from . import sources
 from .taskfolder import HEAR_SAMPLE_RATES, Item, TaskSpec, assign_kfolds, build_task
@@ -75,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the split by recording (default 0)")
     common(r, "seconds per excerpt, trimmed or zero padded (default 3, the excerpts' length)")
 
+    d = sub.add_parser("msd", help="MSD split files + 7digital clips -> msd_top50-1.0.0-full (the published split)")
+    d.add_argument("root", help="folder holding MSD_split/ (or its split files) and, unless --audio-dir, the clips")
+    d.add_argument("--audio-dir", default=None,
+                   help="folder holding the clips D/E/<7digital ID>.clip.mp3 (default: ROOT)")
+    d.add_argument("--valid-from", type=int, default=msd.TRAIN_SIZE,
+                   help=f"where filtered_list_train.cP is cut into train and valid (default {msd.TRAIN_SIZE}, "
+                        "the published split; change it only for a list of your own)")
+    common(d, f"seconds per clip, trimmed or zero padded (default {msd.SECONDS}, the lists' shortest clip)")
+
     f = sub.add_parser("folder", help="<label>/<audio files> -> multiclass task with new k folds")
     f.add_argument("root")
     f.add_argument("--name", default=None, help="task name (default: the folder's name)")
@@ -97,6 +108,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         spec, items = sources.fma_small(args.root, args.duration or 30.0)
     elif args.dataset == "irmas":
         spec, items = sources.irmas_training(args.root, args.seed, args.duration or 3.0)
+    elif args.dataset == "msd":
+        spec, items = sources.msd_tagging(args.root, args.audio_dir, args.valid_from, args.duration or msd.SECONDS)
     else:
         spec, items = sources.folder(args.root, args.name, args.nfolds, args.duration)
     if spec.nfolds is not None and spec.nfolds < 3:

@@ -14,6 +14,9 @@
 * IRMAS training data (``IRMAS-TrainingData/<inst>/*.wav``, read by ``mart_upstream.tasks.irmas``):
   predominant instrument (11 labels), split 80/10/10 by recording (IRMAS publishes none), 3 s
   (strategies §4.3).
+* MSD (the split files of ``MSD_split/`` + the 7digital clips ``D/E/<7digital ID>.clip.mp3``, read by
+  ``mart_upstream.tasks.msd``): top-50 last.fm tags, the published split (201,680 / 11,774 / 28,435), 29.1 s,
+  multilabel, aucroc then mAP (strategies §4.1); tracks without a clip are counted.
 * any ``<label>/<audio files>`` tree: multiclass with new k folds.
 
 Input that cannot make a task is a :class:`mart_upstream.errors.TaskError`.
@@ -29,7 +32,7 @@ import soundfile as sf
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
 from mart_upstream.errors import TaskError
 from mart_upstream.tasks import PUBLISHED_SPLIT_NAMES
-from mart_upstream.tasks import fma, instruments, irmas
+from mart_upstream.tasks import fma, instruments, irmas, msd
 from mart_upstream.tasks.gtzan import genres_dir
 from mart_upstream.tasks.mtat import read_annotations, split_of
 
@@ -136,4 +139,13 @@ def irmas_training(root: str, seed: int = 0, duration: float = irmas.SECONDS) ->
     items = [Item(e.path, e.name.replace("/", "."), [e.instrument], PUBLISHED_SPLIT_NAMES[e.split]) for e in found]
     spec = TaskSpec("irmas_instrument", "1.0.0", "multiclass", "trainvaltest", duration, MULTICLASS_METRICS,
                     list(irmas.INSTRUMENTS), extra={"split": "80/10/10 by recording", "split_seed": seed})
+    return spec, items
+
+
+def msd_tagging(root: str, audio_dir: Optional[str] = None, valid_from: int = msd.TRAIN_SIZE,
+                duration: float = msd.SECONDS) -> Tuple[TaskSpec, List[Item]]:
+    found = msd.msd_tagging(root, audio_dir, valid_from)
+    items = [Item(t.path, t.name, found.tag_names(t), PUBLISHED_SPLIT_NAMES[t.split]) for t in found.tracks]
+    spec = TaskSpec("msd_top50", "1.0.0", "multilabel", "trainvaltest", duration, ["aucroc", "mAP"], found.tags,
+                    extra={"missing_audio": len(found.missing), "valid_from": valid_from})
     return spec, items

@@ -8,6 +8,8 @@
 * ``instruments``: NSynth's notes labelled by instrument family, its split, a per-class subsample;
 * ``fma``: FMA-small's tracks.csv and mp3 folders, genre labels and the official split;
 * ``irmas``: IRMAS' training excerpts labelled by instrument folder, split by recording;
+* ``msd``: the Million Song Dataset's published top-50 tagging split (its pickled split files, read without
+  running code) and the 7digital clip folders;
 * ``playlists``: AOTM-2011-style playlists and the ItemKNN playlist-continuation probe (HR@10, MPR).
 
 Data that cannot be used is a :class:`mart_upstream.errors.TaskError`. The harness adapters

@@ -15,6 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import soundfile as sf
+from sklearn.metrics import average_precision_score, roc_auc_score
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -172,15 +173,16 @@ def seeded_subset(n: int, fraction: float, seed: int) -> List[int]:
 
 
 class LabelledClips(Dataset):
-    """Single-label clips of one split: items (16 kHz mono waveform [T] float32, class index, name).
-    Missing or unreadable files are an error, or with ``skip_unreadable`` left out with one warning."""
+    """Labelled clips of one split: items (16 kHz mono waveform [T] float32, label, name), the label a class
+    index (single-label) or a multi-hot float32 vector (:class:`TaggedClips`). Missing or unreadable files
+    are an error, or with ``skip_unreadable`` left out with one warning."""
 
-    def __init__(self, task: str, paths: Sequence[str], names: Sequence[str], labels: Sequence[int],
+    def __init__(self, task: str, paths: Sequence[str], names: Sequence[str], labels: Sequence,
                  sample_rate: Optional[int], skip_unreadable: bool):
         keep = check_audio_files(task, paths, sample_rate, skip_unreadable)
         self.paths = [paths[i] for i in keep]
         self.names = [names[i] for i in keep]
-        self.labels = [int(labels[i]) for i in keep]
+        self.labels = [labels[i] for i in keep]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -189,21 +191,37 @@ class LabelledClips(Dataset):
         return load_audio(self.paths[i]), self.labels[i], self.names[i]
 
 
-class SingleLabelExpert(MusicExpert):
-    """A single-label classification downstream: mean-pooled features -> linear or MLP probe, cross-entropy
-    over ``classes``; accuracy over the whole dev/test split, the best dev accuracy saves ``dev-best.ckpt``.
-    ``make_dataset(split, **datarc)`` gives each split's :class:`LabelledClips`."""
+class TaggedClips(LabelledClips):
+    """Multi-label clips: items (waveform, multi-hot float32 [len(tags)], name)."""
 
-    def __init__(self, task: str, classes: Sequence[str], make_dataset, upstream_dim: int, downstream_expert: dict,
-                 expdir: str, **kwargs):
+    def __init__(self, task: str, tags: Sequence[str], paths: Sequence[str], names: Sequence[str],
+                 vectors: Sequence[np.ndarray], sample_rate: Optional[int], skip_unreadable: bool):
+        super().__init__(task, paths, names, [np.asarray(v, dtype=np.float32) for v in vectors], sample_rate,
+                         skip_unreadable)
+        self.tags = list(tags)
+
+
+class ProbeExpert(MusicExpert):
+    """A probe downstream: ``make_dataset(split=..., **datarc)`` gives each split's dataset, and a
+    :class:`PooledProbe` maps mean-pooled features to ``classes`` (``None``: the training set's ``tags``)."""
+
+    def __init__(self, task: str, classes: Optional[Sequence[str]], make_dataset, upstream_dim: int,
+                 downstream_expert: dict, expdir: str, **kwargs):
         super().__init__(task, expdir, **kwargs)
         self.datarc = dict(downstream_expert["datarc"])
-        self.datasets = {s: make_dataset(s, **self.datarc) for s in SPLITS}
-        self.probe = PooledProbe(upstream_dim, len(classes), **dict(downstream_expert.get("modelrc", {})))
+        self.datasets = {s: make_dataset(split=s, **self.datarc) for s in SPLITS}
+        self.classes = list(self.datasets["train"].tags if classes is None else classes)
+        self.probe = PooledProbe(upstream_dim, len(self.classes), **dict(downstream_expert.get("modelrc", {})))
 
     def get_dataloader(self, split: str, epoch: int = 0):
         size = self.datarc["train_batch_size" if split == "train" else "eval_batch_size"]
         return self.loader(self.datasets[split], size, split, self.datarc.get("num_workers", 0), epoch)
+
+
+class SingleLabelExpert(ProbeExpert):
+    """A single-label classification downstream: mean-pooled features -> linear or MLP probe, cross-entropy
+    over ``classes``; accuracy over the whole dev/test split, the best dev accuracy saves ``dev-best.ckpt``.
+    Each split's dataset is a :class:`LabelledClips`."""
 
     def forward(self, split: str, features: List[torch.Tensor], labels, names, records, **kwargs):
         logits = self.probe(features)
@@ -217,3 +235,46 @@ class SingleLabelExpert(MusicExpert):
         if split != "train":
             scores["n_clips"] = len(records["correct"])
         return self.report(split, global_step, scores, logger, "accuracy")
+
+
+def tagging_scores(probs: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
+    """Macro ROC-AUC and PR-AUC over the tags with both classes present; NaN when there are none."""
+    pos = labels.sum(axis=0)
+    cols = np.flatnonzero((pos > 0) & (pos < labels.shape[0]))
+    if cols.size == 0:
+        return {"roc_auc": float("nan"), "pr_auc": float("nan"), "n_tags": 0}
+    y, p = labels[:, cols], probs[:, cols]
+    return {
+        "roc_auc": float(roc_auc_score(y, p, average="macro")),
+        "pr_auc": float(average_precision_score(y, p, average="macro")),
+        "n_tags": int(cols.size),
+    }
+
+
+class TaggingExpert(ProbeExpert):
+    """A multi-label tagging downstream: mean-pooled features -> linear or MLP probe, binary cross-entropy per
+    tag (the training set's ``tags``). Dev/test scores are computed once over the whole split in
+    ``log_records`` (:func:`tagging_scores`); a better dev ``best_metric`` (ROC-AUC by default) saves
+    ``dev-best.ckpt``."""
+
+    def __init__(self, task: str, make_dataset, upstream_dim: int, downstream_expert: dict, expdir: str, **kwargs):
+        super().__init__(task, None, make_dataset, upstream_dim, downstream_expert, expdir, **kwargs)
+        self.best_metric = downstream_expert.get("best_metric", "roc_auc")
+        self.tags = self.classes
+
+    def forward(self, split: str, features: List[torch.Tensor], labels, names, records, **kwargs):
+        logits = self.probe(features)  # [B, n_tags]
+        target = torch.as_tensor(np.stack(labels), device=logits.device)
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        records["loss"].append(loss.item())
+        if split != "train":
+            records["probs"].append(torch.sigmoid(logits).detach().cpu().numpy())
+            records["labels"].append(target.cpu().numpy())
+        return loss
+
+    def log_records(self, split: str, records, logger, global_step: int, **kwargs):
+        scores = {"loss": mean(records["loss"])}
+        if split != "train":
+            probs, labels = np.concatenate(records["probs"]), np.concatenate(records["labels"])
+            scores.update(tagging_scores(probs, labels), n_clips=len(labels))
+        return self.report(split, global_step, scores, logger, self.best_metric)
