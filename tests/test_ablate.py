@@ -1,4 +1,4 @@
-"""``mart-bench ablate``'s variants: the built-in ones, a user's own, and bad specifications."""
+"""Varying the augmentation chain: `mart-bench ablate`'s variants (built in, a user's own, bad ones) and `mart-bench run --set`."""
 import pytest
 
 from mart_upstream.benchmarks.offline import ablate
@@ -23,3 +23,20 @@ def test_the_chain_comes_first_and_variants_keep_their_overrides():
 def test_bad_variants_are_one_clear_error(names, custom, words):
     with pytest.raises(UsageError, match=words):
         ablate.parse_variants(names, custom)
+
+
+def test_run_passes_set_values_to_every_pretraining_run_and_names_them_in_the_budget():
+    import argparse
+
+    from mart_upstream.benchmarks.offline import run
+
+    p = argparse.ArgumentParser()
+    run.add_arguments(p)
+    args = p.parse_args(["--out", "o", "--models", "mart,pemr", "--set", "augment.p_pitch=0", "--set", "augment.p_gain=0"])
+    assert run._models(args) == ["mart", "pemr"]
+    assert run._overrides(args, "pemr", ["run.keep_steps=[300]"]) == [
+        "run.keep_steps=[300]", "augment.p_pitch=0", "augment.p_gain=0"]
+    assert run._settings_text(args) == "; with augment.p_pitch=0 augment.p_gain=0"
+    bad = p.parse_args(["--out", "o", "--set", "augment.p_pitch"])
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        run._models(bad)

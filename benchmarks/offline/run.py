@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", choices=sorted(STRATEGIES),
                    help="target-instance strategy (strategies paper Table 1) for the models that have one "
                         "(cnn5_infonce, cnn5_multilevel); default: each config's (self_aug)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="a mart-pretrain override for every run, e.g. augment.p_pitch=0 (repeatable; recorded in "
+                        "the results and the cards; use a new --out when it changes)")
     p.add_argument("--seeds", default=DEFAULTS["seeds"], help="pretraining seeds (default 0,1,2)")
     p.add_argument("--minutes", type=float, default=DEFAULTS["minutes"],
                    help="training minutes per run, the same for every model (an equal-time budget; stops at the "
@@ -191,14 +194,23 @@ def _models(args) -> List[str]:
     unknown = sorted(set(models) - set(pretraining.MODELS))
     if unknown or not models:
         raise UsageError(f"--models: unknown {unknown}; choose from {', '.join(pretraining.MODELS)}")
+    bad = [o for o in args.settings if "=" not in o or not o.split("=", 1)[0].strip()]
+    if bad:
+        raise UsageError(f"--set {bad[0]!r}: expected KEY=VALUE, e.g. augment.p_pitch=0")
     if args.strategy and not any(pretraining.has_strategy(m) for m in models):
         raise UsageError(f"--strategy {args.strategy}: none of --models {','.join(models)} has a strategy")
     return models
 
 
 def _overrides(args, model: str, keep: List[str]) -> List[str]:
-    """mart-pretrain overrides of one model's runs: the learning-curve steps, the strategy where it has one."""
-    return keep + ([f"model.strategy={args.strategy}"] if args.strategy and pretraining.has_strategy(model) else [])
+    """mart-pretrain overrides of one model's runs: the learning-curve steps, the strategy where it has one,
+    the ``--set`` values."""
+    strategy = [f"model.strategy={args.strategy}"] if args.strategy and pretraining.has_strategy(model) else []
+    return keep + strategy + list(args.settings)
+
+
+def _settings_text(args) -> str:
+    return f"; with {' '.join(args.settings)}" if getattr(args, "settings", None) and not args.checkpoints else ""
 
 
 def run(args) -> int:
@@ -227,6 +239,8 @@ def run(args) -> int:
                                      budget, args.device, args.num_workers, overrides=_overrides(args, m, keep),
                                      commit=code)
                 for m in models for s in seeds]
+        for r in runs:  # the cards say how the run differs from the configs
+            r["budget"] = r["budget"] + _settings_text(args)
     entries, curve_entries = [], []
     main_entries = _entries(args, runs, models, seeds[0])
     for e in main_entries + curve.entries(runs, steps):
@@ -254,8 +268,8 @@ def run(args) -> int:
             "cover_works": entries[0]["covers"]["works"], "seeds": seeds,
             "playlists": _playlist_text(entries[0].get("playlists"), data["playlists"]),
             "recordings": _recordings_text(entries[0], data["recordings"]),
-            "budget": external.describe(runs) if args.checkpoints else budget.describe(models),
-            "strategy": args.strategy,
+            "budget": (external.describe(runs) if args.checkpoints else budget.describe(models)) + _settings_text(args),
+            "strategy": args.strategy, "settings": list(args.settings),
             "grid": args.grid, "grid_points": args.grid_points, "commit": code,
             "device": ", ".join(sorted({r["device"] for r in runs})) if args.checkpoints else args.device,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
