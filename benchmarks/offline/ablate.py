@@ -5,7 +5,8 @@
                       [--variant NAME=augment.p_gain=0,augment.p_delay=0]   # a variant of your own (repeatable)
 
 Every variant is pretrained from the same seed on the same pool (``DATA/pretrain``) for the same
-number of steps, with the model's benchmark config plus the variant's overrides, then scored on the
+number of steps, with the model's benchmark config, its paper chain set explicitly (the CPU config
+of mart trains on crops alone) and the variant's overrides on top, then scored on the
 recordings tasks (``DATA/recordings/tracks.csv``): soundtrack identification (grouped CV by track) and
 same-track retrieval. The same encoder with random weights, MFCC statistics and MusiCNN are scored
 in the same run. Each variant is compared item by item with the full chain, with random init and with
@@ -37,7 +38,7 @@ log = logging.getLogger("mart-bench.ablate")
 _ALL_P = ("p_polarity", "p_noise", "p_gain", "p_filter", "p_delay", "p_pitch", "p_reverb", "p_stretch")
 # the built-in variants: overrides on top of the model's config (its paper's chain)
 VARIANTS: Dict[str, List[str]] = {
-    "chain": [],  # the model's own chain (MART, PEMR, SimCLR: CLMR's)
+    "chain": [],  # the model's paper chain (MART, PEMR, SimCLR: CLMR's), set explicitly whatever the config says
     "no-pitch": ["augment.p_pitch=0"],  # no pitch shift
     "no-timbre": ["augment.p_filter=0", "augment.p_gain=0", "augment.p_delay=0"],  # production kept as recorded
     "no-pitch-timbre": ["augment.p_pitch=0", "augment.p_filter=0", "augment.p_gain=0", "augment.p_delay=0"],
@@ -91,17 +92,16 @@ def _augment_settings(overrides: List[str]) -> Dict:
     return {o.split("=", 1)[0][len("augment."):]: o.split("=", 1)[1] for o in overrides}
 
 
-def _base_augment(model: str) -> Dict:
-    """The model's chain as its benchmark config sets it (the config's augment section over the defaults)."""
+def paper_chain(model: str) -> Dict:
+    """The probabilities of the model's paper chain: the chain's defaults with the model's own changes (what
+    ``mart-pretrain --model M`` trains with), whatever the benchmark config sets."""
     from dataclasses import asdict
 
-    from mart_upstream.config import load_file
     from mart_upstream.models import get_entry
 
     base = asdict(AugmentConfig())
     base.update((get_entry(model).model_cls.pretrain_defaults or {}).get("augment") or {})
-    base.update(load_file(pretraining.config_path(model)).get("augment") or {})
-    return {k: v for k, v in base.items() if k.startswith("p_")}
+    return {k: v for k, v in base.items() if k in _ALL_P}
 
 
 def compare(mine: Dict, ref: Dict) -> Dict[str, Dict]:
@@ -153,8 +153,9 @@ def _entries(args, variants: Dict[str, List[str]], data: Dict) -> Tuple[List[Ent
     budget = pretraining.Budget(None, args.steps, args.batch_size)
     runs, entries = {}, []
     for name, overrides in variants.items():
+        chain = [f"augment.{k}={v}" for k, v in data["chain"].items()]  # the paper's chain, then the variant's changes
         runs[name] = pretraining.pretrain(args.model, args.seed, data["pretrain"], os.path.join(args.out, "pretrain", name),
-                                          budget, overrides=overrides, commit=data["commit"])
+                                          budget, overrides=chain + overrides, commit=data["commit"])
         entries.append(Entry(f"{args.model} [{name}]", f"variant-{name}", f"hear_api.{args.model}",
                              runs[name]["checkpoint"], args.seed))
     rnd = pretraining.random_init(args.model, args.seed, os.path.join(args.out, "random_init", f"{args.model}.ckpt"))
@@ -171,13 +172,13 @@ def run(args) -> int:
     variants = parse_variants(args.variants, args.variant)
     if args.steps < 1:
         raise UsageError("--steps must be at least 1")
-    base_augment = _base_augment(args.model)
+    base_augment = paper_chain(args.model)
     manifest = os.path.join(args.data, "recordings", "tracks.csv")
     pool = os.path.join(args.data, "pretrain")
     for what, path, ok in (("recordings manifest", manifest, os.path.isfile), ("pretraining folder", pool, os.path.isdir)):
         if not ok(path):
             raise UsageError(f"{what} {path} does not exist (build the data with `mart-bench data --profile multi`)")
-    data = {"pretrain": pool, "commit": export.commit()}
+    data = {"pretrain": pool, "commit": export.commit(), "chain": base_augment}
     entries, runs = _entries(args, variants, data)
     scored = []
     for e in entries:
@@ -200,7 +201,7 @@ def run(args) -> int:
                              "run": runs[name],
                              "vs": {ref: compare(mine, other) for ref, other in refs.items() if other is not mine}})
     summary = report.summary(scored)
-    offs = {f"{args.model} [{n}]": ", ".join(f"{k}={v}" for k, v in _augment_settings(o).items()) or "the model's own"
+    offs = {f"{args.model} [{n}]": ", ".join(f"{k}={v}" for k, v in _augment_settings(o).items()) or "the paper's chain"
             for n, o in variants.items()}
     for r in summary:
         r["off"] = offs.get(r["row"], "")
