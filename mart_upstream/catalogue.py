@@ -240,6 +240,8 @@ def check_shard(folder: str, name: str) -> None:
         rows = _read_csv(os.path.join(folder, name + ".csv"))
     except (OSError, csv.Error, UnicodeError) as e:
         raise ValueError(f"its .csv cannot be read ({e})") from None
+    if not rows:  # a shard is written with its tracks' rows: a header alone (or bytes with no line end) is damage
+        raise ValueError(f"its .csv has no rows of {','.join(SHARD_COLUMNS)}")
     try:
         n, _ = _npy_rows(os.path.join(folder, name + ".npy"))
     except (OSError, ValueError, SyntaxError, EOFError) as e:

@@ -172,7 +172,7 @@ def test_a_damaged_run_json_is_one_line(tmp_path, ckpt, capsys):
     _one_error_line(capsys, "run.json", "damaged", "another --out")
 
 
-@pytest.mark.parametrize("damage", ["csv_binary", "csv_columns", "csv_offsets", "npy_truncated", "npy_garbage",
+@pytest.mark.parametrize("damage", ["csv_binary", "csv_one_line", "csv_columns", "csv_offsets", "npy_truncated", "npy_garbage",
                                     "npy_object"])
 def test_a_damaged_shard_is_embedded_again(tmp_path, ckpt, capsys, damage):
     write_set(str(tmp_path / "audio"))
@@ -183,6 +183,8 @@ def test_a_damaged_shard_is_embedded_again(tmp_path, ckpt, capsys, damage):
     csv_path, npy_path = shard.with_suffix(".csv"), shard.with_suffix(".npy")
     if damage == "csv_binary":
         csv_path.write_bytes(os.urandom(300))
+    elif damage == "csv_one_line":  # bytes with no line end: the reader sees a header and no rows
+        csv_path.write_bytes(bytes(b for b in os.urandom(600) if b not in b"\r\n")[:300])
     elif damage == "csv_columns":
         csv_path.write_text("path,n_rows\nw1_v1.wav,1\n")
     elif damage == "csv_offsets":
