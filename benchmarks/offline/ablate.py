@@ -19,6 +19,7 @@ finished is kept in OUT; a killed run continues.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -35,7 +36,8 @@ from .evaluation import Entry
 from .paired import paired_difference
 
 log = logging.getLogger("mart-bench.ablate")
-_ALL_P = ("p_polarity", "p_noise", "p_gain", "p_filter", "p_delay", "p_pitch", "p_reverb", "p_stretch")
+# every probability of the chain, read from its config (a new augmentation joins crop-only by itself)
+_ALL_P = tuple(f.name for f in dataclasses.fields(AugmentConfig) if f.name.startswith("p_"))
 # the built-in variants: overrides on top of the model's config (its paper's chain)
 VARIANTS: Dict[str, List[str]] = {
     "chain": [],  # the model's paper chain (MART, PEMR, SimCLR: CLMR's), set explicitly whatever the config says
@@ -95,11 +97,9 @@ def _augment_settings(overrides: List[str]) -> Dict:
 def paper_chain(model: str) -> Dict:
     """The probabilities of the model's paper chain: the chain's defaults with the model's own changes (what
     ``mart-pretrain --model M`` trains with), whatever the benchmark config sets."""
-    from dataclasses import asdict
-
     from mart_upstream.models import get_entry
 
-    base = asdict(AugmentConfig())
+    base = dataclasses.asdict(AugmentConfig())
     base.update((get_entry(model).model_cls.pretrain_defaults or {}).get("augment") or {})
     return {k: v for k, v in base.items() if k in _ALL_P}
 
