@@ -103,6 +103,36 @@ def test_rows_summarise_seeds_and_comparisons_name_what_is_not_better(tmp_path):
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_kept_results_are_evaluated_again_when_the_checkpoint_or_the_task_changes(tmp_path, caplog):
+    from benchmarks.offline.evaluation import INPUTS_FILE, Entry, bind, task_digest
+
+    ckpt, folder = tmp_path / "m.ckpt", tmp_path / "eval" / "m-seed0"
+    ckpt.write_bytes(b"weights 1")
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "test.json").write_text("{}")
+    entry = Entry("m", "m-seed0", "hear_api.mart", str(ckpt), 0)
+
+    def kept_after(**inputs):
+        (folder / "style.json").write_text("{}") if folder.is_dir() else None
+        bind(entry, str(folder), inputs)
+        return (folder / "style.json").is_file()
+
+    folder.mkdir(parents=True)
+    (folder / "style.json").write_text("{}")
+    assert kept_after(task=task_digest(str(task)))  # kept from before the record: taken, then recorded
+    assert json.loads((folder / INPUTS_FILE).read_text())["checkpoint_sha256"]
+    assert kept_after(task=task_digest(str(task)))  # nothing changed
+    assert kept_after(task=task_digest(str(task)), grid="faster/1")  # a newly recorded input: not stale
+    ckpt.write_bytes(b"weights 2")
+    assert not kept_after(task=task_digest(str(task)), grid="faster/1")  # other weights, same path
+    assert "checkpoint_sha256 changed" in caplog.text
+    (task / "test.json").write_text('{"a": 1}')
+    assert not kept_after(task=task_digest(str(task)), grid="faster/1")  # other splits
+    assert not kept_after(task=task_digest(str(task)), grid="fast/8")
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["m-seed0"]  # no staging folder left
+
+
 # -- one whole run ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
@@ -193,6 +223,8 @@ def test_a_second_run_reuses_everything_finished(bench):
     before = [p.stat().st_size for p in logs]
     r = _run(bench["cmd"], bench["base"], 600)
     assert [p.stat().st_size for p in logs] == before  # no pretraining run started again
+    assert "evaluating it again" not in r.stderr  # every kept result still matches its checkpoint and task
+    assert all((d / "inputs.json").is_file() for d in (bench["out"] / "eval").iterdir())
     assert "| mart | 2 |" in r.stdout
 
 

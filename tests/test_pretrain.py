@@ -206,21 +206,25 @@ def test_settings_layers_defaults_file_command_line_then_the_resumed_run(tmp_pat
     cfg = tmp_path / "run.yaml"
     cfg.write_text("model:\n  temperature: 0.2\nrun:\n  steps: 7\n  seed: 3\n  log_every: 5\n")
     args = build_parser().parse_args(["--model", "simclr", "--out", str(tmp_path), "--config", str(cfg),
-                                      "--steps", "9", "--num-workers", "1", "run.steps=8", "run.seed=4"])
+                                      "--steps", "9", "--num-workers", "1", "run.steps=8", "run.seed=4",
+                                      "--keep-steps", "5,8"])
     model_cfg, settings = build_settings(args)
     assert (settings.run.steps, settings.run.seed, settings.run.log_every, settings.run.batch_size) == (9, 4, 5, 48)
     assert model_cfg.temperature == 0.2 and settings.data.num_workers == 1
     stored = to_dict(settings)
     stored["run"].update(seed=11, steps=2, batch_size=6)
     stored["data"]["num_workers"] = 0
+    stored["run"]["keep_steps"] = [1]
     resumed = {"config": dict(to_dict(model_cfg), temperature=0.3), "pretrain": {"settings": stored}}
     model_cfg, settings = build_settings(args, resumed)
     assert model_cfg.temperature == 0.3 and (settings.run.seed, settings.run.batch_size) == (11, 6)
     assert settings.run.steps == 9 and settings.data.num_workers == 1 and settings.run.log_every == 5
+    assert tuple(settings.run.keep_steps) == (5, 8)  # a continued run can keep more curve points
     err = capsys.readouterr().err
     assert "--resume continues with the settings the run started with; ignored: " in err
     assert "model.temperature=0.2 (the run's: 0.3)" in err and "run.seed=4 (the run's: 11)" in err
     assert "run.batch_size=48 (the run's: 6)" in err and "run.steps" not in err and "num_workers" not in err
+    assert "keep_steps" not in err
 
 
 def _torchrun(processes, data, out, steps, model="simclr", *extra):

@@ -234,3 +234,14 @@ def test_bad_training_variants_are_one_clear_error(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.strip().count("\n") == 0 and flag in err and "choose from" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_measurement_names_the_exception_not_the_hint_printed_after_it():
+    from benchmarks.speed.isolate import failure_line
+
+    stderr = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+              "torch._dynamo.exc.Unsupported: data-dependent branching\n\n"
+              "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace (please do this especially if ...)\n")
+    assert failure_line(stderr) == "torch._dynamo.exc.Unsupported: data-dependent branching"
+    assert failure_line("RuntimeError: boom\nwarning: x\n") == "RuntimeError: boom"
+    assert failure_line("killed\n") == "killed" and failure_line("") == "no output"

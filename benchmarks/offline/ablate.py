@@ -183,7 +183,9 @@ def run(args) -> int:
     scored = []
     for e in entries:
         log.info("evaluating %s", e.key)
-        rec = evaluation.recordings(e, manifest, os.path.join(args.out, "eval", e.key))
+        folder = os.path.join(args.out, "eval", e.key)
+        evaluation.bind(e, folder, {})  # the manifest is checked by evaluation.recordings itself
+        rec = evaluation.recordings(e, manifest, folder)
         scored.append({"row": e.row, "key": e.key, "seed": e.seed, "checkpoint": e.checkpoint,
                        "soundtrack": rec["soundtrack"], "tracks": rec["tracks"]})
         log.info("%s: soundtrack top1_acc %.3f; same-track MAP %.3f", e.key, rec["soundtrack"]["top1_acc"],

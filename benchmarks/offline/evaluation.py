@@ -18,9 +18,11 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -73,6 +75,52 @@ def _run(cmd, log_path: str, what: str) -> None:
         with open(log_path) as f:
             tail = f.read()[-2000:]
         raise TaskError(f"{what} failed (exit {r.returncode}); log {log_path}:\n{tail}")
+
+
+INPUTS_FILE = "inputs.json"
+TASK_FILES = ("task_metadata.json", "labelvocabulary.csv", "train.json", "valid.json", "test.json")
+
+
+def task_digest(task_dir: str) -> str:
+    """sha256 over a HEAR task folder's metadata and split files (what the labels and splits are)."""
+    h = hashlib.sha256()
+    for name in TASK_FILES:
+        path = os.path.join(task_dir, name)
+        h.update(name.encode() + b"\0" + (sha256_file(path).encode() if os.path.isfile(path) else b"-") + b"\0")
+    return h.hexdigest()
+
+
+def bind(entry: Entry, out_dir: str, inputs: Dict[str, str]) -> None:
+    """Ties the results kept in ``out_dir`` to what they are computed from: the entry's module, the sha256
+    of its checkpoint, and ``inputs`` (name -> digest, e.g. of the task folder). Where any of these
+    changed since the results were written, they are stale: the folder is emptied and the entry is
+    evaluated again. A folder kept from before this record existed is taken as it is and recorded."""
+    want = {"module": entry.module, "checkpoint": os.path.abspath(entry.checkpoint) if entry.checkpoint else "",
+            "checkpoint_sha256": sha256_file(entry.checkpoint) if entry.checkpoint else "",
+            "inputs": dict(sorted(inputs.items()))}
+    path = os.path.join(out_dir, INPUTS_FILE)
+    have = _kept(path)
+    if have is not None and _stale(have, want):
+        changed = [k for k in ("module", "checkpoint_sha256") if have.get(k) != want[k]]
+        changed += [k for k in want["inputs"] if (have.get("inputs") or {}).get(k) != want["inputs"][k]]
+        log.warning("%s: %s changed since its results were kept; evaluating it again", entry.key, ", ".join(changed))
+        staged = out_dir.rstrip(os.sep) + ".stale"
+        shutil.rmtree(staged, ignore_errors=True)
+        os.replace(out_dir, staged)
+        shutil.rmtree(staged)
+    elif have is None and os.path.isdir(out_dir) and os.listdir(out_dir):
+        log.info("%s: results kept without a record of their inputs; taken as they are", entry.key)
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(path, want, sort_keys=False)
+
+
+def _stale(have: Dict, want: Dict) -> bool:
+    """Different module or checkpoint bytes, or an input both records name with different digests (an
+    input a later version adds, or one this run does not use, does not make results stale)."""
+    if have.get("module") != want["module"] or have.get("checkpoint_sha256") != want["checkpoint_sha256"]:
+        return True
+    old = have.get("inputs") or {}
+    return any(k in old and old[k] != v for k, v in want["inputs"].items())
 
 
 def _kept(path: str) -> Optional[Dict]:

@@ -28,7 +28,7 @@ from typing import Dict, List
 
 from mart_upstream.errors import UsageError
 from mart_upstream.models.siamese import STRATEGIES
-from mart_upstream.fileio import write_json, write_text
+from mart_upstream.fileio import sha256_file, write_json, write_text
 from mart_upstream.tasks.playlists import PLAYLIST_FILES
 
 from . import curve, evaluation, export, external, pretraining, report
@@ -243,9 +243,12 @@ def run(args) -> int:
             r["budget"] = r["budget"] + _settings_text(args)
     entries, curve_entries = [], []
     main_entries = _entries(args, runs, models, seeds[0])
+    inputs = {"style_task": evaluation.task_digest(data["task"]), "covers": sha256_file(data["covers"]),
+              "grid": f"{args.grid}/{args.grid_points}"}
     for e in main_entries + curve.entries(runs, steps):
         folder = os.path.join(args.out, "eval", e.key)
         log.info("evaluating %s", e.key)
+        evaluation.bind(e, folder, inputs)  # kept results only while what they were computed from is unchanged
         style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
         covers = evaluation.covers(e, data["covers"], folder)
         entry = {"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint, "seed": e.seed,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = "@@speed-result@@ "
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*: ")  # "ValueError: ...", "torch._dynamo.exc.Unsupported: ..."
 CHILD = (__spec__.parent if __spec__ is not None and __spec__.parent else "benchmarks.speed") + ".child"
 
 
@@ -33,6 +35,15 @@ def run_isolated(kind: str, spec: dict, timeout: Optional[float] = None) -> dict
     if r.returncode < 0:
         why = f"killed by signal {-r.returncode}" + (" (out of memory?)" if r.returncode == -9 else "")
     else:
-        tail = [x for x in r.stderr.strip().splitlines() if x.strip()]
-        why = f"exit {r.returncode}: {tail[-1] if tail else 'no output'}"
-    return {"error": why}
+        why = f"exit {r.returncode}: {failure_line(r.stderr)}"
+    return {"error": why, "log_tail": [x for x in r.stderr.splitlines() if x.strip()][-20:]}
+
+
+def failure_line(stderr: str) -> str:
+    """The line of a child's stderr that says why it failed: the last exception line (``SomeError: ...``),
+    not the hints libraries print after it (torch.compile's ``Set TORCHDYNAMO_VERBOSE=1 ...``)."""
+    lines = [x.strip() for x in stderr.splitlines() if x.strip()]
+    for line in reversed(lines):
+        if EXCEPTION_LINE.match(line):
+            return line
+    return lines[-1] if lines else "no output"

@@ -12,7 +12,8 @@ Loops (``--train-loops``):
 
 Variants (``--train-variants``): ``eager``; ``channels-last`` (``run.channels_last=true``); ``compile``
 and ``compile-reduce-overhead`` (``run.compile=default`` / ``reduce-overhead``: TorchInductor; the
-first, untimed step compiles, its time is reported as ``first_step_s``); ``compile+channels-last``.
+first, untimed step compiles, its time is reported as ``first_step_s``); ``compile+channels-last``;
+``bf16`` (``run.bf16_cpu=true``: bfloat16 autocast on the CPU too).
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ TRAIN_VARIANTS: Dict[str, Dict[str, str]] = {
     "compile": {"compile": "default"},
     "compile-reduce-overhead": {"compile": "reduce-overhead"},
     "compile+channels-last": {"compile": "default", "channels_last": "true"},
+    # bfloat16 autocast on the CPU (run.bf16_cpu); on a 2-core Xeon with AMX-BF16 it was slower than
+    # float32 (docs/offline_bench.md, "Training step speed-ups on the CPU")
+    "bf16": {"bf16_cpu": "true"},
 }
 TRAIN_CONFIGS = ("paper", "cpu")
 

@@ -114,7 +114,7 @@ FLAG_KEYS: Dict[str, str] = {
 # What a resumed run may change; every other setting comes from its checkpoint.
 RESUME_MAY_CHANGE = (("run", "steps"), ("run", "max_minutes"), ("run", "device"), ("run", "max_bad_batches"),
                      ("run", "log_every"), ("run", "ckpt_every"), ("run", "tensorboard"), ("data", "num_workers"),
-                     ("run", "compile"), ("run", "channels_last"))
+                     ("run", "compile"), ("run", "channels_last"), ("run", "keep_steps"))
 
 
 def config_file(args) -> Optional[str]:

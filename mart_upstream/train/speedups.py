@@ -77,4 +77,7 @@ def apply_speedups(model: nn.Module, net: nn.Module, compile_mode: str, channels
         to_channels_last(model)
     if compile_mode == "none":
         return net
-    return torch.compile(net, mode=None if compile_mode == "default" else compile_mode)
+    # static shapes: every step has the same shapes (full batches of fixed-length crops), and after a
+    # shape change dynamo's automatic dynamic shapes made TorchInductor fail on MART's step
+    # ("cannot determine truth value of Relational: 1 < s64", torch 2.13 on the CPU)
+    return torch.compile(net, mode=None if compile_mode == "default" else compile_mode, dynamic=False)
