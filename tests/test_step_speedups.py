@@ -14,9 +14,9 @@ from mart_upstream.train.loop import step_loop
 from mart_upstream.train.settings import Job, settings_for
 
 
-def _losses(name, tmp_path, steps=2, **run):
+def _losses(name, tmp_path, steps=2, optim=(), **run):
     """Losses of the first ``steps`` steps of a tiny run on one fixed batch, and the loop."""
-    overrides = ["run.batch_size=4", "data.num_workers=0"] + [f"run.{k}={v}" for k, v in run.items()]
+    overrides = ["run.batch_size=4", "data.num_workers=0"] + [f"run.{k}={v}" for k, v in run.items()] + list(optim)
     settings = settings_for(name, overrides=overrides, model_config=TINY[name])
     loop = step_loop(Job(name, str(tmp_path)), settings, torch.device("cpu"))
     batch = 0.1 * torch.randn(4, loop.model.num_views, loop.model.clip_samples,
@@ -27,6 +27,15 @@ def _losses(name, tmp_path, steps=2, **run):
         assert not skipped
         losses.append(float(out["loss"].detach()))
     return losses, loop
+
+
+@pytest.mark.parametrize("name", ["simclr", "pemr"])
+def test_fused_adam_steps_equal_the_per_tensor_loop(name, tmp_path):
+    fused, loop = _losses(name, tmp_path / "fused", steps=3)
+    assert loop.optim.defaults["fused"]  # the default
+    plain, loop = _losses(name, tmp_path / "plain", steps=3, optim=["optim.fused=false"])
+    assert not loop.optim.defaults["fused"]
+    assert fused == pytest.approx(plain, rel=1e-4, abs=1e-5)  # losses 2 and 3 follow the updates
 
 
 @pytest.mark.parametrize("name", ["simclr", "mart"])

@@ -10,7 +10,9 @@ Loops (``--train-loops``):
 * ``bare``: what this section timed before: forward, backward and the Adam step on the views as they
   are (no augmentation, no ``after_optimizer_step``), kept beside it for before/after.
 
-Variants (``--train-variants``): ``eager``; ``channels-last`` (``run.channels_last=true``); ``compile``
+Variants (``--train-variants``): ``eager`` (the default settings, with the fused Adam of
+``optim.fused``); ``adam-loop`` (``optim.fused=false``: Adam's per-tensor loop, the step as it was before
+the fused optimizer, to measure speed-ups against); ``channels-last`` (``run.channels_last=true``); ``compile``
 and ``compile-reduce-overhead`` (``run.compile=default`` / ``reduce-overhead``: TorchInductor; the
 first, untimed step compiles, its time is reported as ``first_step_s``); ``compile+channels-last``;
 ``bf16`` (``run.bf16_cpu=true``: bfloat16 autocast on the CPU too).
@@ -31,16 +33,19 @@ from .measure import current_rss_mb, load_average, peak_rss_mb, reset_peak_rss, 
 from .subjects import OUR_MODELS, SR, TINY_CONFIGS
 
 TRAIN_LOOPS = ("steploop", "bare")
-# variant -> run settings
+# variant -> mart-pretrain settings (section.key: value); every variant but adam-loop uses the default
+# fused Adam (optim.fused)
 TRAIN_VARIANTS: Dict[str, Dict[str, str]] = {
     "eager": {},
-    "channels-last": {"channels_last": "true"},
-    "compile": {"compile": "default"},
-    "compile-reduce-overhead": {"compile": "reduce-overhead"},
-    "compile+channels-last": {"compile": "default", "channels_last": "true"},
+    # the step as it ran before the fused optimizer: eager, Adam's per-tensor loop
+    "adam-loop": {"optim.fused": "false"},
+    "channels-last": {"run.channels_last": "true"},
+    "compile": {"run.compile": "default"},
+    "compile-reduce-overhead": {"run.compile": "reduce-overhead"},
+    "compile+channels-last": {"run.compile": "default", "run.channels_last": "true"},
     # bfloat16 autocast on the CPU (run.bf16_cpu); on a 2-core Xeon with AMX-BF16 it was slower than
     # float32 (docs/offline_bench.md, "Training step speed-ups on the CPU")
-    "bf16": {"bf16_cpu": "true"},
+    "bf16": {"run.bf16_cpu": "true"},
 }
 TRAIN_CONFIGS = ("paper", "cpu")
 
@@ -73,7 +78,7 @@ def training_setups(name: str, tiny: bool, batch_override: Optional[int],
 def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
     """One training step of ``spec`` (model, config_file, model_config, batch, device, loop, variant) on a
     fixed in-memory batch -> (step, the model it trains, facts: bf16 autocast, settings used)."""
-    from mart_upstream.train.loop import step_loop
+    from mart_upstream.train.loop import adam, step_loop
     from mart_upstream.train.settings import Job, settings_for
     from mart_upstream.train.speedups import apply_speedups
 
@@ -85,11 +90,12 @@ def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
     device = torch.device(spec["device"])
     b = int(spec["batch"])
     overrides = [f"run.batch_size={b}", f"run.device={device.type}"]
-    overrides += [f"run.{k}={v}" for k, v in TRAIN_VARIANTS[variant].items()]
+    overrides += [f"{k}={v}" for k, v in TRAIN_VARIANTS[variant].items()]
     settings = settings_for(spec["model"], spec.get("config_file"), overrides, spec.get("model_config"))
     run = settings.pretrain.run
     bf16 = run.bf16 and (device.type == "cuda" or run.bf16_cpu)
-    facts = {"bf16_autocast": bf16, "run": {"compile": run.compile, "channels_last": run.channels_last}}
+    facts = {"bf16_autocast": bf16, "run": {"compile": run.compile, "channels_last": run.channels_last,
+                                            "fused_adam": settings.pretrain.optim.fused}}
     if loop_kind == "steploop":
         loop = step_loop(Job(spec["model"], tempfile.mkdtemp(prefix="mart-speed-")), settings, device)
         model = loop.model
@@ -100,7 +106,7 @@ def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
         model = build_model(spec["model"], settings.model).to(device).train()
         net = apply_speedups(model, model, run.compile, run.channels_last, device)
         o = settings.pretrain.optim
-        opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        opt = adam(model.parameters(), o, device)
     gen = torch.Generator().manual_seed(0)
     views = (0.1 * torch.randn(b, model.num_views, model.clip_samples, generator=gen)).to(device)
     count = [0]

@@ -148,6 +148,13 @@ def training_files(job: Job, settings: Settings, dist: D.DistInfo) -> Tuple[str,
     return root, files
 
 
+def adam(params, o, device: torch.device) -> torch.optim.Adam:
+    """The runs' Adam (MART §3.1, PEMR §4.1.3) with ``optim``'s settings; fused where torch has a fused
+    kernel for ``device`` (CPU, CUDA) and ``optim.fused`` asks for it."""
+    fused = bool(o.fused) and device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), fused=fused or None)
+
+
 def build_model_and_optimizer(job: Job, settings: Settings, device: torch.device, resumed: Optional[dict],
                               dist: D.DistInfo) -> Tuple[torch.nn.Module, torch.optim.Optimizer, Progress]:
     """The model with the seed's initial weights (the same on every rank) and its Adam optimizer, both
@@ -155,8 +162,7 @@ def build_model_and_optimizer(job: Job, settings: Settings, device: torch.device
     cfg = settings.pretrain
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every run of this seed
     model = build_model(job.model, settings.model).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                             betas=tuple(cfg.optim.betas))
+    optim = adam(model.parameters(), cfg.optim, device)
     if resumed is None:
         return model, optim, Progress()
     model.load_state_dict(resumed["model"])  # float16 weights of a hand-over are cast back to float32
