@@ -1,7 +1,7 @@
 """``python -m benchmarks.device.profile``: where the real training step spends its time, per model alone.
 
     bash scripts/device_pretrain.sh --profile --kit .device_kit --out DIR [--models mart,pemr,simclr]
-        [--batches 48] [--device cuda] [--variants adam-loop,eager,compile,compile-reduce-overhead] [--warmup 3]
+        [--batches 48] [--device cuda] [--variants plain,eager,compile,compile-reduce-overhead] [--warmup 3]
         [--steps 5] [--trace] [--tiny]
 
 (``python -m benchmarks.device.profile`` where soundfile imports without the kit's wheels.)
@@ -44,7 +44,7 @@ from mart_upstream.fileio import write_json, write_text
 
 PROG = "device-profile"
 DEFAULT_MODELS = ("mart", "pemr", "simclr")
-DEFAULT_VARIANTS = ("adam-loop", "eager", "compile", "compile-reduce-overhead")
+DEFAULT_VARIANTS = ("plain", "eager", "compile", "compile-reduce-overhead")
 TOP = 15
 GAPS = 5
 

@@ -10,9 +10,10 @@ Loops (``--train-loops``):
 * ``bare``: what this section timed before: forward, backward and the Adam step on the views as they
   are (no augmentation, no ``after_optimizer_step``), kept beside it for before/after.
 
-Variants (``--train-variants``): ``eager`` (the default settings, with the fused Adam of
-``optim.fused``); ``adam-loop`` (``optim.fused=false``: Adam's per-tensor loop, the step as it was before
-the fused optimizer, to measure speed-ups against); ``channels-last`` (``run.channels_last=true``); ``compile``
+Variants (``--train-variants``): ``eager`` (the config's settings: fused Adam, and channels-last maps
+where ``run.channels_last`` is set, as in the CPU configs); ``plain`` (no speed-up: Adam's per-tensor
+loop, NCHW maps, eager; the step as it ran before these options, to measure them against);
+``channels-last`` (``run.channels_last=true``); ``compile``
 and ``compile-reduce-overhead`` (``run.compile=default`` / ``reduce-overhead``: TorchInductor; the
 first, untimed step compiles, its time is reported as ``first_step_s``); ``compile+channels-last``;
 ``bf16`` (``run.bf16_cpu=true``: bfloat16 autocast on the CPU too).
@@ -33,12 +34,12 @@ from .measure import current_rss_mb, load_average, peak_rss_mb, reset_peak_rss, 
 from .subjects import OUR_MODELS, SR, TINY_CONFIGS
 
 TRAIN_LOOPS = ("steploop", "bare")
-# variant -> mart-pretrain settings (section.key: value); every variant but adam-loop uses the default
-# fused Adam (optim.fused)
+# variant -> mart-pretrain settings (section.key: value) over the config's
 TRAIN_VARIANTS: Dict[str, Dict[str, str]] = {
     "eager": {},
-    # the step as it ran before the fused optimizer: eager, Adam's per-tensor loop
-    "adam-loop": {"optim.fused": "false"},
+    # no speed-up, whatever the config sets: Adam's per-tensor loop, NCHW maps, eager (the step as it ran
+    # before these options; the reference of the speed-ups)
+    "plain": {"optim.fused": "false", "run.channels_last": "false", "run.compile": "none"},
     "channels-last": {"run.channels_last": "true"},
     "compile": {"run.compile": "default"},
     "compile-reduce-overhead": {"run.compile": "reduce-overhead"},
