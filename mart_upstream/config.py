@@ -53,7 +53,8 @@ def _checked(value: Any, default: Any, where: str) -> Any:
     """``value`` as the type of the field's ``default`` (bool, int, float, str, tuple), or ConfigError.
 
     Fields whose default is None take any value. YAML 1.1 reads ``3e-4`` (no dot) as a string: a float
-    field accepts such strings.
+    field accepts such strings; it reads a bare ``true``/``false`` as a boolean: a string field takes it
+    as "true"/"false" (e.g. ``run.bf16_cpu``, once a boolean).
     """
     def bad(expected: str):
         return ConfigError(f"{where}: expected {expected}, got {value!r} ({type(value).__name__})")
@@ -78,6 +79,8 @@ def _checked(value: Any, default: Any, where: str) -> Any:
             raise bad("a number")
         return float(value)
     if isinstance(default, str):
+        if isinstance(value, bool):  # YAML reads a bare true/false as a boolean: "true"/"false" here
+            return "true" if value else "false"
         if not isinstance(value, str):
             raise bad("a string")
         return value

@@ -28,6 +28,7 @@ from .models.base import SUMMARIES, SSLModel, StreamingSummary
 CLIP_SAMPLES_PER_PASS = 32 * 16000
 
 
+CHECK_SAMPLES = 1 << 18  # samples per sound that check_waveforms looks at in one go
 MAX_AMPLITUDE = 100.0  # beyond this a "waveform" is not audio in [-1, 1] (e.g. int16 values cast to float)
 
 
@@ -41,10 +42,18 @@ def check_waveforms(wav: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected a float waveform in [-1, 1], got dtype {wav.dtype}"
                          f"{' (int16 PCM? divide by 32768)' if wav.dtype == torch.int16 else ''}")
     flat = wav.reshape(wav.shape[0], -1)
-    bad = (~torch.isfinite(flat).all(dim=1)).nonzero().flatten().tolist()
+    finite = torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device)
+    peak = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
+    # a stretch of samples at a time: the checks' temporaries stay small at any length (the whole
+    # input's abs() and isfinite() masks were 1.25x the input, most of the memory of an hour's embedding)
+    for start in range(0, flat.shape[1], CHECK_SAMPLES):
+        part = flat[:, start : start + CHECK_SAMPLES]
+        finite &= torch.isfinite(part).all(dim=1)
+        low, high = torch.aminmax(part, dim=1)
+        peak = torch.maximum(peak, torch.maximum(high, -low))
+    bad = (~finite).nonzero().flatten().tolist()
     if bad:
         raise ValueError(f"audio holds NaN or Inf values (sounds {bad[:10]})")
-    peak = flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(flat.shape[0])
     loud = (peak > MAX_AMPLITUDE).nonzero().flatten().tolist()
     if loud:
         raise ValueError(f"audio peaks at {float(peak.max()):.4g}, not a waveform in [-1, 1] (sounds {loud[:10]}; "

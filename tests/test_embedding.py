@@ -168,3 +168,22 @@ def test_clip_embeddings_keep_no_window_vectors_between_passes(tiny):
     model.window_embedding = window_embedding
     clip_embeddings(model, torch.randn(1, 20 * model.clip_samples + 9), max_windows=3)
     assert len(alive) == 7 and alive == [0] * 7
+
+
+def test_waveform_checks_look_at_every_stretch_of_a_long_input(monkeypatch):
+    """check_waveforms reads the input a stretch at a time (bounded temporaries): a fault in any stretch,
+    and a negative peak, are still found and named."""
+    from mart_upstream import embedding
+
+    monkeypatch.setattr(embedding, "CHECK_SAMPLES", 100)
+    wav = torch.zeros(3, 1050)
+    assert embedding.check_waveforms(wav) is wav
+    nan = wav.clone()
+    nan[2, 1049] = float("nan")  # in the last, partial stretch
+    with pytest.raises(ValueError, match=r"NaN or Inf values \(sounds \[2\]\)"):
+        embedding.check_waveforms(nan)
+    loud = wav.clone()
+    loud[1, 520] = -250.0  # a negative peak, mid-input
+    with pytest.raises(ValueError, match=r"peaks at 250, .*\(sounds \[1\]"):
+        embedding.check_waveforms(loud)
+    assert embedding.check_waveforms(torch.zeros(2, 0)).shape == (2, 0)

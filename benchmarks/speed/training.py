@@ -44,9 +44,10 @@ TRAIN_VARIANTS: Dict[str, Dict[str, str]] = {
     "compile": {"run.compile": "default"},
     "compile-reduce-overhead": {"run.compile": "reduce-overhead"},
     "compile+channels-last": {"run.compile": "default", "run.channels_last": "true"},
-    # bfloat16 autocast on the CPU (run.bf16_cpu); on a 2-core Xeon with AMX-BF16 it was slower than
-    # float32 (docs/offline_bench.md, "Training step speed-ups on the CPU")
+    # bfloat16 autocast on the CPU (run.bf16_cpu): about 2x float32 where the CPU has AMX
+    # (docs/offline_bench.md, "Training step speed on the CPU"), slower where it has not
     "bf16": {"run.bf16_cpu": "true"},
+    "float32": {"run.bf16_cpu": "false"},
 }
 TRAIN_CONFIGS = ("paper", "cpu")
 
@@ -81,7 +82,7 @@ def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
     fixed in-memory batch -> (step, the model it trains, facts: bf16 autocast, settings used)."""
     from mart_upstream.train.loop import adam, step_loop
     from mart_upstream.train.settings import Job, settings_for
-    from mart_upstream.train.speedups import apply_speedups
+    from mart_upstream.train.speedups import apply_speedups, cpu_bf16
 
     loop_kind, variant = spec.get("loop", "steploop"), spec.get("variant", "eager")
     if loop_kind not in TRAIN_LOOPS:
@@ -94,7 +95,7 @@ def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
     overrides += [f"{k}={v}" for k, v in TRAIN_VARIANTS[variant].items()]
     settings = settings_for(spec["model"], spec.get("config_file"), overrides, spec.get("model_config"))
     run = settings.pretrain.run
-    bf16 = run.bf16 and (device.type == "cuda" or run.bf16_cpu)
+    bf16 = run.bf16 and (device.type == "cuda" or cpu_bf16(run.bf16_cpu))
     facts = {"bf16_autocast": bf16, "run": {"compile": run.compile, "channels_last": run.channels_last,
                                             "fused_adam": settings.pretrain.optim.fused}}
     if loop_kind == "steploop":

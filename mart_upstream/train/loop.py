@@ -31,7 +31,7 @@ from .diagnostics import learning_diagnostics
 from .handover import expand_optimizer
 from .interrupt import StopRequest, ignore_stop_signals
 from .settings import Job, PretrainConfig, RunConfig, Settings
-from .speedups import apply_speedups, check_compile_possible
+from .speedups import apply_speedups, check_compile_possible, cpu_bf16
 
 log = logging.getLogger("mart_upstream.train")
 
@@ -64,7 +64,7 @@ def train(job: Job, settings: Settings, resumed: Optional[dict] = None) -> str:
     data_root, files = training_files(job, settings, dist)
     model, optim, progress = build_model_and_optimizer(job, settings, device, resumed, dist)
     net = apply_speedups(model, wrap_for_ddp(model, job.model, settings.model, device, dist), run.compile,
-                         run.channels_last, device)
+                         run.channels_last, device, optim)
     dataset, sampler, loader = build_loader(files, data_root, model, settings.pretrain, progress.step, device, dist)
     loop = StepLoop(job, settings.pretrain, model, net, optim, dataset, sampler, device, dist, progress)
     batches = iter(loader)
@@ -229,7 +229,7 @@ def step_loop(job: Job, settings: Settings, device: torch.device) -> "StepLoop":
     run, dist = settings.pretrain.run, D.DistInfo()
     check_compile_possible(run.compile, device)
     model, optim, progress = build_model_and_optimizer(job, settings, device, None, dist)
-    net = apply_speedups(model, model, run.compile, run.channels_last, device)
+    net = apply_speedups(model, model, run.compile, run.channels_last, device, optim)
     return StepLoop(job, settings.pretrain, model, net, optim, None, None, device, dist, progress)
 
 
@@ -256,7 +256,10 @@ class StepLoop:
         # statistics): only those are copied before each step; momentum encoders and MoCo's queue change
         # in after_optimizer_step, which a skipped batch never reaches
         self.norm_buffers = model.forward_buffers()
-        self.use_bf16 = cfg.run.bf16 and (device.type == "cuda" or cfg.run.bf16_cpu)
+        self.use_bf16 = cfg.run.bf16 and (device.type == "cuda" or cpu_bf16(cfg.run.bf16_cpu))
+        if self.use_bf16 and device.type == "cpu" and dist.is_main:
+            log.info("bfloat16 autocast on the CPU (run.bf16_cpu=%s): about 2x float32 with AMX, but far slower "
+                     "while other heavy processes share these cores (then set run.bf16_cpu=false)", cfg.run.bf16_cpu)
         self.metrics = MetricsLog(job.out, progress.step, cfg.run.tensorboard) if dist.is_main else None
         self.out_of_time = False
         self.bar: Optional[tqdm] = None

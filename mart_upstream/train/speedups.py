@@ -4,6 +4,8 @@
   ``torch.compile`` (TorchInductor; on the CPU it generates C++ and needs a C++ compiler).
   ``default``; ``reduce-overhead`` (CUDA graphs on a GPU, where every step has the same shapes: the
   step sampler always gives full batches); ``max-autotune``; ``none`` (the default) runs eagerly.
+* ``run.bf16_cpu``: bfloat16 autocast on the CPU as on CUDA (``auto``: where the CPU has AMX); not equal
+  to float32 within float rounding, the same precision as the GPU runs.
 * ``run.channels_last``: the model's 4-D weights and the inputs of its 2-D convolutions in
   channels-last memory order (NHWC), which oneDNN and cuDNN convolve faster than NCHW.
 
@@ -22,6 +24,25 @@ from torch import nn
 from ..errors import ConfigError, UsageError
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+BF16_CPU = ("false", "true", "auto")
+
+
+def check_bf16_cpu(value: str) -> None:
+    if value not in BF16_CPU:
+        raise ConfigError(f"run.bf16_cpu must be one of {', '.join(BF16_CPU)}, got {value!r}")
+
+
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU has AMX tiles for bfloat16 matrix products (oneDNN runs bf16 convolutions and
+    matmuls on them; without them bf16 is emulated and slower than float32)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def cpu_bf16(value: str) -> bool:
+    """``run.bf16_cpu`` -> whether the CPU step autocasts to bfloat16 (``auto``: where the CPU has AMX)."""
+    check_bf16_cpu(value)
+    return value == "true" or (value == "auto" and cpu_has_bf16_units())
 
 
 def check_compile_mode(mode: str) -> None:
@@ -68,13 +89,28 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
+def match_state_layout(optim: torch.optim.Optimizer) -> None:
+    """Every per-parameter state tensor of ``optim`` (Adam's moments) in its parameter's memory layout.
+    A fused optimizer reads parameter, gradient and moments as flat arrays: moments restored in NCHW
+    order for weights now channels-last would be updated element for the wrong element."""
+    for group in optim.param_groups:
+        for p in group["params"]:
+            state = optim.state.get(p) or {}
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def apply_speedups(model: nn.Module, net: nn.Module, compile_mode: str, channels_last: bool,
-                   device: torch.device) -> nn.Module:
+                   device: torch.device, optim: Optional[torch.optim.Optimizer] = None) -> nn.Module:
     """What the training step calls for ``net`` (``model``, or ``model`` in DDP) with the run's settings:
-    ``model`` put in channels-last order if asked, then ``net`` compiled if asked."""
+    ``model`` put in channels-last order if asked (and ``optim``'s state, e.g. a resumed run's, with
+    it), then ``net`` compiled if asked."""
     check_compile_possible(compile_mode, device)
     if channels_last:
         to_channels_last(model)
+    if optim is not None:
+        match_state_layout(optim)
     if compile_mode == "none":
         return net
     # static shapes: every step has the same shapes (full batches of fixed-length crops), and after a
