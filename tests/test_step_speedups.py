@@ -117,3 +117,18 @@ def test_mart_pretrain_resumes_an_eager_run_in_channels_last(tmp_path, capsys):
     assert a["model"][conv].is_contiguous()
     losses = [[float(r["loss"]) for r in csv.DictReader(open(tmp_path / d / "metrics.csv"))] for d in ("eager", "cl")]
     assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-3)
+
+
+def test_large_batch_mode_scales_the_learning_rate_by_the_stated_rule(tmp_path):
+    """optim.lr holds at a global batch of optim.lr_batch (48, the papers'); lr_scaling says how other
+    batches scale it. The default keeps the papers' rate at any batch."""
+    def lr(*optim):
+        _, loop = _losses("simclr", tmp_path / "_".join(optim or ("default",)), steps=1, optim=optim)
+        return loop.optim.param_groups[0]["lr"]
+
+    base = settings_for("simclr").pretrain.optim.lr
+    assert lr() == pytest.approx(base)  # batch 4, no scaling
+    assert lr("optim.lr_scaling=linear") == pytest.approx(base * 4 / 48)
+    assert lr("optim.lr_scaling=sqrt", "optim.lr_batch=16") == pytest.approx(base * 0.5)
+    with pytest.raises(ConfigError, match=r"^optim.lr_scaling must be one of none, linear, sqrt, got 'cubic'"):
+        settings_for("simclr", overrides=["optim.lr_scaling=cubic"])

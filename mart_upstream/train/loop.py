@@ -30,7 +30,7 @@ from .data import AudioFileInfo, RandomCropDataset, StepSampler, read_groups, sc
 from .diagnostics import learning_diagnostics
 from .handover import expand_optimizer
 from .interrupt import StopRequest, ignore_stop_signals
-from .settings import Job, PretrainConfig, RunConfig, Settings
+from .settings import Job, PretrainConfig, RunConfig, Settings, scaled_lr
 from .speedups import apply_speedups, check_compile_possible, cpu_bf16
 
 log = logging.getLogger("mart_upstream.train")
@@ -148,11 +148,13 @@ def training_files(job: Job, settings: Settings, dist: D.DistInfo) -> Tuple[str,
     return root, files
 
 
-def adam(params, o, device: torch.device) -> torch.optim.Adam:
-    """The runs' Adam (MART §3.1, PEMR §4.1.3) with ``optim``'s settings; fused where torch has a fused
-    kernel for ``device`` (CPU, CUDA) and ``optim.fused`` asks for it."""
+def adam(params, o, device: torch.device, global_batch: Optional[int] = None) -> torch.optim.Adam:
+    """The runs' Adam (MART §3.1, PEMR §4.1.3) with ``optim``'s settings, its rate scaled for
+    ``global_batch`` by ``optim.lr_scaling``; fused where torch has a fused kernel for ``device`` (CPU,
+    CUDA) and ``optim.fused`` asks for it."""
     fused = bool(o.fused) and device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), fused=fused or None)
+    lr = o.lr if global_batch is None else scaled_lr(o, global_batch)
+    return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, betas=tuple(o.betas), fused=fused or None)
 
 
 def build_model_and_optimizer(job: Job, settings: Settings, device: torch.device, resumed: Optional[dict],
@@ -162,7 +164,7 @@ def build_model_and_optimizer(job: Job, settings: Settings, device: torch.device
     cfg = settings.pretrain
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every run of this seed
     model = build_model(job.model, settings.model).to(device)
-    optim = adam(model.parameters(), cfg.optim, device)
+    optim = adam(model.parameters(), cfg.optim, device, cfg.run.batch_size * dist.world_size)
     if resumed is None:
         return model, optim, Progress()
     model.load_state_dict(resumed["model"])  # float16 weights of a hand-over are cast back to float32

@@ -36,6 +36,11 @@ class OptimConfig:
     # one fused Adam kernel over all parameters (torch's fused=True, CPU and CUDA): the same update as the
     # per-tensor loop to float rounding; the loop spent about 10% of a PEMR CPU step in Adam
     fused: bool = True
+    # large-batch mode: optim.lr is the rate for a global batch of lr_batch; other global batches (batch
+    # size x processes) scale it by lr_scaling: none (the papers' rate at any batch), linear (x B/lr_batch,
+    # Goyal et al. 2017) or sqrt (x sqrt(B/lr_batch), Krizhevsky 2014; the usual rule for Adam)
+    lr_scaling: str = "none"
+    lr_batch: int = 48  # MART §3.1, PEMR §4.1.3: lr 3e-4 at batch 48
 
 
 @dataclass
@@ -117,6 +122,16 @@ FLAG_KEYS: Dict[str, str] = {
 }
 
 # What a resumed run may change; every other setting comes from its checkpoint.
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+def scaled_lr(optim: OptimConfig, global_batch: int) -> float:
+    """The learning rate for ``global_batch`` under ``optim.lr_scaling`` (see OptimConfig)."""
+    ratio = global_batch / optim.lr_batch
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[optim.lr_scaling]
+    return optim.lr * factor
+
+
 RESUME_MAY_CHANGE = (("run", "steps"), ("run", "max_minutes"), ("run", "device"), ("run", "max_bad_batches"),
                      ("run", "log_every"), ("run", "ckpt_every"), ("run", "tensorboard"), ("data", "num_workers"),
                      ("run", "compile"), ("run", "channels_last"), ("run", "keep_steps"), ("run", "bf16_cpu"),
@@ -212,6 +227,10 @@ def check_settings(cfg: PretrainConfig) -> None:
             raise ConfigError(message)
     check_compile_mode(run.compile)
     check_bf16_cpu(run.bf16_cpu)
+    if cfg.optim.lr_scaling not in LR_SCALING:
+        raise ConfigError(f"optim.lr_scaling must be one of {', '.join(LR_SCALING)}, got {cfg.optim.lr_scaling!r}")
+    if cfg.optim.lr_batch < 1:
+        raise ConfigError(f"optim.lr_batch must be at least 1, got {cfg.optim.lr_batch}")
     if not isinstance(run.channels_last, bool):
         raise ConfigError(f"run.channels_last must be true or false, got {run.channels_last!r}")
 
