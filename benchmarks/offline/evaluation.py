@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -100,9 +100,8 @@ def bind(entry: Entry, out_dir: str, inputs: Dict[str, str]) -> None:
             "inputs": dict(sorted(inputs.items()))}
     path = os.path.join(out_dir, INPUTS_FILE)
     have = _kept(path)
-    if have is not None and _stale(have, want):
-        changed = [k for k in ("module", "checkpoint_sha256") if have.get(k) != want[k]]
-        changed += [k for k in want["inputs"] if (have.get("inputs") or {}).get(k) != want["inputs"][k]]
+    changed = _changed(have, want) if have is not None else []
+    if changed:
         log.warning("%s: %s changed since its results were kept; evaluating it again", entry.key, ", ".join(changed))
         staged = out_dir.rstrip(os.sep) + ".stale"
         shutil.rmtree(staged, ignore_errors=True)
@@ -114,13 +113,12 @@ def bind(entry: Entry, out_dir: str, inputs: Dict[str, str]) -> None:
     write_json(path, want, sort_keys=False)
 
 
-def _stale(have: Dict, want: Dict) -> bool:
-    """Different module or checkpoint bytes, or an input both records name with different digests (an
-    input a later version adds, or one this run does not use, does not make results stale)."""
-    if have.get("module") != want["module"] or have.get("checkpoint_sha256") != want["checkpoint_sha256"]:
-        return True
+def _changed(have: Dict, want: Dict) -> List[str]:
+    """What makes kept results stale: a different module or checkpoint bytes, or an input both records
+    name with different digests (an input a later version adds, or one this run does not use, does not)."""
     old = have.get("inputs") or {}
-    return any(k in old and old[k] != v for k, v in want["inputs"].items())
+    return ([k for k in ("module", "checkpoint_sha256") if have.get(k) != want[k]]
+            + [k for k, v in want["inputs"].items() if k in old and old[k] != v])
 
 
 def _kept(path: str) -> Optional[Dict]:

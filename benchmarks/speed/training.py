@@ -82,7 +82,7 @@ def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
     fixed in-memory batch -> (step, the model it trains, facts: bf16 autocast, settings used)."""
     from mart_upstream.train.loop import adam, step_loop
     from mart_upstream.train.settings import Job, settings_for
-    from mart_upstream.train.speedups import apply_speedups, cpu_bf16
+    from mart_upstream.train.speedups import apply_speedups, uses_bf16
 
     loop_kind, variant = spec.get("loop", "steploop"), spec.get("variant", "eager")
     if loop_kind not in TRAIN_LOOPS:
@@ -95,7 +95,7 @@ def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
     overrides += [f"{k}={v}" for k, v in TRAIN_VARIANTS[variant].items()]
     settings = settings_for(spec["model"], spec.get("config_file"), overrides, spec.get("model_config"))
     run = settings.pretrain.run
-    bf16 = run.bf16 and (device.type == "cuda" or cpu_bf16(run.bf16_cpu))
+    bf16 = uses_bf16(run, device)
     facts = {"bf16_autocast": bf16, "run": {"compile": run.compile, "channels_last": run.channels_last,
                                             "fused_adam": settings.pretrain.optim.fused}}
     if loop_kind == "steploop":
@@ -108,7 +108,7 @@ def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
         model = build_model(spec["model"], settings.model).to(device).train()
         net = apply_speedups(model, model, run.compile, run.channels_last, device)
         o = settings.pretrain.optim
-        opt = adam(model.parameters(), o, device)
+        opt = adam(model.parameters(), o, device, b)  # one process: the global batch is b
     gen = torch.Generator().manual_seed(0)
     views = (0.1 * torch.randn(b, model.num_views, model.clip_samples, generator=gen)).to(device)
     count = [0]

@@ -31,7 +31,7 @@ from .diagnostics import learning_diagnostics
 from .handover import expand_optimizer
 from .interrupt import StopRequest, ignore_stop_signals
 from .settings import Job, PretrainConfig, RunConfig, Settings, scaled_lr
-from .speedups import apply_speedups, check_compile_possible, cpu_bf16
+from .speedups import apply_speedups, check_compile_possible, uses_bf16
 
 log = logging.getLogger("mart_upstream.train")
 
@@ -148,13 +148,12 @@ def training_files(job: Job, settings: Settings, dist: D.DistInfo) -> Tuple[str,
     return root, files
 
 
-def adam(params, o, device: torch.device, global_batch: Optional[int] = None) -> torch.optim.Adam:
+def adam(params, o, device: torch.device, global_batch: int) -> torch.optim.Adam:
     """The runs' Adam (MART §3.1, PEMR §4.1.3) with ``optim``'s settings, its rate scaled for
     ``global_batch`` by ``optim.lr_scaling``; fused where torch has a fused kernel for ``device`` (CPU,
     CUDA) and ``optim.fused`` asks for it."""
     fused = bool(o.fused) and device.type in ("cpu", "cuda")
-    lr = o.lr if global_batch is None else scaled_lr(o, global_batch)
-    return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, betas=tuple(o.betas), fused=fused or None)
+    return torch.optim.Adam(params, lr=scaled_lr(o, global_batch), weight_decay=o.weight_decay, betas=tuple(o.betas), fused=fused or None)
 
 
 def build_model_and_optimizer(job: Job, settings: Settings, device: torch.device, resumed: Optional[dict],
@@ -258,7 +257,7 @@ class StepLoop:
         # statistics): only those are copied before each step; momentum encoders and MoCo's queue change
         # in after_optimizer_step, which a skipped batch never reaches
         self.norm_buffers = model.forward_buffers()
-        self.use_bf16 = cfg.run.bf16 and (device.type == "cuda" or cpu_bf16(cfg.run.bf16_cpu))
+        self.use_bf16 = uses_bf16(cfg.run, device)
         if self.use_bf16 and device.type == "cpu" and dist.is_main:
             log.info("bfloat16 autocast on the CPU (run.bf16_cpu=%s): about 2x float32 with AMX, but far slower "
                      "while other heavy processes share these cores (then set run.bf16_cpu=false)", cfg.run.bf16_cpu)

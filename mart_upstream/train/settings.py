@@ -68,7 +68,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast to bfloat16 on CUDA
     # autocast to bfloat16 on the CPU too: false | true | auto (where the CPU has bfloat16 matrix units,
-    # AMX: about 2x the float32 step of the CPU configs there, far slower without them; ``speedups.cpu_bf16``)
+    # AMX: about 2x the float32 step of the CPU configs there, far slower without them; ``speedups.uses_bf16``)
     bf16_cpu: str = "false"
     tensorboard: bool = False
     # opt-in speed-ups, equal to the eager step within float rounding (``train.speedups``):
@@ -121,7 +121,6 @@ FLAG_KEYS: Dict[str, str] = {
     "strategy": "model.strategy",
 }
 
-# What a resumed run may change; every other setting comes from its checkpoint.
 LR_SCALING = ("none", "linear", "sqrt")
 
 
@@ -132,6 +131,7 @@ def scaled_lr(optim: OptimConfig, global_batch: int) -> float:
     return optim.lr * factor
 
 
+# What a resumed run may change; every other setting comes from its checkpoint.
 RESUME_MAY_CHANGE = (("run", "steps"), ("run", "max_minutes"), ("run", "device"), ("run", "max_bad_batches"),
                      ("run", "log_every"), ("run", "ckpt_every"), ("run", "tensorboard"), ("data", "num_workers"),
                      ("run", "compile"), ("run", "channels_last"), ("run", "keep_steps"), ("run", "bf16_cpu"),

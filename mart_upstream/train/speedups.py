@@ -45,6 +45,12 @@ def cpu_bf16(value: str) -> bool:
     return value == "true" or (value == "auto" and cpu_has_bf16_units())
 
 
+def uses_bf16(run, device: torch.device) -> bool:
+    """Whether the training step on ``device`` autocasts to bfloat16 under ``run`` (a RunConfig):
+    ``run.bf16`` on CUDA, and on the CPU where ``run.bf16_cpu`` says so."""
+    return run.bf16 and (device.type == "cuda" or cpu_bf16(run.bf16_cpu))
+
+
 def check_compile_mode(mode: str) -> None:
     if mode not in COMPILE_MODES:
         raise ConfigError(f"run.compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
