@@ -17,12 +17,29 @@ def test_the_chain_comes_first_and_variants_keep_their_overrides():
 @pytest.mark.parametrize("names, custom, words", [
     ("chain,louder", [], "unknown 'louder'"),
     ("chain", ["nothing"], "expected NAME=key=value"),
-    ("chain", ["lr=optim.lr=0.1"], "only augment.* settings"),
+    ("chain", ["steps=run.steps=10"], "run.steps is not a setting a variant may change"),
+    ("chain", ["mine=crop-only,louder"], "'louder' is neither key=value nor a built-in variant"),
+    ("crop-only", [], None),
+    ("chain", ["crop-only=augment.p_gain=0"], "is taken"),
     ("chain", ["chain=augment.p_gain=0"], "is taken"),
 ])
 def test_bad_variants_are_one_clear_error(names, custom, words):
+    if words is None:  # a good one, for contrast
+        assert list(ablate.parse_variants(names, custom)) == ["chain", "crop-only"]
+        return
     with pytest.raises(UsageError, match=words):
         ablate.parse_variants(names, custom)
+
+
+def test_a_variant_builds_on_a_built_in_one_and_another_base_comes_first():
+    v = ablate.parse_variants("crop-only", ["plain-bt=crop-only,model.frame_mask=none", "fast=crop-only,optim.lr=0.001"],
+                              base="crop-only")
+    assert list(v) == ["crop-only", "plain-bt", "fast"]  # the chain is not trained when it is not asked for
+    assert v["plain-bt"] == ablate.VARIANTS["crop-only"] + ["model.frame_mask=none"]
+    assert v["fast"][-1] == "optim.lr=0.001"
+    assert list(ablate.parse_variants("", ["fast=optim.lr=0.001"], base="fast")) == ["fast"]
+    with pytest.raises(UsageError, match="--base: unknown 'cropped'"):
+        ablate.parse_variants("crop-only", [], base="cropped")
 
 
 def test_run_passes_set_values_to_every_pretraining_run_and_names_them_in_the_budget():

@@ -1,8 +1,9 @@
-"""``mart-bench ablate``: which augmentations help on recorded music? One model, one budget, parts of its chain off.
+"""``mart-bench ablate``: which augmentations (or settings) help on recorded music? One model, one budget, parts of its chain off.
 
     mart-bench ablate --data DATA --out OUT [--model mart] [--steps 300] [--seed 0]
-                      [--variants chain,no-pitch,no-timbre,crop-only]
+                      [--variants chain,no-pitch,no-timbre,crop-only] [--base chain]
                       [--variant NAME=augment.p_gain=0,augment.p_delay=0]   # a variant of your own (repeatable)
+                      [--variant NAME=crop-only,model.frame_mask=none]      # ... on top of a built-in one
 
 Every variant is pretrained from the same seed on the same pool (``DATA/pretrain``) for the same
 number of steps, with the model's benchmark config, its paper chain set explicitly (the CPU config
@@ -10,7 +11,10 @@ of mart trains on crops alone) and the variant's overrides on top, then scored o
 recordings tasks (``DATA/recordings/tracks.csv``): soundtrack identification (grouped CV by track) and
 same-track retrieval. The same encoder with random weights, MFCC statistics and MusiCNN are scored
 in the same run. Each variant is compared item by item with the full chain, with random init and with
-MFCC (mean difference, 95% bootstrap interval over tracks). The tasks' labels depend on
+MFCC (mean difference, 95% bootstrap interval over tracks); ``--base`` names the variant the others are
+compared with (the chain by default; only the base and the listed variants are trained). A variant of
+one's own may also set the model's or the optimizer's settings (``model.*``, ``optim.*``), so the same
+command measures, at one budget, what a loss setting does on top of crops alone. The tasks' labels depend on
 instrumentation and production; the chain's filters, gain, delay and pitch shift teach invariance to
 exactly those, which is the question this command measures (docs/offline_bench.md). Every variant
 is trained here, by this code, so the chain and its ablations differ in nothing else. Everything
@@ -47,7 +51,9 @@ VARIANTS: Dict[str, List[str]] = {
     "crop-only": [f"augment.{p}=0" for p in _ALL_P],  # two crops of a track, nothing else
 }
 DEFAULT_VARIANTS = "chain,no-pitch,no-timbre,crop-only"
-BASE = "chain"  # what every variant is compared with
+BASE = "chain"  # what every variant is compared with, unless --base names another
+# what a variant may set: the chain, and the model's and optimizer's settings (never the budget: run.*)
+VARIABLE = ("augment.", "model.", "optim.")
 TASKS = (("soundtrack", "soundtrack top1_acc (CV)"), ("tracks", "same-track MAP"))
 
 
@@ -61,15 +67,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated, from {', '.join(VARIANTS)} (default {DEFAULT_VARIANTS}); "
-                        f"'{BASE}' is always included")
+                        "the base (--base) is always included")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE,...",
-                   help="a variant of your own: a name and comma-separated mart-pretrain overrides")
+                   help="a variant of your own: a name and comma-separated mart-pretrain overrides (augment.*, "
+                        "model.*, optim.*); a built-in variant's name in the list adds its overrides")
+    p.add_argument("--base", default=BASE, help=f"the variant every other is compared with (default {BASE}); "
+                                                "built in or defined with --variant, always trained")
     p.add_argument("--no-musicnn", action="store_true", help="leave out the MusiCNN reference")
 
 
-def parse_variants(names: str, custom: List[str]) -> Dict[str, List[str]]:
-    """``--variants`` and ``--variant`` -> {name: overrides}, the base chain first."""
-    out = {BASE: VARIANTS[BASE]}
+def parse_variants(names: str, custom: List[str], base: str = BASE) -> Dict[str, List[str]]:
+    """``--variants``, ``--variant`` and ``--base`` -> {name: overrides}, the base first."""
+    out: Dict[str, List[str]] = {}
     for name in (n.strip() for n in names.split(",")):
         if not name:
             continue
@@ -78,20 +87,40 @@ def parse_variants(names: str, custom: List[str]) -> Dict[str, List[str]]:
         out[name] = VARIANTS[name]
     for spec in custom:
         name, sep, rest = spec.partition("=")
-        overrides = [o.strip() for o in rest.split(",") if o.strip()]
-        if not sep or not name.strip() or not overrides or any("=" not in o for o in overrides):
+        name = name.strip()
+        items = [o.strip() for o in rest.split(",") if o.strip()]
+        if not sep or not name or not items:
             raise UsageError(f"--variant {spec!r}: expected NAME=key=value[,key=value...]")
-        if not all(o.startswith("augment.") for o in overrides):
-            raise UsageError(f"--variant {spec!r}: only augment.* settings vary in an ablation of the chain")
-        if name.strip() in out:
-            raise UsageError(f"--variant {spec!r}: the name {name.strip()!r} is taken")
-        out[name.strip()] = overrides
+        overrides: List[str] = []
+        for item in items:
+            if "=" in item:
+                overrides.append(item)
+            elif item in VARIANTS:
+                overrides += VARIANTS[item]
+            else:
+                raise UsageError(f"--variant {spec!r}: {item!r} is neither key=value nor a built-in variant "
+                                 f"({', '.join(VARIANTS)})")
+        bad = [o for o in overrides if not o.startswith(VARIABLE)]
+        if bad:
+            raise UsageError(f"--variant {spec!r}: {bad[0].split('=')[0]} is not a setting a variant may change "
+                             f"(only {', '.join(v + '*' for v in VARIABLE)}; the budget stays the same)")
+        if name in out or name in VARIANTS:
+            raise UsageError(f"--variant {spec!r}: the name {name!r} is taken")
+        out[name] = overrides
+    if base not in out:
+        if base not in VARIANTS:
+            raise UsageError(f"--base: unknown {base!r}; choose from {', '.join(VARIANTS)} or a --variant name")
+        out[base] = VARIANTS[base]
+    return {base: out[base], **{n: o for n, o in out.items() if n != base}}
+
+
+def _settings(overrides: List[str]) -> Dict:
+    """The values a variant sets (for the report): augment.* by their short name, the others in full."""
+    out = {}
+    for o in overrides:
+        key, value = o.split("=", 1)
+        out[key[len("augment."):] if key.startswith("augment.") else key] = value
     return out
-
-
-def _augment_settings(overrides: List[str]) -> Dict:
-    """The augment.* values a variant sets (for the report)."""
-    return {o.split("=", 1)[0][len("augment."):]: o.split("=", 1)[1] for o in overrides}
 
 
 def paper_chain(model: str) -> Dict:
@@ -125,16 +154,16 @@ def _cell(d: Dict) -> str:
 
 def markdown(result: Dict) -> str:
     m = result["meta"]
-    lines = [f"# Augmentation ablation: {m['model']}, {m['steps']} steps of batch {m['batch_size']}, seed {m['seed']}",
+    lines = [f"# Ablation: {m['model']}, {m['steps']} steps of batch {m['batch_size']}, seed {m['seed']}",
              "", f"Pool: {m['pool']}. Recordings: {m['recordings']}.", "",
              "## Scores (95% interval over tracks)", "",
-             "| row | augmentation settings | " + " | ".join(lab for _, lab in TASKS) + " |",
+             "| row | settings | " + " | ".join(lab for _, lab in TASKS) + " |",
              "|---|---|" + "---|" * len(TASKS)]
     for r in result["summary"]:
         cells = [f"{c['mean']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]" if (c := r["cells"].get(lab)) else "–"
                  for _, lab in TASKS]
         lines.append(f"| {r['row']} | {r.get('off', '')} | " + " | ".join(cells) + " |")
-    for ref in ("chain", "random init", "MFCC", "MusiCNN"):
+    for ref in (m.get("base", BASE), "random init", "MFCC", "MusiCNN"):
         if not any(ref in v["vs"] for v in result["variants"]):
             continue
         lines += ["", f"## Each variant minus {ref} (paired; + / − where the interval excludes 0)", "",
@@ -169,7 +198,7 @@ def _entries(args, variants: Dict[str, List[str]], data: Dict) -> Tuple[List[Ent
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.time()
-    variants = parse_variants(args.variants, args.variant)
+    variants = parse_variants(args.variants, args.variant, args.base)
     if args.steps < 1:
         raise UsageError("--steps must be at least 1")
     base_augment = paper_chain(args.model)
@@ -191,7 +220,7 @@ def run(args) -> int:
         log.info("%s: soundtrack top1_acc %.3f; same-track MAP %.3f", e.key, rec["soundtrack"]["top1_acc"],
                  rec["tracks"]["map"])
     by_key = {s["key"]: s for s in scored}
-    refs = {"chain": by_key[f"variant-{BASE}"], "random init": by_key[f"{args.model}-random"],
+    refs = {args.base: by_key[f"variant-{args.base}"], "random init": by_key[f"{args.model}-random"],
             "MFCC": next(s for s in scored if s["row"] == report.MFCC_ROW)}
     musicnn = next((s for s in scored if s["row"] == report.MUSICNN_ROW), None)
     if musicnn:
@@ -199,17 +228,17 @@ def run(args) -> int:
     out_variants = []
     for name, overrides in variants.items():
         mine = by_key[f"variant-{name}"]
-        out_variants.append({"name": name, "overrides": overrides, "augment": _augment_settings(overrides),
+        out_variants.append({"name": name, "overrides": overrides, "settings": _settings(overrides),
                              "run": runs[name],
                              "vs": {ref: compare(mine, other) for ref, other in refs.items() if other is not mine}})
     summary = report.summary(scored)
-    offs = {f"{args.model} [{n}]": ", ".join(f"{k}={v}" for k, v in _augment_settings(o).items()) or "the paper's chain"
+    offs = {f"{args.model} [{n}]": ", ".join(f"{k}={v}" for k, v in _settings(o).items()) or "the paper's chain"
             for n, o in variants.items()}
     for r in summary:
         r["off"] = offs.get(r["row"], "")
     import platform
 
-    meta = {"model": args.model, "steps": args.steps, "seed": args.seed,
+    meta = {"model": args.model, "steps": args.steps, "seed": args.seed, "base": args.base,
             "batch_size": args.batch_size or pretraining.Budget().batch_of(args.model),
             "pool": os.path.abspath(pool), "recordings": os.path.abspath(manifest), "chain": base_augment,
             "commit": data["commit"], "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
