@@ -42,6 +42,14 @@ def test_a_variant_builds_on_a_built_in_one_and_another_base_comes_first():
         ablate.parse_variants("crop-only", [], base="cropped")
 
 
+def test_settings_for_every_variant_leave_the_budget_alone():
+    assert ablate.common_settings(["run.bf16_cpu=false"]) == ["run.bf16_cpu=false"]
+    with pytest.raises(UsageError, match="the budget is --steps"):
+        ablate.common_settings(["run.steps=10"])
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        ablate.common_settings(["run.bf16_cpu"])
+
+
 def test_run_passes_set_values_to_every_pretraining_run_and_names_them_in_the_budget():
     import argparse
 

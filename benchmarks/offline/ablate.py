@@ -73,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model.*, optim.*); a built-in variant's name in the list adds its overrides")
     p.add_argument("--base", default=BASE, help=f"the variant every other is compared with (default {BASE}); "
                                                 "built in or defined with --variant, always trained")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="a mart-pretrain override for every variant, e.g. run.bf16_cpu=false on shared cores "
+                        "(repeatable; not the budget: use --steps and --batch-size)")
     p.add_argument("--no-musicnn", action="store_true", help="leave out the MusiCNN reference")
 
 
@@ -112,6 +115,17 @@ def parse_variants(names: str, custom: List[str], base: str = BASE) -> Dict[str,
             raise UsageError(f"--base: unknown {base!r}; choose from {', '.join(VARIANTS)} or a --variant name")
         out[base] = VARIANTS[base]
     return {base: out[base], **{n: o for n, o in out.items() if n != base}}
+
+
+def common_settings(settings: List[str]) -> List[str]:
+    """``--set`` values, checked: KEY=VALUE each, and never the budget every variant shares."""
+    for o in settings:
+        key = o.split("=", 1)[0].strip()
+        if "=" not in o or not key:
+            raise UsageError(f"--set {o!r}: expected KEY=VALUE, e.g. run.bf16_cpu=false")
+        if key in ("run.steps", "run.batch_size", "run.max_minutes"):
+            raise UsageError(f"--set {o!r}: the budget is --steps and --batch-size, the same for every variant")
+    return list(settings)
 
 
 def _settings(overrides: List[str]) -> Dict:
@@ -155,7 +169,8 @@ def _cell(d: Dict) -> str:
 def markdown(result: Dict) -> str:
     m = result["meta"]
     lines = [f"# Ablation: {m['model']}, {m['steps']} steps of batch {m['batch_size']}, seed {m['seed']}",
-             "", f"Pool: {m['pool']}. Recordings: {m['recordings']}.", "",
+             "", f"Pool: {m['pool']}. Recordings: {m['recordings']}."
+             + (f" Every variant with {' '.join(m['settings'])}." if m.get("settings") else ""), "",
              "## Scores (95% interval over tracks)", "",
              "| row | settings | " + " | ".join(lab for _, lab in TASKS) + " |",
              "|---|---|" + "---|" * len(TASKS)]
@@ -184,7 +199,7 @@ def _entries(args, variants: Dict[str, List[str]], data: Dict) -> Tuple[List[Ent
     for name, overrides in variants.items():
         chain = [f"augment.{k}={v}" for k, v in data["chain"].items()]  # the paper's chain, then the variant's changes
         runs[name] = pretraining.pretrain(args.model, args.seed, data["pretrain"], os.path.join(args.out, "pretrain", name),
-                                          budget, overrides=chain + overrides, commit=data["commit"])
+                                          budget, overrides=chain + data["settings"] + overrides, commit=data["commit"])
         entries.append(Entry(f"{args.model} [{name}]", f"variant-{name}", f"hear_api.{args.model}",
                              runs[name]["checkpoint"], args.seed))
     rnd = pretraining.random_init(args.model, args.seed, os.path.join(args.out, "random_init", f"{args.model}.ckpt"))
@@ -199,6 +214,7 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.time()
     variants = parse_variants(args.variants, args.variant, args.base)
+    settings = common_settings(args.settings)
     if args.steps < 1:
         raise UsageError("--steps must be at least 1")
     base_augment = paper_chain(args.model)
@@ -207,7 +223,7 @@ def run(args) -> int:
     for what, path, ok in (("recordings manifest", manifest, os.path.isfile), ("pretraining folder", pool, os.path.isdir)):
         if not ok(path):
             raise UsageError(f"{what} {path} does not exist (build the data with `mart-bench data --profile multi`)")
-    data = {"pretrain": pool, "commit": export.commit(), "chain": base_augment}
+    data = {"pretrain": pool, "commit": export.commit(), "chain": base_augment, "settings": settings}
     entries, runs = _entries(args, variants, data)
     scored = []
     for e in entries:
@@ -241,6 +257,7 @@ def run(args) -> int:
     meta = {"model": args.model, "steps": args.steps, "seed": args.seed, "base": args.base,
             "batch_size": args.batch_size or pretraining.Budget().batch_of(args.model),
             "pool": os.path.abspath(pool), "recordings": os.path.abspath(manifest), "chain": base_augment,
+            "settings": settings,
             "commit": data["commit"], "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "total_minutes": (time.time() - t0) / 60}
     result = {"meta": meta, "summary": summary, "variants": out_variants, "entries": scored}
