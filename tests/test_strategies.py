@@ -1,4 +1,4 @@
-"""The strategies paper as printed (issue 28): eq. (1)'s dot product by default, the paper's augmentation
+"""The strategies paper as printed: eq. (1)'s dot product by default, the paper's augmentation
 chain for its models (CLMR's chain for the others, unchanged), time stretch without trailing silence,
 an audible noise SNR, MelCPC's context/prediction layouts, the CNN-5 mel bands, random playlist queries
 and the playlist filters, the SVM probe, the MFCC-40 reference, the FMA-small, IRMAS and MSD tagging
@@ -55,7 +55,7 @@ from mart_upstream.models import get_entry  # noqa: E402
 from mart_upstream.models.siamese import STRATEGIES_AUGMENT  # noqa: E402
 
 SR = 16000
-# The effective augmentation settings of the models on the CLMR chain, as they were before issue 28.
+# The effective augmentation settings of the models on the CLMR chain, as they were before the paper's chain became theirs.
 CLMR_EFFECTIVE = {"sample_rate": 16000, "p_polarity": 0.8, "p_noise": 0.01, "noise_snr": (0.0001, 0.01),
                   "p_gain": 0.3, "gain_db": (-20.0, -1.0), "p_filter": 0.8, "lowpass_hz": (2200.0, 4000.0),
                   "highpass_hz": (200.0, 1200.0), "p_delay": 0.3, "delay_ms": (200, 500), "delay_step_ms": 50,
