@@ -37,11 +37,10 @@ from tqdm import tqdm
 
 from . import distributed
 from .argtypes import positive
-from .checkpoint import CheckpointError, default_checkpoint, load_pretrained
+from .checkpoint import checkpoint_for, load_for_embedding
 from .audio import AUDIO_EXTENSIONS, find_audio_files, load_audio
 from .errors import AudioError, UsageError, command
-from .embedding import check_waveforms, clip_embeddings, frame_features
-from .inference import for_inference
+from .embedding import clip_embeddings, frame_features
 from .fileio import atomic_path, remove_stale_temps, sha256_file, write_json
 from .models import all_names
 from .quiet import silence_known_noise
@@ -106,11 +105,9 @@ def list_tracks(source: str) -> List[Track]:
 def load_model(spec: Tuple[str, Optional[str]], device: str):
     """``(name, checkpoint or None)`` -> (frozen model, config, checkpoint path); packaged by default."""
     name, path = spec
-    path = os.path.abspath(path or default_checkpoint(name))
-    model, config = load_pretrained(path, device)
-    if model.model_name != name:
-        raise CheckpointError(f"{path} holds a {model.model_name} model, not {name}")
-    return for_inference(model), config, path
+    path = os.path.abspath(path or checkpoint_for(name))
+    model = load_for_embedding(name, path, device)
+    return model, model.config, path
 
 
 def embed_track(model, track: Track, sample_rate: int, args) -> Tuple[np.ndarray, float]:
@@ -122,11 +119,11 @@ def embed_track(model, track: Track, sample_rate: int, args) -> Tuple[np.ndarray
         wav = wav[: max(1, round(args.max_seconds * sample_rate))]
     if wav.numel() == 0:
         raise AudioError("no audio samples")
-    batch = check_waveforms(wav[None])
+    batch = wav[None]  # checked by the embedding path
     if args.level == "scene":
         rows = clip_embeddings(model, batch, max_windows=args.batch_size)
     else:
-        rows = frame_features(model, batch)[args.layer][0]
+        rows = frame_features(model, batch, layers=(args.layer,))[0][0]
     return rows.float().cpu().numpy(), wav.numel() / sample_rate
 
 

@@ -23,6 +23,7 @@ import torch
 from .config import ConfigError, to_dict
 from .errors import CheckpointError  # noqa: F401  (re-exported)
 from .fileio import atomic_path
+from .inference import make_fast
 from .models import all_names, build_config, build_model, get_entry
 from .models.base import SSLModel
 
@@ -195,17 +196,64 @@ def _upgrade(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
     return state
 
 
-def load_pretrained(path: str, device: Union[str, torch.device] = "cpu") -> Tuple[SSLModel, Any]:
-    """Checkpoint -> (frozen model in eval mode on ``device``, its config dataclass).
-
-    This is the one embedding path: the S3PRL and HEAR adapters call it and then use the model's
-    ``frame_maps`` / ``clip_embedding`` (see ``mart_upstream.embedding``).
-    """
-    state = read_checkpoint(path)
+def _model_from_state(state: Dict[str, Any]) -> Tuple[SSLModel, Any]:
+    """A checked checkpoint dict (``read_checkpoint``) -> (frozen model in eval mode on the CPU, its config)."""
     name = state["model_name"]
     config = build_config(name, state["config"])
     model = build_model(name, config)
     model.load_state_dict(state["model"])  # names and shapes already checked against the config
     model.model_name = name
     model.requires_grad_(False)
-    return model.eval().to(device), config
+    return model.eval(), config
+
+
+def load_pretrained(path: str, device: Union[str, torch.device] = "cpu") -> Tuple[SSLModel, Any]:
+    """Checkpoint -> (frozen model in eval mode on ``device``, its config dataclass): the model as trained,
+    for fine-tuning or inspection. To embed, use ``load_for_embedding``."""
+    model, config = _model_from_state(read_checkpoint(path))
+    return model.to(device), config
+
+
+class MissingCheckpoint(CheckpointError):
+    """The checkpoint file a model name or path stands for is not there."""
+
+    def __init__(self, path: str):
+        super().__init__(f"checkpoint not found: {path}")
+        self.path = path
+
+
+class WrongModel(CheckpointError):
+    """A checkpoint holds another model than the one asked for (``found`` instead of ``wanted``)."""
+
+    def __init__(self, path: str, found: str, wanted: str):
+        super().__init__(f"{path} holds a {found} model, not {wanted}")
+        self.path, self.found, self.wanted = path, found, wanted
+
+
+def checkpoint_for(name: str, path: Optional[str] = None) -> str:
+    """The checkpoint file ``name`` is loaded from: ``path`` (``~`` expanded) or, when none is given, the
+    name's default checkpoint (``default_checkpoint``)."""
+    return os.path.expanduser(str(path)) if path else default_checkpoint(name)
+
+
+def load_for_embedding(name: str, path: Optional[str] = None,
+                       device: Union[str, torch.device] = "cpu") -> SSLModel:
+    """A model name and, optionally, a checkpoint file -> the model ready to embed: frozen, in eval mode,
+    on ``device``, its encoder replaced in place by the fast inference one (``inference.make_fast``).
+
+    The one way from a name or path to a model that the HEAR and S3PRL adapters and ``mart-embed`` use.
+    ``path`` empty or None: the name's packaged (or published) checkpoint. The file is read and checked
+    (``read_checkpoint``: structure, hash, weights, and the config on the ``meta`` device), its model name
+    compared with ``name``, and only then is the model built, once.
+
+    Raises ``MissingCheckpoint`` (no such file), ``WrongModel`` (another model's checkpoint) or another
+    ``CheckpointError`` (an unreadable or damaged file; a published model whose source is not installed).
+    """
+    path = checkpoint_for(name, path)
+    if not os.path.isfile(path):
+        raise MissingCheckpoint(path)
+    state = read_checkpoint(path)
+    if state["model_name"] != name:
+        raise WrongModel(path, state["model_name"], name)
+    model, _ = _model_from_state(state)
+    return make_fast(model).to(device)

@@ -10,23 +10,29 @@
   with a ``sequence_embedding`` (MelCPC: its GRU over every 3 s segment of the clip, summarised) embeds
   the whole clip at once instead, unless a ``summary`` is asked for.
 
-Both take a model as loaded (``checkpoint.load_pretrained``), its fast inference copy
-(``inference.for_inference``, which the embedding tools use) or an ONNX export (``export.load_onnx``);
-they compute under ``torch.inference_mode`` and return ordinary tensors.
+Both take a model as loaded (``checkpoint.load_pretrained``), ready to embed (``checkpoint.load_for_embedding``,
+what the embedding tools use: the fast inference form) or an ONNX export (``export.load_onnx``); they
+compute under ``torch.inference_mode`` and return ordinary tensors. Both check their input once, here
+(``check_waveforms``), and, given the waveforms' ``sample_rate``, resample them to the model's: callers
+(the HEAR and S3PRL adapters, ``mart-embed``) check only what is particular to their own interface.
+The audio of one forward pass is bounded by one constant, ``SAMPLES_PER_PASS``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+import torchaudio.functional as AF
+
 from .models.base import SUMMARIES, SSLModel, StreamingSummary
 
-# audio per forward pass of clip_embeddings and frame_features: 32 s (4 windows of paper MART, 8 of
-# PEMR/SimCLR crops; frame chunks are batched up to it, a longer one goes alone)
-CLIP_SAMPLES_PER_PASS = 32 * 16000
-
+# Audio per forward pass of clip_embeddings and frame_features, the one bound on their memory: 2^19
+# samples, 32.8 s at 16 kHz (4 windows of paper MART, 8 of PEMR/SimCLR crops; frame chunks are batched
+# up to it, a longer one goes alone). The fast encoder splits its calls at half of it
+# (``inference.BATCH_POSITIONS``).
+SAMPLES_PER_PASS = 1 << 19
 
 CHECK_SAMPLES = 1 << 18  # samples per sound that check_waveforms looks at in one go
 MAX_AMPLITUDE = 100.0  # beyond this a "waveform" is not audio in [-1, 1] (e.g. int16 values cast to float)
@@ -61,6 +67,28 @@ def check_waveforms(wav: torch.Tensor) -> torch.Tensor:
     return wav
 
 
+def prepare_waveforms(wav: torch.Tensor, sample_rate: Optional[int] = None, rate: Optional[int] = None,
+                      device: Optional[torch.device] = None) -> torch.Tensor:
+    """The input check of the embedding path, once per call: ``check_waveforms``, then float32 (on
+    ``device`` when given), resampled from ``sample_rate`` to ``rate`` Hz when both are given and differ.
+    The embedding functions apply it; a module outside this path that takes the same input (the HEAR
+    reference modules) calls it."""
+    check_waveforms(wav)
+    wav = wav.to(device=device, dtype=torch.float32)
+    if sample_rate is not None and rate is not None and sample_rate != rate:
+        if isinstance(sample_rate, bool) or not float(sample_rate).is_integer() or not 1000 <= sample_rate <= 384000:
+            raise ValueError(f"sample_rate must be a whole number of Hz in [1000, 384000], got {sample_rate!r}")
+        wav = AF.resample(wav, int(sample_rate), int(rate))
+    return wav
+
+
+def _prepared(model, wav: torch.Tensor, sample_rate: Optional[int]) -> torch.Tensor:
+    """``prepare_waveforms`` for ``model``: resampled to its rate, on its device, where ``sample_rate`` differs."""
+    if sample_rate is None or sample_rate == model.frontend.cfg.sample_rate:
+        return prepare_waveforms(wav)
+    return prepare_waveforms(wav, sample_rate, model.frontend.cfg.sample_rate, _device(model))
+
+
 def windows(wav: torch.Tensor, size: int, hop: int | None = None) -> torch.Tensor:
     """[B, T] -> [B, W, size] windows with ``hop`` (default: ``size``); short inputs are zero padded."""
     check_waveforms(wav)
@@ -86,8 +114,9 @@ def _normal(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[int] = None,
-                    max_samples: int = CLIP_SAMPLES_PER_PASS, summary: Optional[str] = None) -> torch.Tensor:
-    """[B, T] waveforms at the model's sample rate -> [B, D] (``summary="mean"``) or [B, 2D]
+                    max_samples: int = SAMPLES_PER_PASS, summary: Optional[str] = None,
+                    sample_rate: Optional[int] = None) -> torch.Tensor:
+    """[B, T] waveforms (at ``sample_rate``, default the model's) -> [B, D] (``summary="mean"``) or [B, 2D]
     (``"mean_std"``: mean ‖ population standard deviation of the windows' embeddings); default: the
     model's ``window_summary``. Computed in chunks of ``max_windows`` windows (default: as many as fit
     in ``max_samples`` of audio); the windows of all B sounds are batched together.
@@ -96,11 +125,11 @@ def clip_embeddings(model: SSLModel, wav: torch.Tensor, max_windows: Optional[in
     ``wav`` (only a last, partial window is padded: no padded copy of the input), and their vectors are
     merged into a running summary (``StreamingSummary``) and freed, not kept until the end."""
     if summary is None and hasattr(model, "sequence_embedding"):
-        return _sequence_embeddings(model, wav, max_samples)
+        return _sequence_embeddings(model, _prepared(model, wav, sample_rate), max_samples)
     summary = summary or getattr(model, "window_summary", "mean")
     if summary not in SUMMARIES:
         raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}")
-    check_waveforms(wav)
+    wav = _prepared(model, wav, sample_rate)
     L = model.clip_samples
     b, t = wav.shape
     n = max(1, -(-t // L))  # windows per sound, the last one zero padded (as ``windows``)
@@ -137,8 +166,7 @@ def window_rows(wav: torch.Tensor, size: int, flat: range, per_sound: int) -> to
 def _sequence_embeddings(model, wav: torch.Tensor, max_samples: int) -> torch.Tensor:
     """A model that summarises a whole clip of any length at once (MelCPC: its GRU over every segment,
     strategies paper §4): sounds in groups of about ``max_samples`` of audio (the model bounds its own
-    memory within a sound)."""
-    check_waveforms(wav)
+    memory within a sound). ``wav`` as ``clip_embeddings`` checked it."""
     b, t = wav.shape
     group, dev = max(1, max_samples // max(t, 1)), _device(model)
     with torch.inference_mode():
@@ -162,15 +190,24 @@ def feature_chunks(model: SSLModel, num_samples: int) -> Tuple[int, List[Tuple[i
 
 
 @torch.no_grad()
-def frame_features(model: SSLModel, wav: torch.Tensor, max_samples: int = CLIP_SAMPLES_PER_PASS) -> List[torch.Tensor]:
-    """[B, T] -> layers [B, ceil(T / frame_hop), D]; frame i covers samples from i * frame_hop.
+def frame_features(model: SSLModel, wav: torch.Tensor, max_samples: int = SAMPLES_PER_PASS,
+                   sample_rate: Optional[int] = None, layers: Optional[Sequence[int]] = None,
+                   upsample: int = 1) -> List[torch.Tensor]:
+    """[B, T] waveforms (at ``sample_rate``, default the model's) -> layers [B, ceil(T / frame_hop), D];
+    frame i covers samples from i * frame_hop.
 
     The signal is cut into chunks of ``model.feature_chunk`` samples (``feature_chunks``), each computed
     with ``model.feature_context`` samples of real signal on both sides, then trimmed, so the result
     does not depend on where chunks fall, and memory does not grow with the input length. Chunks of
     equal length, of all B sounds, are batched: up to ``max_samples`` of audio per forward pass.
+
+    ``layers``: indices of the layers to return (default: all); only those are kept. ``upsample`` (odd):
+    the layers on a grid ``upsample`` times finer, ceil(T * upsample / frame_hop) points, linearly
+    interpolated: frame i stands for samples [i, i + 1) * hop, centred at (i + 0.5) * hop, and
+    ``align_corners=False`` puts fine point k at (k + 0.5) * hop / upsample, so native centres are hit
+    exactly and the ends are held (the HEAR adapter's timestamp grid).
     """
-    check_waveforms(wav)
+    wav = _prepared(model, wav, sample_rate)
     hop, ctx = model.frame_hop, model.feature_context
     b, t = wav.shape
     n_out = max(1, -(-t // hop))
@@ -191,13 +228,18 @@ def frame_features(model: SSLModel, wav: torch.Tensor, max_samples: int = CLIP_S
             batch = torch.stack([wav[i, s : s + size] for i, s in part]) if len(part) > 1 else \
                 wav[part[0][0], part[0][1] : part[0][1] + size][None]
             with torch.inference_mode():
-                layers = model.window_features(batch)
+                every = model.window_features(batch)
+            kept = every if layers is None else [every[j] for j in layers]
             if not out:  # the result is allocated once, so memory is the output plus one pass's work
-                out = [x.new_empty(b, n_out, *x.shape[2:]) for x in layers]
+                out = [x.new_empty(b, n_out, *x.shape[2:]) for x in kept]
             for k, (i, s) in enumerate(part):
                 first, last = s // hop, min(n_out, (s + length) // hop)
                 if last <= first:
                     continue
-                for o, x in zip(out, layers):
+                for o, x in zip(out, kept):
                     o[i, first:last] = x[k, a : a + last - first]
+    if upsample > 1:
+        n_fine = max(1, -(-t * upsample // hop))
+        out = [F.interpolate(x.transpose(1, 2), scale_factor=upsample, mode="linear",
+                             align_corners=False).transpose(1, 2)[:, :n_fine] for x in out]
     return out

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .embedding import SAMPLES_PER_PASS
 from .encoders import FCN
 
 # Positions (log-mel cells) per tile of the first block's patch product: 64 channels x 16 K
@@ -34,8 +35,10 @@ STEM_TILE_POSITIONS = 16384
 
 # Log-mel cells per encoder call: larger batches are split (whole examples), which bounds the memory of
 # one call and keeps the first blocks' maps (64 channels on a quarter of the cells: 16 MiB here) small
-# enough to be reused by the allocator instead of being fresh pages from the kernel on every call.
-BATCH_POSITIONS = 1 << 18
+# enough to be reused by the allocator instead of being fresh pages from the kernel on every call. Derived
+# from the one bound on the audio of a pass (``embedding.SAMPLES_PER_PASS``, 2^19 samples): half of it,
+# 2^18 cells (at the packaged models' 128 bands and 128-sample hop, half a pass's log-mel).
+BATCH_POSITIONS = SAMPLES_PER_PASS // 2
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -256,14 +259,22 @@ def for_inference(model: M) -> M:
     A model that already is such a copy is returned as it is."""
     if is_fast(model):
         return model
-    fast = copy.deepcopy(model)
-    fast.requires_grad_(False)
-    fast.eval()
-    encoder = getattr(fast, "encoder", None)
+    return make_fast(copy.deepcopy(model))
+
+
+def make_fast(model: M) -> M:
+    """``model`` itself turned into its inference form (what ``for_inference`` does to a copy): eval
+    mode, no gradients, its FCN encoder replaced by a ``FastFCN`` holding the same layers. For a model
+    built only to embed (``checkpoint.load_for_embedding``), so it is not built twice."""
+    if is_fast(model):
+        return model
+    model.requires_grad_(False)
+    model.eval()
+    encoder = getattr(model, "encoder", None)
     if isinstance(encoder, FCN):
-        fast.encoder = FastFCN(encoder)
-    fast.fast_inference = True
-    return fast
+        model.encoder = FastFCN(encoder)
+    model.fast_inference = True
+    return model
 
 
 def is_fast(model: nn.Module) -> bool:

@@ -27,6 +27,7 @@ import torchaudio.transforms as T
 from torch import nn
 
 from mart_upstream.adapters.hear import check_audio
+from mart_upstream.embedding import prepare_waveforms
 
 SR = 16000
 
@@ -80,6 +81,10 @@ class ReferenceModel(nn.Module):
         return torch.cat([x.mean(dim=1), x.std(dim=1, unbiased=False)], dim=-1)
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
+
+
 def key_invariant_similarity(scene: np.ndarray) -> np.ndarray:
     """Chroma scene embeddings [N, 24] -> [N, N]: max over the 12 rotations of one mean chroma of the
     cosine similarity between mean chromas (a transposition rotates the chroma)."""
@@ -92,7 +97,7 @@ def key_invariant_similarity(scene: np.ndarray) -> np.ndarray:
 def get_timestamp_embeddings(audio: torch.Tensor, model: ReferenceModel,
                              sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """HEAR API of ``hear_mfcc`` / ``hear_chroma``: frame features and their centres in ms."""
-    audio = check_audio(audio, model, sample_rate, model_type=ReferenceModel)
+    audio = prepare_waveforms(check_audio(audio, model, model_type=ReferenceModel), sample_rate, SR, _device(model))
     emb = model.frames(audio)
     centres = torch.arange(emb.shape[1], dtype=torch.float32) * model.timestamp_hop_ms
     return emb.float(), centres.expand(audio.shape[0], -1).contiguous()
@@ -102,5 +107,5 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: ReferenceModel,
 def get_scene_embeddings(audio: torch.Tensor, model: ReferenceModel,
                          sample_rate: Optional[int] = None) -> torch.Tensor:
     """HEAR API of ``hear_mfcc`` / ``hear_chroma``: mean and standard deviation of the frame features."""
-    audio = check_audio(audio, model, sample_rate, model_type=ReferenceModel)
+    audio = prepare_waveforms(check_audio(audio, model, model_type=ReferenceModel), sample_rate, SR, _device(model))
     return model.scene(audio).float()

@@ -97,14 +97,14 @@ def embed_call(model: nn.Module, path: str) -> Callable[[torch.Tensor], object]:
 def kept_clip_embeddings(model: nn.Module, wav: torch.Tensor) -> torch.Tensor:
     """``clip_embeddings`` with the model's summary as it was computed before the summaries streamed: the
     input padded to whole windows (a copy), every window's vector kept, then summarised at once."""
-    from mart_upstream.embedding import CLIP_SAMPLES_PER_PASS, _device, clip_embeddings, windows
+    from mart_upstream.embedding import SAMPLES_PER_PASS, _device, clip_embeddings, windows
     from mart_upstream.models.base import mean_std
 
     if hasattr(model, "sequence_embedding"):  # a whole-clip model: its path did not change
         return clip_embeddings(model, wav)
     w = windows(wav, model.clip_samples)
     b, n, L = w.shape
-    per_pass, flat, dev = max(1, CLIP_SAMPLES_PER_PASS // L), w.reshape(b * n, L), _device(model)
+    per_pass, flat, dev = max(1, SAMPLES_PER_PASS // L), w.reshape(b * n, L), _device(model)
     with torch.inference_mode():
         outs = [model.window_embedding(flat[i : i + per_pass].to(dev)) for i in range(0, b * n, per_pass)]
         per_window = torch.cat(outs).view(b, n, -1)

@@ -13,8 +13,7 @@ import os
 import sys
 from typing import Callable, Dict, Optional
 
-from ...checkpoint import CheckpointError, default_checkpoint, load_pretrained
-from ...inference import for_inference
+from ...checkpoint import CheckpointError, WrongModel, checkpoint_for, load_for_embedding
 from . import UPSTREAM_MODELS, PluginError
 from .expert import UpstreamExpert
 
@@ -24,7 +23,7 @@ def checkpoint_path(entry: str, ckpt: Optional[str]) -> str:
     model_name = entry[: -len("_local")] if entry.endswith("_local") else entry
     if not ckpt and entry == model_name:
         try:
-            ckpt = default_checkpoint(model_name)
+            ckpt = checkpoint_for(model_name)
         except CheckpointError as e:
             raise PluginError(f"upstream {entry}: {e}") from None
         if not os.path.isfile(ckpt):
@@ -44,15 +43,13 @@ def load_upstream(model_name: str, ckpt: Optional[str], entry: str) -> UpstreamE
     ckpt = checkpoint_path(entry, ckpt)
     print(f"[{entry}] - loading {ckpt}", file=sys.stderr)  # in the style of s3prl's own progress lines
     try:
-        model, _ = load_pretrained(ckpt, device="cpu")
+        model = load_for_embedding(model_name, ckpt, device="cpu")
+    except WrongModel as e:
+        raise PluginError(f"upstream {entry}: {ckpt} holds a {e.found} model, not {model_name}; "
+                          f"use -u {e.found}_local") from None
     except CheckpointError as e:
         raise PluginError(f"upstream {entry}: {e}") from None
-    if model.model_name != model_name:
-        raise PluginError(
-            f"upstream {entry}: {ckpt} holds a {model.model_name} model, not {model_name}; "
-            f"use -u {model.model_name}_local"
-        )
-    return UpstreamExpert(for_inference(model), entry)
+    return UpstreamExpert(model, entry)
 
 
 def _entry(model_name: str, local: bool) -> Callable[..., UpstreamExpert]:
