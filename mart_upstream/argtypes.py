@@ -19,3 +19,10 @@ def positive(kind: type):
         return value
 
     return parse
+
+
+def comma_list(text: str, kind: type = str) -> list:
+    """``"a, b,,c"`` -> [kind("a"), kind("b"), kind("c")]: the items of a comma-separated list, stripped,
+    blank ones left out (the one parser of the tools' comma lists). ``kind``'s ValueError for an item it
+    cannot read; each tool words its own error."""
+    return [kind(x.strip()) for x in text.split(",") if x.strip()]

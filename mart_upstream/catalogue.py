@@ -363,17 +363,6 @@ def merge(out: str, tracks: List[Track], errors: List[dict], meta: dict, fresh: 
     return _write_if_changed(meta_path, json.dumps(meta, indent=1, sort_keys=True)) or changed
 
 
-def _resolve_device(name: str, local_rank: int) -> str:
-    """``auto``: CUDA when there is a device; with CUDA, this process's GPU (``LOCAL_RANK``)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda, but no CUDA device is available")
-        return f"cuda:{local_rank}"
-    return name
-
-
 def _start_distributed() -> Tuple[distributed.DistInfo, object]:
     """Join torchrun's process group: gloo whatever the device, as it only serves the barriers.
 
@@ -436,7 +425,7 @@ def run(args) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a file, not a folder")
     info, final = _start_distributed()
-    model, config, ckpt = load_model(args.model, _resolve_device(args.device, info.local_rank))
+    model, config, ckpt = load_model(args.model, distributed.pick_device(args.device, info.local_rank))
     settings = _settings(model, config, ckpt, args)
     shards = os.path.join(args.out, "shards")
     if info.is_main:

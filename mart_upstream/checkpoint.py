@@ -83,6 +83,15 @@ def write_state(path: str, state: Dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+def compact(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint dict without optimizer state, its float32 weights as float16 (the packaged checkpoints'
+    form: ``load_pretrained`` casts them back). Float64 buffers (the input Standardiser's running count,
+    mean and variance) stay as they are: a count of billions of values is beyond float16."""
+    out = dict(state, optimizer=None, pretrain=dict(state.get("pretrain") or {}))
+    out["model"] = {k: v.half() if v.dtype == torch.float32 else v for k, v in state["model"].items()}
+    return out
+
+
 def content_hash(state: Dict[str, Any]) -> str:
     """SHA-256 of a checkpoint dict without its ``sha256`` entry: keys, plain values, and every
     tensor's dtype, shape and bytes, in a fixed order."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError, UsageError
+
 
 @dataclass
 class DistInfo:
@@ -112,3 +114,20 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def pick_device(request: str, local_rank: int = 0) -> torch.device:
+    """``--device`` of the tools: ``auto`` (CUDA when there is a device), ``cpu`` or ``cuda``; with CUDA,
+    this process's GPU (``LOCAL_RANK`` under torchrun). UsageError when CUDA is asked for and absent."""
+    if request == "auto":
+        request = "cuda" if torch.cuda.is_available() else "cpu"
+    if request == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                "CUDA was requested (--device cuda) but torch.cuda.is_available() is False: "
+                "install a CUDA build of torch or use --device cpu"
+            )
+        return torch.device("cuda", local_rank)
+    if request != "cpu":
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {request!r}")
+    return torch.device("cpu")

@@ -27,6 +27,36 @@ def tree_hashes(root):
     return out
 
 
+def write_checkpoint(path, name, config=None, seed=0):
+    """An untrained ``name`` checkpoint at step 0 (``config``: a model config dict, default the tiny one),
+    its weights drawn after ``torch.manual_seed(seed)``; -> ``path`` as a string."""
+    import torch
+
+    from mart_upstream.checkpoint import save_checkpoint
+    from mart_upstream.models import build_model
+
+    torch.manual_seed(seed)
+    save_checkpoint(str(path), build_model(name, TINY[name] if config is None else config), name, step=0)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory):
+    """``(name, config=None, seed=0) -> path``: the one source of the tests' untrained checkpoints
+    (``write_checkpoint``), each asked-for (name, config, seed) written once per session as ``<name>.ckpt``."""
+    import json
+
+    made = {}
+
+    def make(name, config=None, seed=0):
+        key = json.dumps([name, config, seed], sort_keys=True)
+        if key not in made:
+            made[key] = write_checkpoint(tmp_path_factory.mktemp("ckpt") / f"{name}.ckpt", name, config, seed)
+        return made[key]
+
+    return make
+
+
 @pytest.fixture
 def tiny():
     return {k: dict(v) for k, v in TINY.items()}

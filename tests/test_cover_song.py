@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from conftest import TINY
 from mart_upstream.benchmarks.cover_song import search
@@ -16,9 +15,7 @@ from mart_upstream.tasks import covers as datasets
 from mart_upstream.tasks.metrics import metrics_from_relevance, retrieval_metrics
 from mart_upstream.benchmarks.cover_song.scale import run_scale
 from mart_upstream.benchmarks.cover_song.synthetic import CoverSetConfig, make_cover_set, render_version
-from mart_upstream.checkpoint import save_checkpoint
 from mart_upstream.config import cpu_config_path, load_file as load_config_file
-from mart_upstream.models import build_model
 
 BIN = os.path.dirname(sys.executable)
 CLI = os.path.join(BIN, "mart-cover-song")
@@ -38,16 +35,10 @@ def coverset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
+def ckpts(untrained_checkpoint):
     """Untrained checkpoints of the CPU-config architectures (FCN-4 with its paper width) and a tiny MART."""
-    d = tmp_path_factory.mktemp("ckpt")
-    out = {}
-    for name, cfg in [("pemr", load_config_file(cpu_config_path("pemr"))["model"]),
-                      ("mart", dict(TINY["mart"], finest_hop=125))]:
-        torch.manual_seed(0)
-        out[name] = str(d / f"{name}.ckpt")
-        save_checkpoint(out[name], build_model(name, cfg), name, step=0)
-    return out
+    return {"pemr": untrained_checkpoint("pemr", load_config_file(cpu_config_path("pemr"))["model"]),
+            "mart": untrained_checkpoint("mart", dict(TINY["mart"], finest_hop=125))}
 
 
 def _works(manifest):

@@ -5,6 +5,7 @@ import json
 import math
 import re
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,14 +16,15 @@ import torch
 import torchaudio.functional as AF
 
 from conftest import ROOT, TINY
+from mart_upstream.benchmarks.subprocesses import child_env
 from mart_upstream.benchmarks.hear_tasks import main as hear_task_main
 from mart_upstream.benchmarks.hear_tasks import sources
 from mart_upstream.adapters import hear as hear_adapter
 import importlib
 from mart_upstream import checkpoint as mart_checkpoint
-from mart_upstream.checkpoint import CheckpointError, save_checkpoint
+from mart_upstream.checkpoint import CheckpointError
 from mart_upstream.embedding import clip_embeddings, frame_features
-from mart_upstream.models import build_model, model_names
+from mart_upstream.models import model_names
 from mart_upstream.adapters.s3prl.downstream.mtat_tagging.dataset import MtatDataset
 
 # every registered model has its HEAR module (an import error here names the one missing)
@@ -35,17 +37,9 @@ GENRES = ["blues", "rock"]
 TAGS = ["guitar", "classical", "slow", "techno", "rare1", "rare2"]
 
 
-def _checkpoint(folder, name, config=None):
-    torch.manual_seed(0)
-    path = os.path.join(str(folder), f"{name}.ckpt")
-    save_checkpoint(path, build_model(name, config or CONFIGS[name]), name, step=0)
-    return path
-
-
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    return {name: _checkpoint(d, name) for name in MODULES}
+def ckpts(untrained_checkpoint):
+    return {name: untrained_checkpoint(name, CONFIGS[name]) for name in MODULES}
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +48,7 @@ def models(ckpts):
 
 
 def _env():
-    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
+    return child_env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
 
 def _run(cmd, cwd, timeout=300):
@@ -130,12 +122,12 @@ def _split_files(task, split):
 
 
 # -- load_model -----------------------------------------------------------------------------------
-def test_empty_path_reads_the_packaged_checkpoint_or_fails_clearly(tmp_path, monkeypatch):
+def test_empty_path_reads_the_packaged_checkpoint_or_fails_clearly(tmp_path, monkeypatch, ckpts):
     assert hear_adapter.default_checkpoint("mart") == os.path.join(ROOT, "mart_upstream", "checkpoints", "mart.ckpt")
     monkeypatch.setattr(mart_checkpoint, "PACKAGED_DIR", str(tmp_path))
     with pytest.raises(CheckpointError, match=r"no packaged mart checkpoint at .*mart\.ckpt"):
         hear_mart.load_model("")
-    _checkpoint(tmp_path, "mart")
+    shutil.copy(ckpts["mart"], tmp_path / "mart.ckpt")
     model = hear_mart.load_model()
     assert not model.training and model.sample_rate == 16000
 

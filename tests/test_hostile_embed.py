@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from mart_upstream.benchmarks.subprocesses import child_env
 from hostile_kit import cover, default_name, embed, scores, tiny_checkpoint, write_set
 
 from mart_upstream.catalogue import read_catalogue
@@ -100,8 +100,7 @@ def test_a_worker_whose_torchrun_agent_is_gone_gives_up(tmp_path):
     with socket.socket() as s:  # a port nobody listens on: the agent's store is gone
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(port), "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    env = child_env(WORLD_SIZE="2", RANK="1", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     code = ("import sys; from datetime import timedelta; import mart_upstream.catalogue as c; "
             "c.GROUP_TIMEOUT = timedelta(seconds=1); sys.exit(c.main(sys.argv[1:]))")
     (tmp_path / "list.txt").write_text("x.wav\n")

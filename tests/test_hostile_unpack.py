@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from mart_upstream.benchmarks.subprocesses import child_env
 
 from mart_upstream.benchmarks import mart_bench
 from mart_upstream.benchmarks.device import train, unpack
@@ -185,7 +185,7 @@ def test_a_300_character_name_is_one_line(tmp_path, capsys):
 
 
 def test_a_run_killed_mid_extraction_leaves_nothing_the_next_run_keeps(bundle, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     code = ("import os, signal, sys, tarfile\n"
             "from mart_upstream.benchmarks.device import unpack\n"
             "def killed(self, path, members=None, **kw):\n"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT
+from mart_upstream.benchmarks.subprocesses import child_env
 from mart_upstream.benchmarks.hear_tasks import main as hear_task_main
 from mart_upstream.benchmarks.hear_tasks import sources
 from mart_upstream.benchmarks.offline import evaluation, paired
@@ -156,8 +156,7 @@ def test_nsynth_task_read_back_by_heareval(nsynth_root, tmp_path):
     out = tmp_path / "tasks"
     assert hear_task_main(["nsynth", nsynth_root, "--out", str(out), "--duration", "0.5"]) == 0
     emb = tmp_path / "emb"
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    env = child_env(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     r = subprocess.run([sys.executable, "-m", "heareval.embeddings.runner",
                         "mart_upstream.benchmarks.offline.hear_mfcc", "--tasks-dir", str(out), "--task",
                         "nsynth_instrument_family-2.2.3-full", "--embeddings-dir", str(emb)],

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from mart_upstream.checkpoint import CheckpointError, default_checkpoint, load_pretrained, read_checkpoint
+from mart_upstream.benchmarks.subprocesses import child_env
 from mart_upstream.embedding import clip_embeddings, frame_features
 from mart_upstream.models import all_names, model_names, reference_names
 from mart_upstream.models.musicnn import FRAME_LAYERS, slaney_mel_filterbank
@@ -28,8 +29,7 @@ LAYERS = ("timbral", "temporal", "cnn1", "cnn2", "cnn3", "mean_pool", "max_pool"
 
 
 def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
-    return env
+    return child_env(**extra)
 
 
 def _notes(seconds, freqs, amp=0.3):

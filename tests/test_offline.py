@@ -12,6 +12,7 @@ from mart_upstream.benchmarks.offline import report
 from mart_upstream.benchmarks.offline import hear_chroma, hear_mfcc
 from mart_upstream.benchmarks.offline.references import ReferenceModel, key_invariant_similarity
 from conftest import ROOT
+from mart_upstream.benchmarks.subprocesses import child_env
 
 pytestmark = pytest.mark.slow  # the module runs mart-bench end to end
 
@@ -25,9 +26,7 @@ def _tone(freq, seconds=3.0):
 
 
 def _env():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
+    return child_env(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def _run(cmd, cwd, timeout=900, check=True):
@@ -74,6 +73,16 @@ def test_references_pass_the_hear_validator(kind, tmp_path):
     r = _run([os.path.join(BIN, "hear-validator"), f"mart_upstream.benchmarks.offline.hear_{kind}", "-d", "cpu"], tmp_path, 300)
     assert "Looks good!" in r.stdout + r.stderr
     assert ReferenceModel(kind).timestamp_hop_ms <= 50
+    # what the validator checked, stated: the sizes the model declares, timestamps on its hop, any sample rate
+    module = {"mfcc": hear_mfcc, "chroma": hear_chroma}[kind]
+    m = module.load_model()
+    audio = torch.stack([_tone(440.0, 1.0), _tone(220.0, 1.0)])
+    emb, ts = module.get_timestamp_embeddings(audio, m)
+    assert emb.shape[0] == 2 and emb.shape[2] == m.timestamp_embedding_size and ts.shape == emb.shape[:2]
+    assert torch.allclose(ts[:, 1:] - ts[:, :-1], torch.tensor(m.timestamp_hop_ms))
+    scene = module.get_scene_embeddings(audio, m)
+    assert scene.shape == (2, m.scene_embedding_size) and torch.isfinite(scene).all()
+    assert not torch.allclose(scene[0], scene[1])  # an octave apart: different summaries
 
 
 # -- the table ---------------------------------------------------------------------------------------
@@ -244,7 +253,7 @@ def test_missing_inputs_are_one_clear_error(bench, tmp_path):
 def test_compact_checkpoints_halve_float32_weights_and_keep_the_standardiser_statistics(tmp_path):
     """The exported (float16) checkpoint of a model with input standardisation keeps the running count,
     mean and variance in float64: a count of billions of log-mel values overflows float16."""
-    from mart_upstream.benchmarks.offline.export import compact
+    from mart_upstream.checkpoint import compact
     from mart_upstream.checkpoint import load_pretrained, read_checkpoint, save_checkpoint, write_state
     from mart_upstream.models import build_model, tiny_config
 
@@ -287,3 +296,26 @@ def test_ablation_trains_each_variant_and_pairs_it_with_the_chain_random_init_an
     assert rows == ["mart [chain]", "mart [crop-only]", "mart [no-gain]", "mart (random init)", report.MFCC_ROW]
     md = (out / "ablate.md").read_text()
     assert "| mart [no-gain] | p_gain=0 |" in md and "minus random init" in md
+
+
+def test_a_failed_child_step_shows_the_end_of_its_log(tmp_path):
+    from mart_upstream.benchmarks.subprocesses import ROOT as CHECKOUT, run_logged
+
+    log = tmp_path / "step.log"
+    script = "import sys; print('\\n'.join(f'line {i}' for i in range(500))); sys.exit(3)"
+    with pytest.raises(RuntimeError) as e:
+        run_logged([sys.executable, "-c", script], str(log), "pretraining demo seed 0")
+    msg = str(e.value)
+    assert msg.startswith("pretraining demo seed 0 failed (exit 3); log " + str(log))
+    assert msg.rstrip().endswith("line 499") and "line 0\n" not in msg  # the end of the log, not all of it
+    assert log.read_text().startswith("$ " + sys.executable)  # the command heads its output
+    assert child_env(X_EXTRA="1")["PYTHONPATH"].split(os.pathsep)[0] == CHECKOUT == ROOT
+
+
+def test_comma_lists_are_parsed_once_for_every_tool():
+    from mart_upstream.argtypes import comma_list
+
+    assert comma_list("simclr, pemr,,") == ["simclr", "pemr"]
+    assert comma_list("100,50", int) == [100, 50] and comma_list("", float) == []
+    with pytest.raises(ValueError):
+        comma_list("1,x", int)

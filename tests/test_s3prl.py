@@ -87,14 +87,8 @@ def write_covers(root, works=6, versions=3, seconds=1.0, sr=16000):
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    out = {}
-    for name in model_names():
-        torch.manual_seed(0)
-        out[name] = str(d / f"{name}.ckpt")
-        save_checkpoint(out[name], build_model(name, TINY[name]), name, step=0)
-    return out
+def ckpts(untrained_checkpoint):
+    return {name: untrained_checkpoint(name) for name in model_names()}
 
 
 def s3prl(*args, cwd=None, check=True):
@@ -483,6 +477,20 @@ def test_problem_runner_hear_gtzan_with_mart(ckpts, data, tmp_path):
     result = target / "evaluate" / "valid_best" / "test" / "result.yaml"
     text = result.read_text()
     assert "top1_acc" in text and "mAP" in text
+    import yaml
+
+    values = {k: v for k, v in _flat(yaml.safe_load(text)).items() if k.endswith("top1_acc")}
+    assert values and all(0.0 <= float(v) <= 1.0 for v in values.values()), values  # scores, not only names
+
+
+def _flat(tree, prefix=""):
+    """A nested result dict (or list) -> {dotted key: leaf value}."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else []
+    out = {}
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flat(v, key) if isinstance(v, (dict, list)) else {key: v})
+    return out
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -35,13 +35,15 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from mart_upstream.argtypes import comma_list
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
 from mart_upstream.errors import AudioError, UsageError
 from mart_upstream.train.data import SILENCE_PEAK
 from mart_upstream.fileio import replace_dir, sha256_file, staging_dir, write_json
 
+from ..subprocesses import ROOT as REPO_ROOT
+
 log = logging.getLogger("mart-bench.device")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_KIT = os.path.join(REPO_ROOT, ".device_kit")
 SR = 16000
 # What a bare Python 3.12 + torch machine lacks to read audio; the versions of this toolkit's environment.
@@ -397,7 +399,7 @@ def run(args) -> int:
         from . import bitrates
 
         try:
-            kbps = [float(x) for x in args.measure_kbps.split(",") if x.strip()]
+            kbps = comma_list(args.measure_kbps, float)
         except ValueError:
             raise UsageError(f"--measure-kbps must be comma-separated numbers, got {args.measure_kbps!r}") from None
         if not kbps or any(not 6 <= k <= 256 for k in kbps):

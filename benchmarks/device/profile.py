@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from mart_upstream.argtypes import comma_list
 from mart_upstream.errors import MartError
 from mart_upstream.fileio import write_json, write_text
 
@@ -207,10 +208,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         return _fail(f"--device cuda: torch {torch.__version__} sees no CUDA device (CUDA kernels, CUDA graphs "
                      "and bf16 autocast need one; --device cpu runs the same code on the CPU)")
-    models = [m for m in args.models.split(",") if m]
-    variants = [v for v in args.variants.split(",") if v]
+    models = comma_list(args.models)
+    variants = comma_list(args.variants)
     try:
-        batches = [int(b) for b in args.batches.split(",") if b]
+        batches = comma_list(args.batches, int)
     except ValueError:
         return _fail(f"--batches must be comma-separated integers, got {args.batches!r}")
     bad = [m for m in models if m not in model_names()]

@@ -47,11 +47,15 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from mart_upstream.argtypes import comma_list
 from mart_upstream.fileio import atomic_path, write_json
 from mart_upstream.errors import UsageError, command
 from mart_upstream.models import model_names
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..subprocesses import ROOT as REPO_ROOT
+from ..subprocesses import child_env as _child_env
+from ..subprocesses import log_tail
+
 DEFAULT_KIT = os.path.join(REPO_ROOT, ".device_kit")
 MODELS = tuple(model_names())  # every registered model can be trained on the device
 DEFAULT_MODELS = ("mart", "pemr", "simclr")  # what a training call runs without --models
@@ -117,9 +121,8 @@ def default_overrides() -> List[str]:
 
 
 def child_env(threads: int) -> Dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    env = _child_env(OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     env.setdefault("TQDM_MININTERVAL", "10")  # a progress line every 10 s, not a log full of them
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
     return env
 
 
@@ -188,14 +191,6 @@ class Job:
         return True
 
 
-def _tail(path: str, n: int = 3000) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-n:]
-    except OSError:
-        return ""
-
-
 def run_jobs(jobs: List[Job], sequential: bool, env: Dict[str, str], grace_s: float, report) -> None:
     """Run ``jobs`` all at once (or one after the other), calling ``report(job)`` as each finishes."""
     waves = [[j] for j in jobs] if sequential else [jobs]
@@ -260,8 +255,7 @@ def summarise(job: Job) -> Dict:
 def export_checkpoint(job: Job, info: Dict, out: str, card: Dict, mode: str = "small") -> str:
     """``OUT/<model>.ckpt``: the run's last.ckpt in the hand-over form ``mode`` (evaluable, and resumable by
     a later window), and where and how it was trained in ``pretrain['device_run']``."""
-    from ..offline.export import compact
-    from mart_upstream.checkpoint import read_checkpoint, write_state
+    from mart_upstream.checkpoint import compact, read_checkpoint, write_state
     from mart_upstream.train.handover import reduce_state
 
     state = reduce_state(read_checkpoint(os.path.join(job.run_dir, "last.ckpt")), mode)
@@ -511,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(args) -> List[str]:
     import torch
 
-    models = [m for m in args.models.split(",") if m]
+    models = comma_list(args.models)
     unknown = sorted(set(models) - set(MODELS))
     if unknown or not models or len(set(models)) != len(models):
         raise UsageError(f"--models {args.models!r}: choose distinct names from {', '.join(MODELS)}")
@@ -564,7 +558,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   flush=True)
         else:
             print(f"{PROG}: {job.name}: {info['status'].upper()} (exit {job.returncode}); end of "
-                  f"{job.log_path}:\n{_tail(job.log_path)}", file=sys.stderr, flush=True)
+                  f"{job.log_path}:\n{log_tail(job.log_path, 3000)}", file=sys.stderr, flush=True)
 
     sampler = GpuSampler(enabled=args.device == "cuda").start()
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from mart_upstream.argtypes import comma_list
 from mart_upstream.errors import UsageError, command
 from mart_upstream.quiet import start_console
 from mart_upstream.tasks import msd
@@ -28,7 +29,7 @@ __all__ = ["main", "build_task", "assign_kfolds", "Item", "TaskSpec", "sources"]
 
 def _rates(text: str) -> List[int]:
     try:
-        rates = [int(r) for r in text.split(",") if r.strip()]
+        rates = comma_list(text, int)
     except ValueError:
         raise argparse.ArgumentTypeError(f"sample rates must be integers separated by commas, got {text!r}")
     bad = [r for r in rates if r not in HEAR_SAMPLE_RATES]
@@ -43,7 +44,13 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="dataset", required=True)
 
-    def common(sp, duration_help):
+    def task(name: str, help: str, root_help: str, duration_help: str, *options) -> None:
+        """One source's subcommand: its root folder, its own ``options`` ((flags, keywords) pairs), then
+        the options every source shares."""
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("root", help=root_help)
+        for flags, keywords in options:
+            sp.add_argument(*flags, **keywords)
         sp.add_argument("--out", required=True, help="tasks folder; the task goes to OUT/<name>-<version>-full")
         sp.add_argument("--sample-rates", type=_rates, default=[16000],
                         help="comma-separated rates to write (default 16000; hearbaseline reads 44100)")
@@ -51,46 +58,39 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--workers", type=int, default=1, help="processes decoding audio (default 1)")
         sp.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
 
-    g = sub.add_parser("gtzan", help="GTZAN genres/<genre>/*.wav -> tfds_gtzan-1.0.0-full (10 folds)")
-    g.add_argument("root", help="folder holding genres/ (or the genres folder itself)")
-    g.add_argument("--nfolds", type=int, default=10, help="folds (default 10, as HEAR)")
-    common(g, "seconds per clip, trimmed or zero padded (default 30, as HEAR)")
-
-    m = sub.add_parser("mtat", help="MagnaTagATune -> mtat_top50-1.0.0-full (train/valid/test)")
-    m.add_argument("root", help="folder holding annotations_final.csv and the mp3 folders 0/ ... f/")
-    m.add_argument("--top-k", type=int, default=50, help="most frequent tags kept (default 50)")
-    common(m, "seconds per clip, trimmed or zero padded (default 29.1, the clips' length)")
-
-    n = sub.add_parser("nsynth", help="NSynth json/wav -> nsynth_instrument_family-2.2.3-<mode> (train/valid/test)")
-    n.add_argument("root", help="folder holding nsynth-train/, nsynth-valid/ and nsynth-test/")
-    n.add_argument("--per-class", type=int, default=None,
-                   help="at most this many notes of each instrument family in each split (default: all)")
-    n.add_argument("--seed", type=int, default=0, help="seed of the --per-class draw (default 0)")
-    common(n, "seconds per note, trimmed or zero padded (default 4, the notes' length)")
-
-    a = sub.add_parser("fma", help="FMA-small tracks.csv + mp3s -> fma_small_genre-1.0.0-full (official split)")
-    a.add_argument("root", help="folder holding fma_metadata/tracks.csv and fma_small/NNN/NNNNNN.mp3")
-    common(a, "seconds per clip, trimmed or zero padded (default 30, the clips' length)")
-
-    r = sub.add_parser("irmas", help="IRMAS training data -> irmas_instrument-1.0.0-full (80/10/10 by recording)")
-    r.add_argument("root", help="folder holding IRMAS-TrainingData/<inst>/*.wav (or the instrument folders)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the split by recording (default 0)")
-    common(r, "seconds per excerpt, trimmed or zero padded (default 3, the excerpts' length)")
-
-    d = sub.add_parser("msd", help="MSD split files + 7digital clips -> msd_top50-1.0.0-full (the published split)")
-    d.add_argument("root", help="folder holding MSD_split/ (or its split files) and, unless --audio-dir, the clips")
-    d.add_argument("--audio-dir", default=None,
-                   help="folder holding the clips D/E/<7digital ID>.clip.mp3 (default: ROOT)")
-    d.add_argument("--valid-from", type=int, default=msd.TRAIN_SIZE,
-                   help=f"where filtered_list_train.cP is cut into train and valid (default {msd.TRAIN_SIZE}, "
-                        "the published split; change it only for a list of your own)")
-    common(d, f"seconds per clip, trimmed or zero padded (default {msd.SECONDS}, the lists' shortest clip)")
-
-    f = sub.add_parser("folder", help="<label>/<audio files> -> multiclass task with new k folds")
-    f.add_argument("root")
-    f.add_argument("--name", default=None, help="task name (default: the folder's name)")
-    f.add_argument("--nfolds", type=int, default=5)
-    common(f, "seconds per clip (default: the 95th percentile of the clips' durations)")
+    task("gtzan", "GTZAN genres/<genre>/*.wav -> tfds_gtzan-1.0.0-full (10 folds)",
+         "folder holding genres/ (or the genres folder itself)",
+         "seconds per clip, trimmed or zero padded (default 30, as HEAR)",
+         (["--nfolds"], dict(type=int, default=10, help="folds (default 10, as HEAR)")))
+    task("mtat", "MagnaTagATune -> mtat_top50-1.0.0-full (train/valid/test)",
+         "folder holding annotations_final.csv and the mp3 folders 0/ ... f/",
+         "seconds per clip, trimmed or zero padded (default 29.1, the clips' length)",
+         (["--top-k"], dict(type=int, default=50, help="most frequent tags kept (default 50)")))
+    task("nsynth", "NSynth json/wav -> nsynth_instrument_family-2.2.3-<mode> (train/valid/test)",
+         "folder holding nsynth-train/, nsynth-valid/ and nsynth-test/",
+         "seconds per note, trimmed or zero padded (default 4, the notes' length)",
+         (["--per-class"], dict(type=int, default=None, help="at most this many notes of each instrument "
+                                "family in each split (default: all)")),
+         (["--seed"], dict(type=int, default=0, help="seed of the --per-class draw (default 0)")))
+    task("fma", "FMA-small tracks.csv + mp3s -> fma_small_genre-1.0.0-full (official split)",
+         "folder holding fma_metadata/tracks.csv and fma_small/NNN/NNNNNN.mp3",
+         "seconds per clip, trimmed or zero padded (default 30, the clips' length)")
+    task("irmas", "IRMAS training data -> irmas_instrument-1.0.0-full (80/10/10 by recording)",
+         "folder holding IRMAS-TrainingData/<inst>/*.wav (or the instrument folders)",
+         "seconds per excerpt, trimmed or zero padded (default 3, the excerpts' length)",
+         (["--seed"], dict(type=int, default=0, help="seed of the split by recording (default 0)")))
+    task("msd", "MSD split files + 7digital clips -> msd_top50-1.0.0-full (the published split)",
+         "folder holding MSD_split/ (or its split files) and, unless --audio-dir, the clips",
+         f"seconds per clip, trimmed or zero padded (default {msd.SECONDS}, the lists' shortest clip)",
+         (["--audio-dir"], dict(default=None, help="folder holding the clips D/E/<7digital ID>.clip.mp3 "
+                                "(default: ROOT)")),
+         (["--valid-from"], dict(type=int, default=msd.TRAIN_SIZE,
+                                 help=f"where filtered_list_train.cP is cut into train and valid (default "
+                                      f"{msd.TRAIN_SIZE}, the published split; change it only for a list of your own)")))
+    task("folder", "<label>/<audio files> -> multiclass task with new k folds", None,
+         "seconds per clip (default: the 95th percentile of the clips' durations)",
+         (["--name"], dict(default=None, help="task name (default: the folder's name)")),
+         (["--nfolds"], dict(type=int, default=5)))
     return p
 
 

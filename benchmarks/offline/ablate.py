@@ -31,6 +31,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from mart_upstream.argtypes import comma_list
 from mart_upstream.augment import AugmentConfig
 from mart_upstream.errors import UsageError
 from mart_upstream.fileio import write_json, write_text
@@ -82,16 +83,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def parse_variants(names: str, custom: List[str], base: str = BASE) -> Dict[str, List[str]]:
     """``--variants``, ``--variant`` and ``--base`` -> {name: overrides}, the base first."""
     out: Dict[str, List[str]] = {}
-    for name in (n.strip() for n in names.split(",")):
-        if not name:
-            continue
+    for name in comma_list(names):
         if name not in VARIANTS:
             raise UsageError(f"--variants: unknown {name!r}; choose from {', '.join(VARIANTS)} or define one with --variant")
         out[name] = VARIANTS[name]
     for spec in custom:
         name, sep, rest = spec.partition("=")
         name = name.strip()
-        items = [o.strip() for o in rest.split(",") if o.strip()]
+        items = comma_list(rest)
         if not sep or not name or not items:
             raise UsageError(f"--variant {spec!r}: expected NAME=key=value[,key=value...]")
         overrides: List[str] = []

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from mart_upstream.argtypes import comma_list
 from mart_upstream.fileio import atomic_path
 from mart_upstream.errors import UsageError
 
@@ -23,7 +24,7 @@ def parse_steps(text: Optional[str]) -> List[int]:
     if not text:
         return []
     try:
-        steps = sorted({int(x) for x in text.split(",") if x.strip()})
+        steps = sorted(set(comma_list(text, int)))
     except ValueError:
         raise UsageError(f"--curve must be comma-separated step numbers, got {text!r}") from None
     if any(s <= 0 for s in steps):

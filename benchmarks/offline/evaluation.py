@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -38,8 +37,8 @@ from mart_upstream.tasks.metrics import average_precision, cosine_similarity, me
 from mart_upstream.fileio import sha256_file, write_json
 from mart_upstream.errors import TaskError
 
+from ..subprocesses import run_logged
 from . import paired
-from .pretraining import child_env
 from .references import key_invariant_similarity
 
 log = logging.getLogger("mart-bench.run")
@@ -64,17 +63,9 @@ class Entry:
 
 
 def _run(cmd, log_path: str, what: str) -> None:
-    with open(log_path, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        # heareval reloads its own Lightning probe checkpoints with torch.load; they hold more than tensors
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
-                           env=child_env(TF_CPP_MIN_LOG_LEVEL="2", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",
-                                         CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", "")))
-    if r.returncode != 0:
-        with open(log_path) as f:
-            tail = f.read()[-2000:]
-        raise TaskError(f"{what} failed (exit {r.returncode}); log {log_path}:\n{tail}")
+    # heareval reloads its own Lightning probe checkpoints with torch.load; they hold more than tensors
+    run_logged(cmd, log_path, what, TaskError, TF_CPP_MIN_LOG_LEVEL="2", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",
+               CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
 
 
 INPUTS_FILE = "inputs.json"

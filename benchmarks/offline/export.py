@@ -11,9 +11,7 @@ import os
 import subprocess
 from typing import Dict, List
 
-import torch
-
-from mart_upstream.checkpoint import read_checkpoint, write_state
+from mart_upstream.checkpoint import compact, read_checkpoint, write_state
 from mart_upstream.fileio import write_text
 
 
@@ -40,15 +38,6 @@ def best_seeds(entries: List[Dict], runs: List[Dict]) -> Dict[str, Dict]:
         if run["model"] not in best or score > best[run["model"]]["_score"]:
             best[run["model"]] = dict(run, _score=score, entry=e)
     return best
-
-
-def compact(state: Dict) -> Dict:
-    """A checkpoint dict without optimizer state, its float32 weights as float16. Float64 buffers (the
-    input Standardiser's running count, mean and variance) stay as they are: a count of billions of
-    values is beyond float16."""
-    out = dict(state, optimizer=None, pretrain=dict(state.get("pretrain") or {}))
-    out["model"] = {k: v.half() if v.dtype == torch.float32 else v for k, v in state["model"].items()}
-    return out
 
 
 def export(best: Dict[str, Dict], out_dir: str, meta: Dict) -> List[str]:

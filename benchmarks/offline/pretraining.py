@@ -13,18 +13,18 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-import torch
-
 from mart_upstream.checkpoint import read_checkpoint, save_checkpoint
 from mart_upstream.config import cpu_config_path, load_file
 from mart_upstream.fileio import write_json
 from mart_upstream.models import build_model, get_entry, model_names
+from mart_upstream.train import loop as train_loop
+
+from ..subprocesses import run_logged
 
 log = logging.getLogger("mart-bench.run")
 MODELS = tuple(model_names())
@@ -72,8 +72,7 @@ def has_strategy(model: str) -> bool:
 def initial_model(model: str, seed: int, config: Optional[dict] = None):
     """The model as ``mart-pretrain --seed SEED`` builds it before any step, with ``config`` (default: the
     benchmark's config)."""
-    torch.manual_seed(seed)
-    return build_model(model, model_config(model) if config is None else config)
+    return train_loop.initial_model(model, model_config(model) if config is None else config, seed)
 
 
 def random_init(model: str, seed: int, path: str, config: Optional[dict] = None, **extra) -> str:
@@ -82,14 +81,6 @@ def random_init(model: str, seed: int, path: str, config: Optional[dict] = None,
         save_checkpoint(path, initial_model(model, seed, config), model, step=0,
                         extra={"random_init": True, "seed": seed, **extra})
     return path
-
-
-def child_env(**extra: str) -> Dict[str, str]:
-    """The environment of the benchmark's child processes: this checkout importable, plus ``extra``."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, **extra)
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
 
 
 def _done_marker(run_dir: str) -> str:
@@ -118,11 +109,7 @@ def pretrain(model: str, seed: int, data: str, run_dir: str, budget: Budget, dev
     os.makedirs(run_dir, exist_ok=True)
     log.info("pretraining %s seed %d (%s) -> %s", model, seed, budget.describe([model]), run_dir)
     t0 = time.perf_counter()
-    with open(os.path.join(run_dir, "pretrain.log"), "a") as logf:
-        r = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=child_env())
-    if r.returncode != 0:
-        raise RuntimeError(f"pretraining {model} seed {seed} failed (exit {r.returncode}); "
-                           f"see {os.path.join(run_dir, 'pretrain.log')}")
+    run_logged(cmd, os.path.join(run_dir, "pretrain.log"), f"pretraining {model} seed {seed}")
     ckpt = os.path.join(run_dir, "last.ckpt")
     state = read_checkpoint(ckpt)
     info = {"model": model, "seed": seed, "checkpoint": ckpt, "steps": int(state["step"]),

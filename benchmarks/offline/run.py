@@ -26,6 +26,7 @@ import platform
 import time
 from typing import Dict, List
 
+from mart_upstream.argtypes import comma_list
 from mart_upstream.errors import UsageError
 from mart_upstream.models.siamese import STRATEGIES
 from mart_upstream.fileio import sha256_file, write_json, write_text
@@ -161,7 +162,7 @@ def _recordings_text(entry: Dict, path) -> str:
 
 def _int_list(text: str, what: str) -> List[int]:
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = comma_list(text, int)
     except ValueError:
         raise UsageError(f"--{what} must be comma-separated integers, got {text!r}") from None
     if not values:
@@ -190,7 +191,7 @@ def _entries(args, runs: List[Dict], models: List[str], seed: int) -> List[Entry
 
 
 def _models(args) -> List[str]:
-    models = [m for m in args.models.split(",") if m]
+    models = comma_list(args.models)
     unknown = sorted(set(models) - set(pretraining.MODELS))
     if unknown or not models:
         raise UsageError(f"--models: unknown {unknown}; choose from {', '.join(pretraining.MODELS)}")

@@ -29,6 +29,8 @@ from typing import List
 
 import torch
 
+from mart_upstream.argtypes import comma_list
+
 from .subjects import ALL_MODELS, LENGTH_PATHS, PATHS, VARIANTS
 from .training import TRAIN_CONFIGS, TRAIN_LOOPS, TRAIN_VARIANTS
 
@@ -43,7 +45,7 @@ QUICK_TRAIN_STEPS = 2
 def _csv(kind):
     def parse(text: str) -> List:
         try:
-            items = [kind(x) for x in text.split(",") if x.strip()]
+            items = comma_list(text, kind)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
         if not items:

@@ -8,13 +8,13 @@ module imports none of the probes' modules, so ``lengths`` and ``training`` can 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from typing import Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..subprocesses import ROOT, child_env
+
 MARKER = "@@speed-result@@ "
 EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*: ")  # "ValueError: ...", "torch._dynamo.exc.Unsupported: ..."
 CHILD = (__spec__.parent if __spec__ is not None and __spec__.parent else "benchmarks.speed") + ".child"
@@ -22,11 +22,9 @@ CHILD = (__spec__.parent if __spec__ is not None and __spec__.parent else "bench
 
 def run_isolated(kind: str, spec: dict, timeout: Optional[float] = None) -> dict:
     """``spec`` measured by probe ``kind`` in a child process -> its result, or {"error": ...}."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     cmd = [sys.executable, "-m", CHILD, kind, json.dumps(spec)]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=child_env(), timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"no result within {timeout:.0f} s"}
     for line in reversed(r.stdout.splitlines()):

@@ -80,7 +80,7 @@ def training_setups(name: str, tiny: bool, batch_override: Optional[int],
 def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
     """One training step of ``spec`` (model, config_file, model_config, batch, device, loop, variant) on a
     fixed in-memory batch -> (step, the model it trains, facts: bf16 autocast, settings used)."""
-    from mart_upstream.train.loop import adam, step_loop
+    from mart_upstream.train.loop import adam, initial_model, step_loop
     from mart_upstream.train.settings import Job, settings_for
     from mart_upstream.train.speedups import apply_speedups, uses_bf16
 
@@ -102,10 +102,7 @@ def make_step(spec: dict) -> Tuple[Callable[[], None], torch.nn.Module, dict]:
         loop = step_loop(Job(spec["model"], tempfile.mkdtemp(prefix="mart-speed-")), settings, device)
         model = loop.model
     else:
-        from mart_upstream.models import build_model
-
-        torch.manual_seed(run.seed)
-        model = build_model(spec["model"], settings.model).to(device).train()
+        model = initial_model(spec["model"], settings.model, run.seed).to(device).train()
         net = apply_speedups(model, model, run.compile, run.channels_last, device)
         o = settings.pretrain.optim
         opt = adam(model.parameters(), o, device, b)  # one process: the global batch is b

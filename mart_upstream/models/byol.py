@@ -9,46 +9,23 @@ projector, never optimised (BYOL §3.1):
 
     L = ‖q̄_θ(z_θ) − z̄'_ξ‖² + the same with the views swapped   (BYOL eq. 2, symmetric)
 
-The target's weights are buffers (``momentum_copy``): they reach neither the optimizer nor DDP's
+The target's weights are buffers (``momentum.momentum_copy``): they reach neither the optimizer nor DDP's
 gradient reduction, and checkpoints keep them. Its BatchNorm layers run in training mode, on batch
 statistics, as in BYOL. The downstream representation is the online encoder's output.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..config import ConfigError
 from ..encoders import FCNConfig, fcn4_config
 from ..frontend import FrontendConfig
 from ..layers import ProjectionHead
 from ..losses import byol_loss
-from .base import SSLModel
-
-
-def momentum_copy(online: nn.Module) -> nn.Module:
-    """A copy of ``online`` whose parameters are buffers: it changes only through ``ema_update`` (no
-    gradient, outside the optimizer and DDP's gradient reduction) and is saved in the state dict."""
-    target = copy.deepcopy(online)
-    for module in target.modules():
-        for name, p in list(module._parameters.items()):
-            if p is not None:
-                del module._parameters[name]
-                module.register_buffer(name, p.detach())
-    return target
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ_target ← τ θ_target + (1 − τ) θ_online for every parameter of ``online`` (BYOL §3.1, MoCo eq. 2).
-    The target's BatchNorm statistics are its own (from its forward passes)."""
-    for name, p in online.named_parameters():
-        t = target.get_buffer(name)
-        t.mul_(tau).add_(p.detach().to(t.dtype), alpha=1.0 - tau)
+from .momentum import MomentumModel
 
 
 def byol_tau(k: int, total: int, base: float) -> float:
@@ -71,6 +48,8 @@ def mlp(in_dim: int, hidden: int, out_dim: int, batchnorm: bool) -> nn.Module:
 # PEMR §4.1.3: the methods of its Table 2 train with Adam, lr 3e-4, weight decay 1e-6, batch 48 (the shared
 # defaults, stated so they stay the baselines' settings).
 PEMR_BASELINE_TRAINING = {"optim": {"lr": 3e-4, "weight_decay": 1e-6}, "run": {"batch_size": 48}}
+# the tiny FCN-4 of the PEMR baselines' tests and smoke runs (``tiny_config``)
+PEMR_BASELINE_TINY = {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "proj_hidden": 16, "proj_dim": 8}
 
 
 @dataclass
@@ -88,22 +67,20 @@ class BYOLConfig:
     tau_base: float = 0.996  # BYOL §3.2: τ_base
 
 
-class BYOL(SSLModel):
-    tiny_config = {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "proj_hidden": 16, "proj_dim": 8,
-                   "pred_hidden": 16}
+class BYOL(MomentumModel):
+    tiny_config = {**PEMR_BASELINE_TINY, "pred_hidden": 16}
     # BYOL's own LARS, lr 0.2 x B/256 and batch 4096 are ImageNet settings for an optimizer the training
     # loop does not have.
     pretrain_defaults = PEMR_BASELINE_TRAINING
+    copy_names = ("target_encoder", "target_head")  # f_ξ, g_ξ
+    momentum_field = "tau_base"
 
     def __init__(self, config: BYOLConfig):
         super().__init__(config)
         c = config
-        if not 0.0 <= c.tau_base <= 1.0:
-            raise ConfigError(f"tau_base must be in [0, 1], got {c.tau_base}")
         self.head = mlp(self.encoder.out_dim, c.proj_hidden, c.proj_dim, c.mlp_batchnorm)  # projector g_θ
         self.predictor = mlp(c.proj_dim, c.pred_hidden, c.proj_dim, c.mlp_batchnorm)  # q_θ
-        self.target_encoder = momentum_copy(self.encoder)  # f_ξ, initialised to f_θ
-        self.target_head = momentum_copy(self.head)  # g_ξ
+        self.make_copies()  # f_ξ, g_ξ initialised to f_θ, g_θ
 
     def forward(self, views):
         self.check_views(views, 2, self.clip_samples)
@@ -121,6 +98,4 @@ class BYOL(SSLModel):
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """The target follows the online network after update ``step`` (1-based): τ of update k = step - 1."""
-        tau = byol_tau(step - 1, total_steps, self.config.tau_base)
-        ema_update(self.target_encoder, self.encoder, tau)
-        ema_update(self.target_head, self.head, tau)
+        self.follow(byol_tau(step - 1, total_steps, self.config.tau_base))

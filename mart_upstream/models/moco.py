@@ -41,8 +41,8 @@ from ..distributed import batch_shuffle, batch_unshuffle, gather_with_grad, is_d
 from ..encoders import FCNConfig, fcn4_config
 from ..frontend import FrontendConfig
 from ..losses import moco_loss
-from .base import SSLModel
-from .byol import PEMR_BASELINE_TRAINING, ema_update, momentum_copy
+from .byol import PEMR_BASELINE_TINY, PEMR_BASELINE_TRAINING
+from .momentum import MomentumModel
 
 
 @dataclass
@@ -63,25 +63,23 @@ class MoCoConfig:
     shuffle_bn_splits: int = 2
 
 
-class MoCo(SSLModel):
-    tiny_config = {"clip_samples": 4000, "encoder": {"channels": [8, 8, 8, 16]}, "proj_hidden": 16, "proj_dim": 8,
-                   "queue_size": 16}
+class MoCo(MomentumModel):
+    tiny_config = {**PEMR_BASELINE_TINY, "queue_size": 16}
     # MoCo v2's SGD (lr 0.03, batch 256) is an ImageNet setting for an optimizer the loop does not have.
     pretrain_defaults = PEMR_BASELINE_TRAINING
+    copy_names = ("key_encoder", "key_head")
+    momentum_field = "momentum"
 
     def __init__(self, config: MoCoConfig):
         super().__init__(config)
         c = config
         if c.queue_size < 1:
             raise ConfigError(f"queue_size must be at least 1, got {c.queue_size}")
-        if not 0.0 <= c.momentum <= 1.0:
-            raise ConfigError(f"momentum must be in [0, 1], got {c.momentum}")
         if not c.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {c.temperature}")
         if c.shuffle_bn_splits < 1:
             raise ConfigError(f"shuffle_bn_splits must be at least 1, got {c.shuffle_bn_splits}")
-        self.key_encoder = momentum_copy(self.encoder)  # f_k, initialised to f_q (MoCo Algorithm 1)
-        self.key_head = momentum_copy(self.head)
+        self.make_copies()  # f_k and its head, initialised to f_q's (MoCo Algorithm 1)
         # random unit keys until real ones fill it (MoCo's code)
         self.register_buffer("queue", F.normalize(torch.randn(c.queue_size, c.proj_dim), dim=1))  # [K, Dp]
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # where the next key goes
@@ -135,8 +133,7 @@ class MoCo(SSLModel):
         """MoCo eq. (2): the key encoder and head follow the query's after every update; then the step's
         keys are enqueued (MoCo Algorithm 1: update, momentum update, enqueue). A batch skipped by the
         training loop (no update) thus leaves the queue as it was."""
-        ema_update(self.key_encoder, self.encoder, self.config.momentum)
-        ema_update(self.key_head, self.head, self.config.momentum)
+        self.follow(self.config.momentum)
         if self.pending_keys is not None:
             self.enqueue(self.pending_keys)
             self.pending_keys = None

@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import List, Optional
 
+from ..argtypes import comma_list
 from ..errors import UsageError, command
 from ..models import all_names, get_entry, model_names
 from ..quiet import silence_known_noise
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, dest="num_workers")
     p.add_argument("--ckpt-every", type=int, dest="ckpt_every")
     p.add_argument("--log-every", type=int, dest="log_every")
-    p.add_argument("--keep-steps", dest="keep_steps", type=lambda t: tuple(int(x) for x in t.split(",") if x),
+    p.add_argument("--keep-steps", dest="keep_steps", type=lambda t: tuple(comma_list(t, int)),
                    help="comma-separated steps whose weights are kept as OUT/step_<N>.ckpt (for learning curves)")
     p.add_argument("--tensorboard", action="store_true", default=None)  # None: as the config says
     p.add_argument("--demo", type=int, metavar="N", default=0,

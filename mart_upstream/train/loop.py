@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import distributed as D
+from ..distributed import pick_device
 from ..augment import AugmentationChain, read_samples
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import to_dict
@@ -86,21 +87,6 @@ def write_settings(job: Job, settings: Settings) -> str:
     return path
 
 
-def pick_device(request: str, local_rank: int = 0) -> torch.device:
-    if request == "auto":
-        request = "cuda" if torch.cuda.is_available() else "cpu"
-    if request == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(
-                "CUDA was requested (--device cuda) but torch.cuda.is_available() is False: "
-                "install a CUDA build of torch or use --device cpu"
-            )
-        return torch.device("cuda", local_rank)
-    if request != "cpu":
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {request!r}")
-    return torch.device("cpu")
-
-
 def start_process(run: RunConfig) -> Tuple[torch.device, D.DistInfo]:
     """This process's device, and its place among torchrun's processes (it joins their group)."""
     device = pick_device(run.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -156,13 +142,19 @@ def adam(params, o, device: torch.device, global_batch: int) -> torch.optim.Adam
     return torch.optim.Adam(params, lr=scaled_lr(o, global_batch), weight_decay=o.weight_decay, betas=tuple(o.betas), fused=fused or None)
 
 
+def initial_model(name: str, config, seed: int) -> torch.nn.Module:
+    """The model a run of ``seed`` starts from, before any step: the same initial weights on every rank
+    and for every run of this seed (``mart-bench run``'s random-init reference is this model)."""
+    torch.manual_seed(seed)
+    return build_model(name, config)
+
+
 def build_model_and_optimizer(job: Job, settings: Settings, device: torch.device, resumed: Optional[dict],
                               dist: D.DistInfo) -> Tuple[torch.nn.Module, torch.optim.Optimizer, Progress]:
     """The model with the seed's initial weights (the same on every rank) and its Adam optimizer, both
     in the state of ``resumed`` if given, and where the run stands."""
     cfg = settings.pretrain
-    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every run of this seed
-    model = build_model(job.model, settings.model).to(device)
+    model = initial_model(job.model, settings.model, cfg.run.seed).to(device)
     optim = adam(model.parameters(), cfg.optim, device, cfg.run.batch_size * dist.world_size)
     if resumed is None:
         return model, optim, Progress()
