@@ -36,6 +36,8 @@ import torch.nn.functional as F
 import torchaudio.transforms as AT
 from torch import Tensor, nn
 
+from .dsp import biquad_response, next_pow2, phase_vocoder, stretch_rows, vocoder_n_fft, work_dtype  # noqa: F401
+
 # References for the defaults below:
 #   [cfg] Spijkervet/CLMR config/config.yaml @8fb2e79 (transforms_polarity 0.8, transforms_noise
 #         0.01, transforms_gain 0.3, transforms_filters 0.8, transforms_delay 0.3, transforms_pitch
@@ -113,99 +115,6 @@ def _device_generator(g: Optional[torch.Generator], device: torch.device) -> tor
     """A generator on ``device`` seeded from one draw of ``g`` (for large noise tensors)."""
     seed = int(_randint(2**62, 1, g))
     return torch.Generator(device=device).manual_seed(seed)
-
-
-def _work_dtype(x: Tensor) -> torch.dtype:
-    """FFT-based transforms run in float32/float64; half-precision inputs are processed in float32."""
-    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
-
-
-def phase_vocoder(spec: Tensor, rate, phase_advance: Tensor, lock_phase: bool = True,
-                  lock_bins: int = 2) -> Tensor:
-    """Time-scale complex STFTs [n, F, M] by 1/rate (rate > 1 shortens) -> [n, F, J].
-
-    ``rate``: a float, or one rate per row (sequence or 1-D tensor of n values); J = ceil(M / rate)
-    (the largest over the rows; a row with fewer frames is followed by zero frames).
-
-    The classic phase vocoder (as torchaudio.functional.phase_vocoder, which it reproduces for a
-    float rate, complex128 input and ``lock_phase=False``; with complex64 input torchaudio rounds
-    the read positions in float32): output frame j reads input position j * rate, magnitudes
-    interpolated linearly, phases accumulated from each bin's instantaneous frequency) plus, if
-    ``lock_phase``, phase locking in the manner of Laroche & Dolson's identity phase locking (1999):
-    only the dominant bins keep their accumulated phase; every other bin takes the phase of the
-    strongest bin within +-``lock_bins`` bins (2: the half-width of a Hann window's main lobe) plus
-    the phase offset it has from that bin in the input frame. (Laroche & Dolson lock to the nearest
-    spectral peak; the bounded window is a cheap, batched stand-in.) This keeps the phase relations
-    between the bins of one partial, which the plain vocoder loses: a stretched pure tone comes out
-    ~4.7 dB quieter without it when the first frame is a reflected one, and sounds "phasey".
-    """
-    n, nf, m = spec.shape
-    real = spec.real.dtype
-    rates = torch.as_tensor(rate, dtype=torch.float64).reshape(-1).cpu().expand(n)
-    # input positions read by each output frame, built on the CPU per distinct rate (torchaudio's
-    # arange, but always in float64 so float32 and float64 inputs read the same frames); past a
-    # row's own end they point at the zero padding. (Only index bookkeeping loops here, once per
-    # distinct rate; ``arange(n) * rate`` would batch it but differs from arange in the last bit, which
-    # moves a read position that falls on a whole frame to the frame before and changes the phase.)
-    per_rate = {r: torch.arange(0, m, r, dtype=torch.float64) for r in rates.unique().tolist()}
-    n_out = max(len(v) for v in per_rate.values())
-    steps = torch.full((n, n_out), float(m + 1), dtype=torch.float64)
-    for r, v in per_rate.items():
-        steps[rates == r, : len(v)] = v
-    i0 = steps.long().clamp(max=m)
-    alpha = (steps - i0).clamp(0, 1).to(device=spec.device, dtype=real)[:, None, :]
-    i0 = i0.to(spec.device)  # [n, J]
-    padded = F.pad(spec, (0, 2))
-    mag_in, ang_in = padded.abs(), padded.angle()  # once per input frame, then gathered
-    idx0 = i0[:, None, :].expand(n, nf, n_out)
-    idx1 = idx0 + 1
-    ang0 = ang_in.gather(-1, idx0)
-    mag = (1 - alpha) * mag_in.gather(-1, idx0) + alpha * mag_in.gather(-1, idx1)
-    dev = ang_in.gather(-1, idx1) - ang0 - phase_advance  # deviation from the bin's nominal advance per hop
-    dev = dev - 2 * math.pi * torch.round(dev / (2 * math.pi))
-    # phase advance per output frame, wrapped to [-pi, pi] (a multiple of 2 pi changes nothing) so the
-    # running sum stays small: summing the raw advances (up to pi * hop per frame) loses ~0.5 rad in
-    # float32 over a few hundred frames
-    inc = dev + phase_advance
-    inc = inc - 2 * math.pi * torch.round(inc / (2 * math.pi))
-    phase = torch.cat([ang0[..., :1], inc[..., :-1]], dim=-1).cumsum(-1)
-    if lock_phase and lock_bins > 0:
-        # each bin's "owner": the strongest bin within +-lock_bins in the same output frame
-        # (a max-pool over frequency; cheaper than scanning for the nearest local maximum)
-        flat = mag.transpose(1, 2).reshape(n * n_out, 1, nf)
-        owner = F.max_pool1d(flat, 2 * lock_bins + 1, 1, lock_bins, return_indices=True)[1]
-        owner = owner.reshape(n, n_out, nf).transpose(1, 2)
-        phase = phase.gather(1, owner) + ang0 - ang0.gather(1, owner)
-    return torch.polar(mag, phase)
-
-
-def _vocoder_n_fft(sample_rate: int, n_fft: Optional[int]) -> int:
-    """The vocoder's FFT size: ``n_fft``, or 1024 points (64 ms, 15.6 Hz bins) at 16 kHz scaled with the
-    sample rate."""
-    return int(n_fft or _next_pow2(round(1024 * sample_rate / 16000)))
-
-
-def stretch_rows(x: Tensor, rates, n_fft: int, hop: int, length: Optional[int] = None) -> Tensor:
-    """Time-stretch each row of ``x`` [n, T] by its rate (> 1 shortens: row i lasts T / rate_i after)
-    with the phase-locked phase vocoder: STFT, :func:`phase_vocoder` with per-row rates, inverse STFT,
-    all rows at once. Returns [n, length] (default: the longest row's natural length; a row that ends
-    sooner is followed by the fading tail of its last frames and then zeros)."""
-    wd = _work_dtype(x)
-    window = torch.hann_window(n_fft, device=x.device, dtype=wd)
-    pad_mode = "reflect" if x.shape[1] > n_fft // 2 else "constant"
-    spec = torch.stft(x.to(wd), n_fft, hop, window=window, center=True, pad_mode=pad_mode,
-                      return_complex=True)  # [n, F, frames]
-    phase_advance = torch.linspace(0.0, math.pi * hop, spec.shape[1], device=x.device, dtype=wd)[:, None]
-    stretched = phase_vocoder(spec, rates, phase_advance)
-    return torch.istft(stretched, n_fft, hop, window=window, center=True, length=length)
-
-
-# --------------------------------------------------------------------------------------------------
-# base class
 
 
 class RandomTransform(nn.Module):
@@ -302,27 +211,6 @@ class Gain(RandomTransform):
         return f"p={self.p}, gain_db={self.gain_db}"
 
 
-def biquad_response(lowpass: Tensor, cutoff_hz: Tensor, sample_rate: int, n_fft: int) -> Tensor:
-    """Complex response [n, n_fft//2+1] of 2nd-order Butterworth biquads at the rfft bins of size n_fft.
-
-    RBJ Audio-EQ-Cookbook LPF/HPF with Q = 1/sqrt(2) (Butterworth); ``lowpass`` [n] bool picks the
-    type per row, ``cutoff_hz`` [n] the -3 dB frequency. Computed in float64.
-    """
-    w0 = 2.0 * math.pi * cutoff_hz.double() / sample_rate
-    cos_w0 = torch.cos(w0)
-    alpha = torch.sin(w0) / (2.0 / math.sqrt(2.0))  # sin(w0) / (2Q)
-    lp = lowpass.to(w0.device)
-    b0 = torch.where(lp, (1.0 - cos_w0) / 2.0, (1.0 + cos_w0) / 2.0)
-    b1 = torch.where(lp, 1.0 - cos_w0, -(1.0 + cos_w0))
-    b2 = b0
-    a0, a1, a2 = 1.0 + alpha, -2.0 * cos_w0, 1.0 - alpha
-    w = torch.linspace(0.0, math.pi, n_fft // 2 + 1, dtype=torch.float64, device=w0.device)
-    z1 = torch.polar(torch.ones_like(w), -w)[None, :]  # e^{-jw}
-    z2 = z1 * z1
-    col = lambda c: c[:, None]  # noqa: E731
-    return (col(b0) + col(b1) * z1 + col(b2) * z2) / (col(a0) + col(a1) * z1 + col(a2) * z2)
-
-
 class HighLowPass(RandomTransform):
     """Per example: with probability p_lowpass (1/2) a low-pass, else a high-pass, cutoff ~ U(range) Hz.
 
@@ -359,9 +247,9 @@ class HighLowPass(RandomTransform):
         cutoff = torch.where(lowpass, lo_cut, hi_cut)
         # keep w0 strictly inside (0, pi): a cutoff at 0 or Nyquist makes the biquad degenerate
         cutoff = cutoff.clamp(1e-3 * self.sample_rate, 0.49 * self.sample_rate)
-        n_fft = _next_pow2(t + max(self.min_pad, math.ceil(2 * self.sample_rate / float(cutoff.min()))))
+        n_fft = next_pow2(t + max(self.min_pad, math.ceil(2 * self.sample_rate / float(cutoff.min()))))
         h = biquad_response(lowpass.to(x.device), cutoff.to(x.device), self.sample_rate, n_fft)
-        wd = _work_dtype(x)
+        wd = work_dtype(x)
         spec = torch.fft.rfft(x.to(wd), n=n_fft)
         return torch.fft.irfft(spec * h.to(spec.dtype), n=n_fft)[:, :t]
 
@@ -429,7 +317,7 @@ class PitchShift(RandomTransform):
         if not choices:
             raise ValueError(f"pitch semitones {semitones} leave no non-zero shift")
         self.choices = choices
-        self.n_fft = _vocoder_n_fft(self.sample_rate, n_fft)
+        self.n_fft = vocoder_n_fft(self.sample_rate, n_fft)
         self.hop = self.n_fft // 4
         self.max_denominator = int(max_denominator)
         self._resamplers: dict = {}
@@ -485,7 +373,7 @@ class TimeStretch(RandomTransform):
             raise ValueError(f"stretch rate range must satisfy 0 < low <= high, got {tuple(rate)}")
         self.sample_rate = int(sample_rate)
         self.rate = (float(rate[0]), float(rate[1]))
-        self.n_fft = _vocoder_n_fft(self.sample_rate, n_fft)
+        self.n_fft = vocoder_n_fft(self.sample_rate, n_fft)
         self.hop = self.n_fft // 4
 
     def transform(self, x, g):
@@ -519,14 +407,14 @@ class Reverb(RandomTransform):
 
     def transform(self, x, g):
         n, t = x.shape
-        wd = _work_dtype(x)
+        wd = work_dtype(x)
         rt60 = _uniform(n, self.rt60_s[0], self.rt60_s[1], g).clamp(min=1e-3).to(x.device, wd)
         length = max(1, int(max(self.rt60_s) * self.sample_rate))
         time = torch.arange(length, device=x.device, dtype=wd) / self.sample_rate
         ir = torch.randn(n, length, generator=_device_generator(g, x.device), device=x.device, dtype=wd)
         ir = ir * torch.exp(-math.log(1000.0) * time[None, :] / rt60[:, None])
         ir = ir / ir.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        n_fft = _next_pow2(t + length - 1)
+        n_fft = next_pow2(t + length - 1)
         xw = x.to(wd)
         rev = torch.fft.irfft(torch.fft.rfft(xw, n=n_fft) * torch.fft.rfft(ir, n=n_fft), n=n_fft)[:, :t]
         peak_in = xw.abs().amax(dim=1, keepdim=True)

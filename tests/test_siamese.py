@@ -291,14 +291,14 @@ def test_model_standardises_its_log_mel_with_statistics_learned_in_training(tmp_
     assert abs(float(spec.mean())) < 0.5
     model.eval()
     frozen = [b.clone() for b in std.buffers()]
-    model.clip_embedding(wav[:, 0])
+    model.window_embedding(wav[:, 0])
     assert all(torch.equal(a, b) for a, b in zip(frozen, std.buffers()))
     # the statistics travel with the checkpoint
     path = str(tmp_path / "s.ckpt")
     save_checkpoint(path, model, "cnn5_infonce", step=1)
     loaded, _ = load_pretrained(path)
     assert float(loaded.frontend.standardiser.mean) == float(std.mean)
-    assert torch.equal(loaded.clip_embedding(wav[:, 0]), model.clip_embedding(wav[:, 0]))
+    assert torch.equal(loaded.window_embedding(wav[:, 0]), model.window_embedding(wav[:, 0]))
 
 
 # -- the embedding paths ---------------------------------------------------------------------------

@@ -119,52 +119,27 @@ def embed(net, cqts: List[np.ndarray], paths: List[str], device: str, max_second
 
 
 def train_main(args) -> int:
+    """``mart-cover-song train``: the manifests' CQTs, the network and its optimizer, then epochs of
+    classification by work, each validated (where a valid manifest is given) and saved; the log last."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but torch sees no CUDA device")
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     cfg = CQTConfig(downsample=args.downsample)
-    cache = os.path.join(args.out, "cqt_cache")
-    train = covers.read_manifest(args.train).tracks
-    valid = covers.read_manifest(args.valid).tracks if args.valid else []
-    works = sorted({t.work for t in train})
-    if len(works) < 2:
-        raise TaskError(f"{args.train}: training needs at least 2 works, got {len(works)}")
-    label = {w: i for i, w in enumerate(works)}
+    train, valid, works = _manifests(args)
     print(f"CQT of {len(train) + len(valid)} tracks ...", file=sys.stderr)
+    cache = os.path.join(args.out, "cqt_cache")
     c_train = [cqt_cached(t.path, cfg, cache, args.max_seconds) for t in tqdm(train, leave=False, disable=None)]
     c_valid = [cqt_cached(t.path, cfg, cache, args.max_seconds) for t in tqdm(valid, leave=False, disable=None)]
     meta = {"format": FORMAT, "encoder": os.path.abspath(args.encoder) if args.encoder else "",
             "cqt": dataclasses.asdict(cfg), "works": works, "seed": args.seed, "max_seconds": args.max_seconds}
     net, head = build(meta, len(works), args.device)
-    groups = [{"params": list(head.parameters()) + [p for n, p in net.named_parameters() if not n.startswith("encoder.")],
-               "lr": args.lr}]
-    if isinstance(net, EncoderCQTNet):
-        groups.append({"params": list(net.encoder.parameters()), "lr": args.encoder_lr})
-    opt = torch.optim.Adam(groups)
+    opt = _optimizer(net, head, args)
     os.makedirs(args.out, exist_ok=True)
+    label = {w: i for i, w in enumerate(works)}
     log_rows, best = [], -1.0
     for epoch in range(1, args.epochs + 1):
-        net.train()
-        order = list(range(len(train)))
-        rng.shuffle(order)
-        losses = []
-        for s in range(0, len(order), args.batch_size):
-            idx = order[s : s + args.batch_size]
-            x = torch.stack([_crop(c_train[i], args.crop_frames, args.stretch, rng) for i in idx]).to(args.device)
-            y = torch.tensor([label[train[i].work] for i in idx], device=args.device)
-            if isinstance(net, EncoderCQTNet):
-                wav = torch.stack([_wav_crop(train[i].path, net.encoder.clip_samples, rng, args.max_seconds)
-                                   for i in idx]).to(args.device)
-                e = net(x, wav)
-            else:
-                e = net(x)
-            loss = F.cross_entropy(head(net.drop(e)), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        row = {"epoch": epoch, "loss": float(np.mean(losses))}
+        row = {"epoch": epoch, "loss": _epoch(net, head, opt, train, c_train, label, rng, args)}
         if not np.isfinite(row["loss"]):
             raise UsageError(f"training diverged in epoch {epoch} (loss {row['loss']}); lower --lr / --encoder-lr")
         if valid:
@@ -179,13 +154,60 @@ def train_main(args) -> int:
             best = score
             _save(state, os.path.join(args.out, "model.pt"))
         _save(state, os.path.join(args.out, "last.pt"))
-    with atomic_path(os.path.join(args.out, "train_log.csv"), suffix=".csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(log_rows[-1].keys()))
-            w.writeheader()
-            w.writerows(log_rows)
+    _write_log(log_rows, os.path.join(args.out, "train_log.csv"))
     print(f"best {'valid MAP' if valid else '-loss'} {best:.4f}; model {os.path.join(args.out, 'model.pt')}")
     return 0
+
+
+def _manifests(args):
+    """(train tracks, valid tracks (none without --valid), the training works, sorted)."""
+    train = covers.read_manifest(args.train).tracks
+    valid = covers.read_manifest(args.valid).tracks if args.valid else []
+    works = sorted({t.work for t in train})
+    if len(works) < 2:
+        raise TaskError(f"{args.train}: training needs at least 2 works, got {len(works)}")
+    return train, valid, works
+
+
+def _optimizer(net, head, args) -> torch.optim.Optimizer:
+    """Adam over the head and the CQT network at --lr, and a pretrained encoder (if any) at --encoder-lr."""
+    groups = [{"params": list(head.parameters()) + [p for n, p in net.named_parameters() if not n.startswith("encoder.")],
+               "lr": args.lr}]
+    if isinstance(net, EncoderCQTNet):
+        groups.append({"params": list(net.encoder.parameters()), "lr": args.encoder_lr})
+    return torch.optim.Adam(groups)
+
+
+def _epoch(net, head, opt, train, c_train, label, rng: random.Random, args) -> float:
+    """One pass over the training tracks in a shuffled order, batches of random crops -> the mean loss."""
+    net.train()
+    order = list(range(len(train)))
+    rng.shuffle(order)
+    losses = []
+    for s in range(0, len(order), args.batch_size):
+        idx = order[s : s + args.batch_size]
+        x = torch.stack([_crop(c_train[i], args.crop_frames, args.stretch, rng) for i in idx]).to(args.device)
+        y = torch.tensor([label[train[i].work] for i in idx], device=args.device)
+        if isinstance(net, EncoderCQTNet):
+            wav = torch.stack([_wav_crop(train[i].path, net.encoder.clip_samples, rng, args.max_seconds)
+                               for i in idx]).to(args.device)
+            e = net(x, wav)
+        else:
+            e = net(x)
+        loss = F.cross_entropy(head(net.drop(e)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def _write_log(rows: List[Dict], path: str) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[-1].keys()))
+            w.writeheader()
+            w.writerows(rows)
 
 
 def _save(state: Dict, path: str) -> None:

@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 import time
+from dataclasses import dataclass
 from typing import Dict, List
 
 from mart_upstream.argtypes import comma_list
@@ -215,11 +216,38 @@ def _settings_text(args) -> str:
 
 
 def run(args) -> int:
+    """``mart-bench run``: plan (settings, data, the runs to train), pretrain, evaluate every entry, then the
+    result (table, comparisons, curve, export) and its files."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.quick:
         _apply_quick(args)
     t0 = time.time()
     code = export.commit()  # the code that trains and evaluates (recorded before anything runs)
+    plan = _plan(args, code)
+    runs = plan.runs if args.checkpoints else _pretrain(args, plan, code)
+    main_entries = _entries(args, runs, plan.models, plan.seeds[0])
+    inputs = _inputs(args, plan.data)
+    entries, curve_entries = [], []
+    for e in main_entries + curve.entries(runs, plan.steps):
+        (entries if e in main_entries else curve_entries).append(_evaluate(args, e, plan.data, inputs))
+    result = _result(args, plan, runs, entries, curve_entries, code, t0)
+    _write(args, result, t0)
+    return 0
+
+
+@dataclass
+class Plan:
+    budget: "pretraining.Budget"
+    models: List[str]
+    seeds: List[int]
+    data: Dict
+    steps: List[int]  # learning-curve steps (none: no curve)
+    runs: List[Dict]  # with --checkpoints: the runs trained elsewhere; else filled by _pretrain
+
+
+def _plan(args, code: str) -> Plan:
+    """What this benchmark will do, checked before anything runs: device, budget, models and seeds (or
+    the runs of --checkpoints), data, learning-curve steps."""
     if args.device == "cuda":
         import torch
 
@@ -227,52 +255,72 @@ def run(args) -> int:
             raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
     minutes = args.minutes if args.minutes and args.minutes > 0 else None
     budget = pretraining.Budget(minutes, args.steps, args.batch_size)
+    runs: List[Dict] = []
     if args.checkpoints:  # trained elsewhere: read, not pretrained
         runs = external.runs_from(args.checkpoints, code)
         models, seeds = [r["model"] for r in runs], sorted({r["seed"] for r in runs})
     else:
         models, seeds = _models(args), _int_list(args.seeds, "seeds")
     data = _data(args)
-    steps = curve.parse_steps(args.curve)
-    if not args.checkpoints:
-        keep = [f"run.keep_steps=[{','.join(map(str, steps))}]"] if steps else []
-        runs = [pretraining.pretrain(m, s, data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
-                                     budget, args.device, args.num_workers, overrides=_overrides(args, m, keep),
-                                     commit=code)
-                for m in models for s in seeds]
-        for r in runs:  # the cards say how the run differs from the configs
-            r["budget"] = r["budget"] + _settings_text(args)
-    entries, curve_entries = [], []
-    main_entries = _entries(args, runs, models, seeds[0])
-    inputs = {"style_task": evaluation.task_digest(data["task"]), "covers": sha256_file(data["covers"]),
-              "grid": f"{args.grid}/{args.grid_points}"}
-    for e in main_entries + curve.entries(runs, steps):
-        folder = os.path.join(args.out, "eval", e.key)
-        log.info("evaluating %s", e.key)
-        evaluation.bind(e, folder, inputs)  # kept results only while what they were computed from is unchanged
-        style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
-        covers = evaluation.covers(e, data["covers"], folder)
-        entry = {"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint, "seed": e.seed,
-                 "style": style, "covers": covers}
-        more = ""
-        if data["playlists"]:  # the style task's embeddings, ranked: no second embedding pass
-            pl = entry["playlists"] = evaluation.playlists(e, data["task"], data["playlists"], folder)
-            more = f"; playlists HR@10 {pl['hr_at_10']:.3f} MPR {pl['mpr']:.3f}"
-        if data["recordings"]:
-            rec = evaluation.recordings(e, data["recordings"], folder)
-            entry["soundtrack"], entry["tracks"] = rec["soundtrack"], rec["tracks"]
-            more += (f"; soundtrack top1_acc {rec['soundtrack']['top1_acc']:.3f}; same-track MAP "
-                     f"{rec['tracks']['map']:.3f}")
-        (entries if e in main_entries else curve_entries).append(entry)
-        log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f%s", e.key,
-                 style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"], more)
+    return Plan(budget, models, seeds, data, curve.parse_steps(args.curve), runs)
+
+
+def _pretrain(args, plan: Plan, code: str) -> List[Dict]:
+    """Every (model, seed) run, in a child process each (a finished one is read back)."""
+    keep = [f"run.keep_steps=[{','.join(map(str, plan.steps))}]"] if plan.steps else []
+    runs = [pretraining.pretrain(m, s, plan.data["pretrain"], os.path.join(args.out, "pretrain", m, f"seed{s}"),
+                                 plan.budget, args.device, args.num_workers, overrides=_overrides(args, m, keep),
+                                 commit=code)
+            for m in plan.models for s in plan.seeds]
+    for r in runs:  # the cards say how the run differs from the configs
+        r["budget"] = r["budget"] + _settings_text(args)
+    return runs
+
+
+def _inputs(args, data: Dict) -> Dict[str, str]:
+    """What every entry's results are computed from besides its checkpoint (name -> digest): the style
+    task's splits, the cover manifest, the probe grid."""
+    return {"style_task": evaluation.task_digest(data["task"]), "covers": sha256_file(data["covers"]),
+            "grid": f"{args.grid}/{args.grid_points}"}
+
+
+def _evaluate(args, e: Entry, data: Dict, inputs: Dict[str, str]) -> Dict:
+    """One entry on every task of the data: style (HEAR), covers, and playlists and recordings where given;
+    results kept from an earlier run are used only while ``inputs`` and the checkpoint are unchanged."""
+    folder = os.path.join(args.out, "eval", e.key)
+    log.info("evaluating %s", e.key)
+    evaluation.bind(e, folder, inputs)  # kept results only while what they were computed from is unchanged
+    style = evaluation.style_task(e, data["task"], folder, args.grid, args.grid_points)
+    covers = evaluation.covers(e, data["covers"], folder)
+    entry = {"row": e.row, "key": e.key, "module": e.module, "checkpoint": e.checkpoint, "seed": e.seed,
+             "style": style, "covers": covers}
+    more = ""
+    if data["playlists"]:  # the style task's embeddings, ranked: no second embedding pass
+        pl = entry["playlists"] = evaluation.playlists(e, data["task"], data["playlists"], folder)
+        more = f"; playlists HR@10 {pl['hr_at_10']:.3f} MPR {pl['mpr']:.3f}"
+    if data["recordings"]:
+        rec = evaluation.recordings(e, data["recordings"], folder)
+        entry["soundtrack"], entry["tracks"] = rec["soundtrack"], rec["tracks"]
+        more += (f"; soundtrack top1_acc {rec['soundtrack']['top1_acc']:.3f}; same-track MAP "
+                 f"{rec['tracks']['map']:.3f}")
+    log.info("%s: style top1_acc %.3f mAP %.3f; covers MAP %.3f P@10 %.3f MR1 %.1f%s", e.key,
+             style["top1_acc"], style["mAP"], covers["map"], covers["p_at_10"], covers["mr1"], more)
+    return entry
+
+
+def _result(args, plan: Plan, runs: List[Dict], entries: List[Dict], curve_entries: List[Dict], code: str,
+            t0: float) -> Dict:
+    """The benchmark's result: what was run (meta), the table and comparisons, the learning curve, and
+    the exported checkpoints (--export)."""
+    data, models, seeds = plan.data, plan.models, plan.seeds
     rows = report.table_rows(entries)
     meta = {"data": data["description"], "data_root": data["root"], "task": os.path.basename(data["task"]),
             "cover_manifest": os.path.abspath(data["covers"]), "cover_tracks": entries[0]["covers"]["n_queries"],
             "cover_works": entries[0]["covers"]["works"], "seeds": seeds,
             "playlists": _playlist_text(entries[0].get("playlists"), data["playlists"]),
             "recordings": _recordings_text(entries[0], data["recordings"]),
-            "budget": (external.describe(runs) if args.checkpoints else budget.describe(models)) + _settings_text(args),
+            "budget": (external.describe(runs) if args.checkpoints else plan.budget.describe(models))
+            + _settings_text(args),
             "strategy": args.strategy, "settings": list(args.settings),
             "grid": args.grid, "grid_points": args.grid_points, "commit": code,
             "device": ", ".join(sorted({r["device"] for r in runs})) if args.checkpoints else args.device,
@@ -281,7 +329,7 @@ def run(args) -> int:
     result = {"meta": meta, "runs": runs, "entries": entries, "table": rows,
               "comparisons": report.comparisons(rows, [m for m in models if m != "simclr"]),  # simclr: a reference
               "paired": report.paired_comparisons(entries, models)}
-    if steps:
+    if plan.steps:
         result["curve"] = curve.curves(entries, curve_entries, runs, {m: report.random_row(m) for m in models})
         result["curve_entries"] = curve_entries
         curve.plot(result["curve"], os.path.join(args.out, "curve.png"))
@@ -292,10 +340,14 @@ def run(args) -> int:
             run_["references"] = {row: next((e for e in entries if e["row"] == row), None)
                                   for row in (report.MFCC_ROW, report.MUSICNN_ROW)}
         result["exported"] = export.export(best, args.export, meta)
+    return result
+
+
+def _write(args, result: Dict, t0: float) -> None:
+    """results.json, results.md (also printed) and results.png under --out."""
     write_json(os.path.join(args.out, "results.json"), result, sort_keys=False)
     text = report.markdown(result)
     write_text(os.path.join(args.out, "results.md"), text)
     report.plot(result, os.path.join(args.out, "results.png"))
     print(text)
     print(f"wrote {args.out}/results.json, results.md, results.png in {(time.time() - t0) / 60:.1f} min")
-    return 0

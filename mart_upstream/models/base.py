@@ -76,6 +76,20 @@ class SSLModel(nn.Module):
     ``views``: [B, V, clip_samples] raw 16 kHz crops (already augmented), V = ``num_views``.
     The returned dict holds ``loss`` (the scalar to minimise) and its named components.
 
+    What the embedding path (``mart_upstream.embedding``) calls, and nothing else, is the model's
+    inference interface; a new model overrides what differs:
+
+    * ``window_embedding(wav [B, clip_samples]) -> [B, embedding_dim]``: the vector of one window of
+      pretraining length; ``embedding.clip_embeddings`` summarises a clip's windows (``window_summary``).
+    * ``sequence_embedding(wav [B, T]) -> [B, embedding_dim]`` (optional): the vector of a whole clip of
+      any length at once, for models that summarise a sequence themselves (MelCPC's GRU, musicnn's
+      patches); ``clip_embeddings`` then uses it instead of windows.
+    * ``window_features(wav [B, L]) -> layers [B, ~L / frame_hop, frame_dim]``: every layer on one frame
+      grid; ``embedding.frame_features`` runs it over chunks of ``feature_chunk`` samples with
+      ``feature_context`` samples of context on each side.
+    * ``clip_samples``, ``embedding_dim``, ``frame_dim``, ``frame_hop``, ``feature_chunk``,
+      ``feature_context``, ``window_summary``: the sizes those calls need.
+
     What the training code, the tests and the benchmarks need to know about a model is stated on its
     class (``tiny_config``, ``has_unused_parameters``, ``upgrade_v1_config``) and read through the
     registry in ``mart_upstream.models``.
@@ -150,7 +164,7 @@ class SSLModel(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        """Width of a clip embedding (``clip_embedding``, ``window_embedding``)."""
+        """Width of a window's (and a sequence's) embedding."""
         return self.encoder.out_dim
 
     @property
@@ -164,16 +178,8 @@ class SSLModel(nn.Module):
         pretraining models, whose default checkpoints are packaged (``checkpoint.packaged_checkpoint``)."""
         return None
 
-    # -- inference (the one embedding path the adapters use) ---------------------------------
-    def frame_maps(self, wav: torch.Tensor) -> List[torch.Tensor]:
-        """[B, T] waveform -> per-block frame maps [B, T_k, C_k] of the encoder."""
-        return self.encoder.forward_maps(self.frontend(wav))
-
-    def clip_embedding(self, wav: torch.Tensor) -> torch.Tensor:
-        """[B, T] waveform -> [B, D] clip representation (encoder output, before the head)."""
-        return self.encoder(self.frontend(wav))
-
-    # -- frame-level features: every layer [B, frames, D] on one frame grid of ``frame_hop`` samples --
+    # -- inference (the one embedding path the adapters use; see the class docstring) ------------
+    # frame-level features: every layer [B, frames, D] on one frame grid of ``frame_hop`` samples
     @property
     def frame_hop(self) -> int:
         """Samples per output frame: STFT hop x the encoder's time pooling (FCN-4: 128 x 4 = 512)."""
@@ -195,7 +201,7 @@ class SSLModel(nn.Module):
         Earlier blocks are average-pooled in time to the last block's grid and zero-padded in
         channels to D, so the layers can be weighted and summed (S3PRL's featurizer).
         """
-        maps = self.frame_maps(wav)
+        maps = self.encoder.forward_maps(self.frontend(wav))  # per block [B, T_k, C_k]
         n, d = maps[-1].shape[1], self.encoder.out_dim
         out = []
         for m in maps:
@@ -213,8 +219,9 @@ class SSLModel(nn.Module):
         return getattr(self.config, "summary", "mean")
 
     def window_embedding(self, wav: torch.Tensor) -> torch.Tensor:
-        """[B, clip_samples] window -> [B, D]: the representation a window of pretraining length gets."""
-        return self.clip_embedding(wav)
+        """[B, clip_samples] window -> [B, D]: the representation a window of pretraining length gets (the
+        encoder's output, before the head)."""
+        return self.encoder(self.frontend(wav))
 
     def forward(self, views: torch.Tensor) -> Dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -138,9 +138,6 @@ class MelCPC(SSLModel):
         """[B, clip_samples] -> [B, 2 x gru_hidden]: the window's segments through the GRU, summarised."""
         return self.summarise(self.context(self.segment_embeddings(wav)))
 
-    def clip_embedding(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.sequence_embedding(wav)
-
     def forward(self, views):
         c = self.config
         self.check_views(views, 1, c.clip_samples)

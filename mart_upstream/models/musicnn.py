@@ -318,9 +318,6 @@ class Musicnn(SSLModel):
             out.append(total / n)
         return torch.stack(out)
 
-    def clip_embedding(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.sequence_embedding(wav)
-
     def window_embedding(self, wav: torch.Tensor) -> torch.Tensor:
         """[B, patch_samples] windows -> [B, embedding_dim]: each window as one patch (its own log-mel)."""
         frames = self.config.frontend.patch_frames

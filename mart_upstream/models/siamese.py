@@ -166,7 +166,7 @@ class Siamese(SSLModel):
     def embedding_dim(self) -> int:
         return self.config.emb_dim * len(self.levels)
 
-    def level_maps(self, wav: torch.Tensor) -> List[torch.Tensor]:
+    def _level_maps(self, wav: torch.Tensor) -> List[torch.Tensor]:
         """[B, T] waveform -> the output [B, C_i, F_i, T_i] of every layer that has a Linear."""
         x = self.frontend(wav).unsqueeze(1)  # [B, 1, F, T]
         maps = []
@@ -179,14 +179,11 @@ class Siamese(SSLModel):
         """[B, T] -> ŷ_i [B, emb_dim] per level: the layer's output pooled over time, flattened, its Linear."""
         mean = self.encoder.cfg.global_pool == "mean"
         return [head((m.mean(dim=-1) if mean else m.amax(dim=-1)).flatten(1))
-                for head, m in zip(self.heads, self.level_maps(wav))]
-
-    def clip_embedding(self, wav: torch.Tensor) -> torch.Tensor:
-        """[B, T] -> [B, embedding_dim]: y = f(x) (the level vectors concatenated with multilevel)."""
-        return torch.cat(self.level_vectors(wav), dim=1)
+                for head, m in zip(self.heads, self._level_maps(wav))]
 
     def window_embedding(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.clip_embedding(wav)
+        """[B, T] -> [B, embedding_dim]: y = f(x) (the level vectors concatenated with multilevel)."""
+        return torch.cat(self.level_vectors(wav), dim=1)
 
     # -- frame-level features ------------------------------------------------------------------
     def _stride(self, layer: int) -> int:
@@ -227,10 +224,10 @@ class Siamese(SSLModel):
         Layer i is level i's Linear applied to every frame of its layer output (flattened over channels
         x frequency, not pooled over time), each frame repeated over the finer frames it spans, in the
         i-th block of ``emb_dim`` values (zeros elsewhere): the layers summed give the concatenated
-        per-frame level vectors, the frame-level counterpart of ``clip_embedding``. The single-level
+        per-frame level vectors, the frame-level counterpart of ``window_embedding``. The single-level
         model has one layer.
         """
-        maps = self.level_maps(wav)
+        maps = self._level_maps(wav)
         n = maps[0].shape[-1]
         e, total = self.config.emb_dim, self.embedding_dim
         out = []

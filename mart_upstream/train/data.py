@@ -113,47 +113,18 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
            "file_list": os.path.abspath(file_list) if file_list else None,
            "min_seconds": float(min_seconds), "check_silence": bool(check_silence),
            "files": _fingerprint(paths)}
-    if index_path and os.path.isfile(index_path):
-        try:
-            with open(index_path) as f:
-                cached = json.load(f)
-            if cached.get("key") == key:
-                files = [AudioFileInfo(**x) for x in cached["files"]]
-                if files:
-                    return files
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s: unreadable data index, rescanning", index_path)
+    cached = _read_index(index_path, key) if index_path else None
+    if cached:
+        return cached
     if not paths:
         raise AudioError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {root}")
     files, skipped = [], Counter()
     for p in tqdm(paths, desc="scanning audio", disable=not progress, leave=False):
-        try:
-            info = sf.info(p)
-        except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
-            log.warning("%s: unreadable audio (%s); skipped", p, str(e).strip() or type(e).__name__)
-            skipped["unreadable"] += 1
-            continue
-        if info.frames <= 0 or info.samplerate <= 0:
-            log.warning("%s: no audio frames; skipped", p)
-            skipped["empty"] += 1
-            continue
-        seconds = info.frames / info.samplerate
-        if seconds < min_seconds:
-            log.warning("%s: %.2f s long, shorter than the %.2f s needed; skipped", p, seconds, min_seconds)
-            skipped["too short"] += 1
-            continue
-        if _needs_content_check(info, check_silence):
-            try:
-                problem = _content_problem(p, check_silence)
-            except Exception as e:  # noqa: BLE001
-                log.warning("%s: cannot be decoded (%s); skipped", p, e)
-                skipped["unreadable"] += 1
-                continue
-            if problem:
-                log.warning("%s: %s; skipped", p, problem)
-                skipped["silent" if problem.startswith("digitally") else "not audio"] += 1
-                continue
-        files.append(AudioFileInfo(p, int(info.frames), int(info.samplerate), int(info.channels)))
+        info, why = _usable(p, min_seconds, check_silence)
+        if why:
+            skipped[why] += 1
+        else:
+            files.append(info)
     summary = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "none"
     log.info("audio scan of %s: kept %d of %d files (skipped: %s)", root, len(files), len(paths), summary)
     if not files:
@@ -161,6 +132,46 @@ def scan_audio_files(root: str, file_list: Optional[str] = None, min_seconds: fl
     if index_path:
         write_json(index_path, {"key": key, "files": [asdict(f) for f in files]}, indent=None, sort_keys=False)
     return files
+
+
+def _read_index(index_path: str, key: dict) -> Optional[List[AudioFileInfo]]:
+    """The files of a data index written for ``key`` (the same root, list, criteria and files), or None."""
+    if not os.path.isfile(index_path):
+        return None
+    try:
+        with open(index_path) as f:
+            cached = json.load(f)
+        if cached.get("key") == key:
+            return [AudioFileInfo(**x) for x in cached["files"]] or None
+    except (ValueError, KeyError, TypeError):
+        log.warning("%s: unreadable data index, rescanning", index_path)
+    return None
+
+
+def _usable(p: str, min_seconds: float, check_silence: bool):
+    """One file -> (its AudioFileInfo, None), or (None, why it is skipped), the reason logged."""
+    try:
+        info = sf.info(p)
+    except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
+        log.warning("%s: unreadable audio (%s); skipped", p, str(e).strip() or type(e).__name__)
+        return None, "unreadable"
+    if info.frames <= 0 or info.samplerate <= 0:
+        log.warning("%s: no audio frames; skipped", p)
+        return None, "empty"
+    seconds = info.frames / info.samplerate
+    if seconds < min_seconds:
+        log.warning("%s: %.2f s long, shorter than the %.2f s needed; skipped", p, seconds, min_seconds)
+        return None, "too short"
+    if _needs_content_check(info, check_silence):
+        try:
+            problem = _content_problem(p, check_silence)
+        except Exception as e:  # noqa: BLE001
+            log.warning("%s: cannot be decoded (%s); skipped", p, e)
+            return None, "unreadable"
+        if problem:
+            log.warning("%s: %s; skipped", p, problem)
+            return None, "silent" if problem.startswith("digitally") else "not audio"
+    return AudioFileInfo(p, int(info.frames), int(info.samplerate), int(info.channels)), None
 
 
 def _seed(*parts: int) -> int:
