@@ -45,7 +45,7 @@ setup(
             "mart-hear-task=mart_upstream.benchmarks.hear_tasks:main",
             "mart-cover-song=mart_upstream.benchmarks.cover_song.cli:main",
             "mart-bench=mart_upstream.benchmarks.mart_bench:main",
-            "mart-embed=mart_upstream.catalogue:main",
+            "mart-embed=mart_upstream.embed:main",
             "mart-export=mart_upstream.export:main",
         ]
     },

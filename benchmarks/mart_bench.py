@@ -1,8 +1,8 @@
 """``mart-bench``: the offline real-music benchmark.
 
-    mart-bench data   build the rendered style / cover / pretraining sets (.musicset.build)
-    mart-bench run    pretrain mart, pemr, simclr and evaluate them with the references (.offline.run)
-    mart-bench ablate one model trained with parts of its augmentation chain off, on the recordings (.offline.ablate)
+    mart-bench data   build the rendered style / cover / pretraining sets (.data.build)
+    mart-bench run    pretrain mart, pemr, simclr and evaluate them with the references (.run.run)
+    mart-bench ablate one model trained with parts of its augmentation chain off, on the recordings (.run.ablate)
     mart-bench speed  embedding and pretraining throughput, FLOPs, time and memory vs length (.speed)
     mart-bench device-pack    the pretraining audio and wheels for a GPU machine (.device.pack)
     mart-bench device-unpack  a GPU run's returned parts back into a run folder (.device.unpack)
@@ -19,9 +19,9 @@ from mart_upstream.errors import command
 from mart_upstream.quiet import silence_known_noise
 
 SUBCOMMANDS = {
-    "data": (".musicset.build", "build the rendered music sets"),
-    "run": (".offline.run", "pretrain and evaluate all models on the rendered sets"),
-    "ablate": (".offline.ablate", "augmentation ablations of one model on the recordings tasks"),
+    "data": (".data.build", "build the rendered music sets"),
+    "run": (".run.run", "pretrain and evaluate all models on the rendered sets"),
+    "ablate": (".run.ablate", "augmentation ablations of one model on the recordings tasks"),
     "speed": (".speed", "throughput, FLOPs, time and memory of the encoders"),
     "device-pack": (".device.pack", "pack the pretraining audio and wheels for a GPU machine"),
     "device-unpack": (".device.unpack", "join and extract the parts a GPU run sent back"),

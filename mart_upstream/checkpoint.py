@@ -23,7 +23,7 @@ import torch
 from .config import ConfigError, to_dict
 from .errors import CheckpointError  # noqa: F401  (re-exported)
 from .fileio import atomic_path
-from .inference import make_fast
+from .frozen import make_fast
 from .models import all_names, build_config, build_model, get_entry
 from .models.base import SSLModel
 

@@ -31,7 +31,7 @@ from .models.base import SUMMARIES, SSLModel, StreamingSummary
 # Audio per forward pass of clip_embeddings and frame_features, the one bound on their memory: 2^19
 # samples, 32.8 s at 16 kHz (4 windows of paper MART, 8 of PEMR/SimCLR crops; frame chunks are batched
 # up to it, a longer one goes alone). The fast encoder splits its calls at half of it
-# (``inference.BATCH_POSITIONS``).
+# (``frozen.BATCH_POSITIONS``).
 SAMPLES_PER_PASS = 1 << 19
 
 CHECK_SAMPLES = 1 << 18  # samples per sound that check_waveforms looks at in one go

@@ -3,7 +3,7 @@
 #   bash scripts/device_pretrain.sh --kit .device_kit --minutes 7 --models mart,pemr,simclr --device cuda \
 #       --out runs/gpu [--smoke] [--sequential] [--bundle DIR]
 # Where `import soundfile` fails, the kit's wheels (soundfile, cffi, pycparser) are installed into
-# /tmp/site (no network needed); then benchmarks.device.train runs with all the arguments.
+# /tmp/site (no network needed); then benchmarks.device.pretrain runs with all the arguments.
 # PYTHON picks the interpreter (default python3).
 # --profile: instead of training, profile each model's real training step alone (benchmarks.device.profile:
 # top kernels, kernels per step, host gaps; eager vs compiled), e.g.
@@ -12,7 +12,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
 KIT="$REPO/.device_kit"
-MODULE=benchmarks.device.train
+MODULE=benchmarks.device.pretrain
 args=()
 for a in "$@"; do
   if [ "$a" = "--profile" ]; then MODULE=benchmarks.device.profile; else args+=("$a"); fi

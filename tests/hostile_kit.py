@@ -54,7 +54,7 @@ def tiny_checkpoint(path):
 
 def embed(inp, out, ckpt, *extra):
     """``mart-embed`` on ``inp`` into ``out`` -> exit status."""
-    from mart_upstream.catalogue import main
+    from mart_upstream.embed import main
 
     return main(["--model", f"simclr={ckpt}", "--input", str(inp), "--out", str(out), "--device", "cpu", *extra])
 

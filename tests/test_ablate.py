@@ -1,7 +1,7 @@
 """Varying the augmentation chain: `mart-bench ablate`'s variants (built in, a user's own, bad ones) and `mart-bench run --set`."""
 import pytest
 
-from mart_upstream.benchmarks.offline import ablate
+from mart_upstream.benchmarks.run import ablate
 from mart_upstream.errors import UsageError
 
 
@@ -53,7 +53,7 @@ def test_settings_for_every_variant_leave_the_budget_alone():
 def test_run_passes_set_values_to_every_pretraining_run_and_names_them_in_the_budget():
     import argparse
 
-    from mart_upstream.benchmarks.offline import run
+    from mart_upstream.benchmarks.run import run
 
     p = argparse.ArgumentParser()
     run.add_arguments(p)

@@ -130,7 +130,7 @@ def test_missing_soundfont_is_named_and_nothing_is_left(tmp_path):
 
 
 def test_work_selection_skips_used_works_in_order():
-    from mart_upstream.benchmarks.musicset import build
+    from mart_upstream.benchmarks.data import build
 
     cands = list(build._works("ryans_mammoth", 0))[:8]
     used = {cands[0].id, cands[2].id}
@@ -142,7 +142,7 @@ def test_work_selection_skips_used_works_in_order():
 
 
 def test_pretrain_renderings_cross_soundfont_programs_tempo_and_key():
-    from mart_upstream.benchmarks.musicset import build
+    from mart_upstream.benchmarks.data import build
 
     notes = [(p, float(b), 1.0, 60 + 2 * p + b % 5) for p in range(3) for b in range(64)]
     cfg = build.DataConfig(pretrain_renderings=4)
@@ -166,7 +166,7 @@ def test_pretrain_renderings_layout_groups_and_workers(built, tmp_path):
     import argparse
     import dataclasses
 
-    from mart_upstream.benchmarks.musicset import build
+    from mart_upstream.benchmarks.data import build
     from mart_upstream.errors import UsageError
 
     p = argparse.ArgumentParser()
@@ -190,7 +190,7 @@ def test_pretrain_renderings_layout_groups_and_workers(built, tmp_path):
                                "out": str(tmp_path)}))
     script = """
 import dataclasses, json, sys
-from mart_upstream.benchmarks.musicset import build
+from mart_upstream.benchmarks.data import build
 job = json.load(open(sys.argv[1]))
 cfg = build.DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["cfg"].items()})
 for workers in (2, 1):  # the fork pool first: a process that has rendered holds fluidsynth's state

@@ -186,7 +186,7 @@ def test_shs100k_sub_protocol(tmp_path):
 def test_eval_searches_what_mart_embed_wrote_as_the_hear_path_would(coverset, ckpts, tmp_path):
     """A catalogue embedded once with mart-embed (the scale path: shards, resume, torchrun) is searched by
     reading its rows; the ranking equals embedding the tracks through the HEAR module."""
-    from mart_upstream.catalogue import main as mart_embed
+    from mart_upstream.embed import main as mart_embed
 
     listing = tmp_path / "tracks.txt"
     listing.write_text("\n".join(t.path for t in datasets.read_manifest(coverset).tracks[:-1]) + "\n")

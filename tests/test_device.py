@@ -15,8 +15,8 @@ import torch
 
 from conftest import ROOT
 from mart_upstream.benchmarks import mart_bench
-from mart_upstream.benchmarks.device import train, unpack
-from mart_upstream.benchmarks.offline import export, external
+from mart_upstream.benchmarks.device import pretrain, unpack
+from mart_upstream.benchmarks.run import model_cards, trained_elsewhere
 from mart_upstream.checkpoint import load_pretrained, read_checkpoint
 from mart_upstream.errors import UsageError
 from mart_upstream.models import build_model
@@ -107,7 +107,7 @@ def test_pack_refuses_a_kit_over_the_size_limit_and_leaves_nothing(data, tmp_pat
 def devrun(kit, tmp_path_factory):
     base = tmp_path_factory.mktemp("devrun")
     run_dir, parts = base / "run", base / "parts"
-    cmd = [sys.executable, "-m", "benchmarks.device.train", "--kit", str(kit), "--models", "simclr", "--device", "cpu",
+    cmd = [sys.executable, "-m", "benchmarks.device.pretrain", "--kit", str(kit), "--models", "simclr", "--device", "cpu",
            "--minutes", "0.1", "--out", str(run_dir), "--bundle", str(parts), "--num-workers", "0", "--log-every", "2",
            "--override", "model.clip_samples=16000", "--override", "run.batch_size=4"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -150,7 +150,7 @@ def test_a_later_window_continues_the_run_from_its_handover_state(devrun, data, 
     assert (kit2 / "resume" / "simclr.ckpt").read_bytes() == (back / "simclr.ckpt").read_bytes()
     first = read_checkpoint(str(back / "simclr.ckpt"))
     run2 = tmp_path / "run2"
-    cmd = [sys.executable, "-m", "benchmarks.device.train", "--kit", str(kit2), "--models", "simclr", "--device", "cpu",
+    cmd = [sys.executable, "-m", "benchmarks.device.pretrain", "--kit", str(kit2), "--models", "simclr", "--device", "cpu",
            "--minutes", "0.1", "--out", str(run2), "--num-workers", "0", "--log-every", "2",
            "--override", "model.clip_samples=16000", "--override", "run.batch_size=4"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -193,13 +193,13 @@ def test_unpack_refuses_missing_damaged_and_unsafe_parts(tmp_path, capsys, monke
     (run_dir / "m" / "metrics.csv").write_bytes(os.urandom(5000))
     (run_dir / "m" / "last.ckpt").write_bytes(b"left out")
     (run_dir / "device_run.json").write_text("{}")
-    monkeypatch.setattr(train, "PART_BYTES", 4096)
+    monkeypatch.setattr(pretrain, "PART_BYTES", 4096)
     parts = tmp_path / "parts"
-    b = train.bundle(str(run_dir), str(parts), str(run_dir / "device_run.json"))
+    b = pretrain.bundle(str(run_dir), str(parts), str(run_dir / "device_run.json"))
     assert len(b["parts"]) >= 3
-    monkeypatch.setattr(train, "PART_BYTES", 1024)  # now more than 8 files: refused
+    monkeypatch.setattr(pretrain, "PART_BYTES", 1024)  # now more than 8 files: refused
     with pytest.raises(UsageError, match="more than the 8 files"):
-        train.bundle(str(run_dir), str(tmp_path / "many"), str(run_dir / "device_run.json"))
+        pretrain.bundle(str(run_dir), str(tmp_path / "many"), str(run_dir / "device_run.json"))
     assert os.listdir(tmp_path / "many") == ["device_run.json"]  # the numbers still come back
     data = bytearray((parts / "run.tar.part01").read_bytes())
     data[100] ^= 0xFF
@@ -221,17 +221,17 @@ def test_unpack_refuses_missing_damaged_and_unsafe_parts(tmp_path, capsys, monke
 def test_cuda_requested_without_cuda_is_one_clear_error(kit, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert train.main(["--kit", str(kit), "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+    assert pretrain.main(["--kit", str(kit), "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
     assert "--device cuda: torch.cuda.is_available() is False" in capsys.readouterr().err
 
 
 def test_device_checkpoints_become_benchmark_runs_with_their_own_random_init(devrun, tmp_path):
-    (run,) = external.runs_from(str(devrun["run"]), "abc")
+    (run,) = trained_elsewhere.runs_from(str(devrun["run"]), "abc")
     assert {"model", "seed", "checkpoint", "steps", "train_minutes", "batch_size", "budget", "commit",
             "wall_s"} <= set(run)
     assert run["model"] == "simclr" and run["batch_size"] == 4 and run["device"] == "cpu" and run["steps"] > 0
     assert run["throughput"]["clips_per_s"] > 0 and run["config"] is not None  # clip_samples was overridden
-    path = external.random_init(run, str(tmp_path))
+    path = trained_elsewhere.random_init(run, str(tmp_path))
     init = read_checkpoint(path)
     assert init["step"] == 0 and init["config"] == read_checkpoint(run["checkpoint"])["config"]
     torch.manual_seed(run["seed"])
@@ -241,7 +241,7 @@ def test_device_checkpoints_become_benchmark_runs_with_their_own_random_init(dev
     entry = {"style": {"top1_acc": 0.5, "mAP": 0.4}, "covers": {"map": 0.3, "p_at_10": 0.2, "mr1": 3.0}}
     gpu = dict(run, device="cuda", gpu="NVIDIA H200", entry=entry,
                throughput={"clips_per_s": 812.0, "step_time_s": 0.059, "peak_mem_gb": 12.5, "models_together": 3})
-    export.export({"simclr": gpu}, str(tmp_path / "ckpts"), {"data": "d", "commit": "c", "device": "cpu"})
+    model_cards.export({"simclr": gpu}, str(tmp_path / "ckpts"), {"data": "d", "commit": "c", "device": "cpu"})
     text = (tmp_path / "ckpts" / "simclr.md").read_text()
     assert "min of training on NVIDIA H200 (cuda)" in text and "812 clips/s" in text and "on CPU" not in text
     assert "--config" not in text and "3 models trained at once" in text
@@ -268,12 +268,12 @@ def test_a_kit_split_in_parts_is_joined_on_the_device_and_a_missing_part_is_name
     for f in folders[:-1]:
         sh.copytree(f, device / f.name)
     with pytest.raises(UsageError, match=f"from part\\(s\\) kit.part{m['parts']}: carry every part"):
-        train.join_parts(str(device / "kit"))
+        pretrain.join_parts(str(device / "kit"))
     sh.copytree(folders[-1], device / folders[-1].name)
-    assert train.join_parts(str(device / "kit")) == m["parts"]
+    assert pretrain.join_parts(str(device / "kit")) == m["parts"]
     for e in m["files"]:
         assert (device / "kit" / "audio" / e["path"]).stat().st_size == e["bytes"]
-    assert train.join_parts(str(device / "kit")) == m["parts"]  # a second call finds everything joined
+    assert pretrain.join_parts(str(device / "kit")) == m["parts"]  # a second call finds everything joined
     # packing again in one part removes the parts of the earlier kit
     assert mart_bench.main(["device-pack", "--out", str(kit), "--data", str(data), "--wheels-from",
                             str(data / "wheels"), "--workers", "1"]) == 0

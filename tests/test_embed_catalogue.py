@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 from conftest import ROOT, TINY
 
-from mart_upstream.catalogue import load_model, main
+from mart_upstream.embed import load_model, main
 from mart_upstream.checkpoint import load_pretrained, packaged_checkpoint, save_checkpoint
 from mart_upstream.audio import load_audio
 from mart_upstream.embedding import clip_embeddings, frame_features
@@ -185,7 +185,7 @@ def test_two_processes_give_what_one_gives(assets, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc_per_node=2"]
     for launch, out in (([sys.executable], one), (torchrun, two)):
-        cmd = [*launch, "-m", "mart_upstream.catalogue", *args, "--out", str(out)]
+        cmd = [*launch, "-m", "mart_upstream.embed", *args, "--out", str(out)]
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
         assert r.returncode == 0, r.stderr[-3000:]
     shards = sorted(n for n in os.listdir(two / "shards") if n.endswith(".csv"))

@@ -110,7 +110,7 @@ def _kept_windows(model, wav, summary):
 def test_streaming_summaries_equal_keeping_every_window(name, summary, tiny):
     """Running summaries over chunks that split and mix sounds equal the summary of all windows kept, for
     lengths that are not whole windows, a sound shorter than one window and the fast inference copy."""
-    from mart_upstream.inference import for_inference
+    from mart_upstream.frozen import for_inference
 
     model = _model(name, tiny)
     L = model.clip_samples

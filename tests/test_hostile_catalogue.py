@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hostile_kit import cover, embed, scores, tiny_checkpoint, write_set
 
-from mart_upstream.catalogue import read_catalogue
+from mart_upstream.embed import read_catalogue
 from mart_upstream.errors import UsageError
 
 

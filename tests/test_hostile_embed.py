@@ -13,7 +13,7 @@ import pytest
 from mart_upstream.benchmarks.subprocesses import child_env
 from hostile_kit import cover, default_name, embed, scores, tiny_checkpoint, write_set
 
-from mart_upstream.catalogue import read_catalogue
+from mart_upstream.embed import read_catalogue
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_a_worker_whose_torchrun_agent_is_gone_gives_up(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = child_env(WORLD_SIZE="2", RANK="1", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    code = ("import sys; from datetime import timedelta; import mart_upstream.catalogue as c; "
+    code = ("import sys; from datetime import timedelta; import mart_upstream.embed as c; "
             "c.GROUP_TIMEOUT = timedelta(seconds=1); sys.exit(c.main(sys.argv[1:]))")
     (tmp_path / "list.txt").write_text("x.wav\n")
     cmd = [sys.executable, "-c", code, "--model", "simclr=nowhere.ckpt", "--input", "list.txt", "--out",
@@ -117,7 +117,7 @@ def test_a_worker_whose_torchrun_agent_is_gone_gives_up(tmp_path):
 def test_only_the_final_barrier_waits_long(monkeypatch):
     import torch.distributed as dist
 
-    from mart_upstream import catalogue
+    from mart_upstream import embed as catalogue
 
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from mart_upstream.errors import TaskError
-from mart_upstream.tasks.instruments import read_split
+from mart_upstream.tasks.nsynth import read_split
 from mart_upstream.tasks.playlists import read_playlists
 
 DEEP = 100_000

@@ -17,7 +17,7 @@ import pytest
 from mart_upstream.benchmarks.subprocesses import child_env
 
 from mart_upstream.benchmarks import mart_bench
-from mart_upstream.benchmarks.device import train, unpack
+from mart_upstream.benchmarks.device import pretrain, unpack
 from mart_upstream.errors import UsageError
 
 FILES = {"simclr.ckpt": b"weights" * 300, "simclr/metrics.csv": b"step,loss\n1,0.5\n", "device_run.json": b"{}"}
@@ -35,8 +35,8 @@ def _run_dir(tmp_path):
 def bundle(tmp_path, monkeypatch):
     """A real bundle in three parts, with its device_run.json."""
     run = _run_dir(tmp_path)
-    monkeypatch.setattr(train, "PART_BYTES", 4096)
-    train.bundle(str(run), str(tmp_path / "parts"), str(run / "device_run.json"))
+    monkeypatch.setattr(pretrain, "PART_BYTES", 4096)
+    pretrain.bundle(str(run), str(tmp_path / "parts"), str(run / "device_run.json"))
     assert len([n for n in os.listdir(tmp_path / "parts") if n.startswith("run.tar.part")]) >= 3
     return tmp_path / "parts"
 
@@ -222,9 +222,9 @@ def test_fuzz_the_bundle_reader(tmp_path, monkeypatch):
     """Damaged parts, with or without device_run.json: the run folder as it was, or a UsageError and
     nothing written; never another exception."""
     run = _run_dir(tmp_path)
-    monkeypatch.setattr(train, "PART_BYTES", 2048)
+    monkeypatch.setattr(pretrain, "PART_BYTES", 2048)
     clean = tmp_path / "clean"
-    train.bundle(str(run), str(clean), str(run / "device_run.json"))
+    pretrain.bundle(str(run), str(clean), str(run / "device_run.json"))
     names = sorted(os.listdir(clean))
     originals = {n: (clean / n).read_bytes() for n in names}
     joined = b"".join(originals[n] for n in names[1:])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mart_upstream.benchmarks.offline import report
-from mart_upstream.benchmarks.offline import hear_chroma, hear_mfcc
-from mart_upstream.benchmarks.offline.references import ReferenceModel, key_invariant_similarity
+from mart_upstream.benchmarks.run import report
+from mart_upstream.benchmarks.run import hear_chroma, hear_mfcc
+from mart_upstream.benchmarks.run.references import ReferenceModel, key_invariant_similarity
 from conftest import ROOT
 from mart_upstream.benchmarks.subprocesses import child_env
 
@@ -70,7 +70,7 @@ def test_mfcc_statistics_separate_timbres_and_keep_the_frame_grid():
 
 @pytest.mark.parametrize("kind", ["mfcc", "chroma"])
 def test_references_pass_the_hear_validator(kind, tmp_path):
-    r = _run([os.path.join(BIN, "hear-validator"), f"mart_upstream.benchmarks.offline.hear_{kind}", "-d", "cpu"], tmp_path, 300)
+    r = _run([os.path.join(BIN, "hear-validator"), f"mart_upstream.benchmarks.run.hear_{kind}", "-d", "cpu"], tmp_path, 300)
     assert "Looks good!" in r.stdout + r.stderr
     assert ReferenceModel(kind).timestamp_hop_ms <= 50
     # what the validator checked, stated: the sizes the model declares, timestamps on its hop, any sample rate
@@ -113,7 +113,7 @@ def test_rows_summarise_seeds_and_comparisons_name_what_is_not_better(tmp_path):
 
 
 def test_kept_results_are_evaluated_again_when_the_checkpoint_or_the_task_changes(tmp_path, caplog):
-    from benchmarks.offline.evaluation import INPUTS_FILE, Entry, bind, task_digest
+    from benchmarks.run.evaluation import INPUTS_FILE, Entry, bind, task_digest
 
     ckpt, folder = tmp_path / "m.ckpt", tmp_path / "eval" / "m-seed0"
     ckpt.write_bytes(b"weights 1")
@@ -152,7 +152,7 @@ def bench(tmp_path_factory):
     _run([os.path.join(BIN, "mart-bench"), "data", "--out", data, "--profile", "small", "--clips-per-class", "3",
           "--cover-works", "4", "--pretrain-clips", "6", "--clip-seconds", "6"], base)
     # recorded music: the soundtrack packages' layout, small (tests/test_recordings.py), built into the same folder
-    from benchmarks.musicset import recordings
+    from benchmarks.data import recordings
     from test_recordings import make_debroot
 
     os.environ.setdefault("MART_CACHE", str(base / "cache"))

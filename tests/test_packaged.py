@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from mart_upstream.benchmarks.offline.pretraining import initial_model
+from mart_upstream.benchmarks.run.pretraining import initial_model
 from mart_upstream.checkpoint import packaged_checkpoint, read_checkpoint
 
 NAMES = ["mart", "pemr", "simclr"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mart_upstream.benchmarks.offline import paired, report
+from mart_upstream.benchmarks.run import paired, report
 from mart_upstream.errors import UsageError
 
 
@@ -103,7 +103,7 @@ def test_paired_comparisons_name_separated_and_unseparated_models():
 
 
 def test_learning_curve_points_run_from_random_init_to_the_final_step(tmp_path):
-    from mart_upstream.benchmarks.offline import curve
+    from mart_upstream.benchmarks.run import curve
 
     assert curve.parse_steps("1000,300, 300") == [300, 1000]
     with pytest.raises(UsageError, match="positive"):
@@ -201,7 +201,7 @@ def test_lead_table_and_verdict_cover_the_recordings_tasks(tmp_path):
 
 
 def test_learning_curves_carry_the_recordings_and_playlist_tasks(tmp_path):
-    from mart_upstream.benchmarks.offline import curve
+    from mart_upstream.benchmarks.run import curve
 
     run = {"model": "mart", "seed": 0, "checkpoint": str(tmp_path / "m.ckpt"), "steps": 900}
 

@@ -1,4 +1,4 @@
-"""The pretext diagnostic (benchmarks/offline/pretext.py): a run's own task scored on its pool and on
+"""The pretext diagnostic (benchmarks/run/pretext.py): a run's own task scored on its pool and on
 audio it never saw."""
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from mart_upstream.benchmarks.offline import pretext
+from mart_upstream.benchmarks.run import pretext
 from mart_upstream.errors import CheckpointError
 from mart_upstream.train.cli import main
 from mart_upstream.train.demo import make_synthetic_dataset

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mart_upstream.benchmarks.musicset import build
-from mart_upstream.benchmarks.offline import evaluation, report
+from mart_upstream.benchmarks.data import build
+from mart_upstream.benchmarks.run import evaluation, report
 from mart_upstream.errors import TaskError
 from mart_upstream.tasks import playlists as pl
 from mart_upstream.tasks.metrics import grouped_bootstrap, hit_at_k, percentile_rank, rank_against_negatives

@@ -1,4 +1,4 @@
-"""The recordings corpus (benchmarks/musicset/recordings.py) on a small fixture in the packages' real on-disk
+"""The recordings corpus (benchmarks/data/recordings.py) on a small fixture in the packages' real on-disk
 layout: a folder of Ogg files (wesnoth), Ogg inside a .pk3 zip (ufoai), Opus in album folders (warzone2100),
 each with its Debian copyright file; and the evaluation on it (soundtrack identification, same-track
 retrieval) through a real HEAR module."""
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from benchmarks.musicset import recordings as R
+from benchmarks.data import recordings as R
 from conftest import tree_hashes
 
 SR = 16000
@@ -206,11 +206,11 @@ def test_no_package_is_one_clear_error(tmp_path, cache):
 
 
 def test_evaluation_scores_soundtrack_and_same_track_through_a_hear_module(built, tmp_path):
-    from benchmarks.offline import evaluation, report
+    from benchmarks.run import evaluation, report
 
     root, _ = built
     manifest = str(root / "recordings" / "tracks.csv")
-    e = evaluation.Entry(report.MFCC_ROW, "mfcc", "benchmarks.offline.hear_mfcc")
+    e = evaluation.Entry(report.MFCC_ROW, "mfcc", "benchmarks.run.hear_mfcc")
     out = evaluation.recordings(e, manifest, str(tmp_path / "mfcc"))
     st, tr = out["soundtrack"], out["tracks"]
     assert st["games"] == 3 and st["cv"]["n"] == 18 and st["cv"]["folds"] == 3

@@ -15,7 +15,7 @@ from mart_upstream.checkpoint import load_pretrained, read_checkpoint, save_chec
 from mart_upstream.config import ConfigError
 from mart_upstream.embedding import clip_embeddings, frame_features, windows
 from mart_upstream.frontend import FrontendConfig, LogMel, Standardiser
-from mart_upstream.inference import for_inference
+from mart_upstream.frozen import for_inference
 from mart_upstream.losses import info_nce, multilevel_info_nce
 from mart_upstream.models import build_model, get_entry, tiny_config
 from mart_upstream.train.cli import main

@@ -275,7 +275,7 @@ def test_shuffle_bn_shuffles_across_ranks_and_back():
 
 # -- 6. the linear SVM probe beside the logistic one, and the MFCC-40 reference ---------------------------
 def test_grouped_cv_takes_a_linear_svm_and_keeps_the_logistic_default():
-    from mart_upstream.benchmarks.offline import paired
+    from mart_upstream.benchmarks.run import paired
 
     rng = np.random.default_rng(0)
     labels = np.repeat(["a", "b", "c"], 12)
@@ -292,7 +292,7 @@ def test_grouped_cv_takes_a_linear_svm_and_keeps_the_logistic_default():
 
 
 def test_the_mfcc40_reference_is_its_own_hear_module():
-    from mart_upstream.benchmarks.offline import hear_mfcc, hear_mfcc40
+    from mart_upstream.benchmarks.run import hear_mfcc, hear_mfcc40
 
     model = hear_mfcc40.load_model()
     audio = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))

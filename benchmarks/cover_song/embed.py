@@ -90,7 +90,7 @@ class CatalogueSource:
     of each track's frames."""
 
     def __init__(self, folder: str):
-        from mart_upstream.catalogue import read_catalogue
+        from mart_upstream.embed import read_catalogue
 
         self.catalogue = read_catalogue(folder)
         meta = self.catalogue.meta

@@ -270,7 +270,7 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
          wheels_from: Optional[str] = None, wheels: bool = True, workers: int = 2,
          resume: Optional[str] = None, split: bool = False) -> Dict:
     """Build the kit in a staging folder beside ``out``, check its size, rename it into place; -> manifest."""
-    from ..offline.export import commit
+    from ..run.model_cards import commit
 
     if not os.path.isdir(pool):
         raise UsageError(f"pretraining folder {pool} does not exist (build it with `mart-bench data`)")
@@ -283,7 +283,7 @@ def pack(out: str, pool: str, data: Optional[str] = None, max_mib: float = 48.0,
     staged = [tmp]
     try:
         states = resume_states(resume) if resume else []
-        if states:  # the runs a device call continues (benchmarks/device/train.py --resume-from KIT/resume)
+        if states:  # the runs a device call continues (benchmarks/device/pretrain.py --resume-from KIT/resume)
             os.makedirs(os.path.join(tmp, "resume"))
             for path in states:
                 shutil.copy2(path, os.path.join(tmp, "resume", os.path.basename(path)))

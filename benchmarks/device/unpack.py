@@ -24,7 +24,7 @@ from typing import Dict, List, Tuple
 from mart_upstream.fileio import owned_staging_dir, remove_dead_staging, replace_dir
 from mart_upstream.errors import UsageError
 
-from .train import MAX_RETURN_FILES, PART_BYTES, PART_PREFIX
+from .pretrain import MAX_RETURN_FILES, PART_BYTES, PART_PREFIX
 
 PROG = "mart-bench device-unpack"
 MAX_TAR_BYTES = MAX_RETURN_FILES * PART_BYTES  # what a device call can send back

@@ -7,7 +7,7 @@
   split by the first hex digit of the folder (``0``-``b`` train, ``c`` valid, ``d``-``f`` test; untagged
   clips dropped), multilabel, aucroc then mAP.
 * NSynth (``nsynth-{train,valid,test}/examples.json`` + ``audio/<note_str>.wav``, read by
-  ``mart_upstream.tasks.instruments``): instrument family (11 labels), NSynth's own train/valid/test
+  ``mart_upstream.tasks.nsynth``): instrument family (11 labels), NSynth's own train/valid/test
   split, 4 s notes, top1_acc first; ``per_class`` subsamples each family in each split.
 * FMA-small (``fma_metadata/tracks.csv`` + ``fma_small/NNN/NNNNNN.mp3``, read by ``mart_upstream.tasks.fma``):
   genre (8 labels), FMA's official training/validation/test split, 30 s, top1_acc first (strategies §4.2).
@@ -32,7 +32,7 @@ import soundfile as sf
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
 from mart_upstream.errors import TaskError
 from mart_upstream.tasks import PUBLISHED_SPLIT_NAMES
-from mart_upstream.tasks import fma, instruments, irmas, msd
+from mart_upstream.tasks import fma, irmas, msd, nsynth
 from mart_upstream.tasks.gtzan import genres_dir
 from mart_upstream.tasks.mtat import read_annotations, split_of
 
@@ -116,12 +116,12 @@ def mtat(root: str, top_k: int = 50, duration: float = 29.1) -> Tuple[TaskSpec, 
 
 
 def nsynth(root: str, per_class: Optional[int] = None, seed: int = 0,
-           duration: float = instruments.SECONDS) -> Tuple[TaskSpec, List[Item]]:
-    found = instruments.nsynth(root, per_class, seed)
+           duration: float = nsynth.SECONDS) -> Tuple[TaskSpec, List[Item]]:
+    found = nsynth.nsynth(root, per_class, seed)
     items = [Item(n.path, n.name, [n.family], PUBLISHED_SPLIT_NAMES[n.split]) for n in found.notes]
     mode = "full" if per_class is None else f"{per_class}perclass"
     spec = TaskSpec("nsynth_instrument_family", "2.2.3", "multiclass", "trainvaltest", duration, MULTICLASS_METRICS,
-                    list(instruments.FAMILIES), mode=mode,
+                    list(nsynth.FAMILIES), mode=mode,
                     extra={"per_class": per_class, "subsample_seed": seed, "missing_audio": len(found.missing)})
     return spec, items
 

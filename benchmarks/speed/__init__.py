@@ -6,7 +6,7 @@
 1. Embedding throughput (audio seconds per wall-clock second) through the real embedding path
    (``frame_features`` and ``clip_embeddings``) at batch 1 and batched, paper-size configs with random
    weights, beside CLMR's SampleCNN on the same audio; medians of ``--repeats`` after warm-up. Each
-   model runs as variants: ``plain`` (eager, as built), ``fast`` (``mart_upstream.inference.for_inference``,
+   model runs as variants: ``plain`` (eager, as built), ``fast`` (``mart_upstream.frozen.for_inference``,
    what the embedding tools load) and ``onnx`` (exported with ``mart-export``'s code, run by ONNX Runtime).
 2. FLOPs per second of audio (``FlopCounterMode``), the achieved fraction of the machine's float32
    matmul rate (``torch.mm``) and 3x3 convolution rate (the encoders' main operation), both measured in

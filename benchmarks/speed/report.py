@@ -60,7 +60,7 @@ def throughput_table(res: Dict) -> List[str]:
                    f"{_f(big.get('cpu_utilisation'), '{:.0%}')} |")
     out += ["", "GFLOP / audio s: matmul and convolution FLOPs (FlopCounterMode) per second of long audio. "
             f"Audio computed: what one {clip} clip is padded to (whole windows / frame chunks, with chunk context). "
-            "Variants: plain = the eager model; fast = mart_upstream.inference.for_inference (BatchNorm folded, "
+            "Variants: plain = the eager model; fast = mart_upstream.frozen.for_inference (BatchNorm folded, "
             "first block as a tiled patch product, channels-last maps, silent windows encoded once; SampleCNN: "
             "BatchNorm folded); onnx = the mart-export graphs in ONNX Runtime. vs plain: speed-up over the same "
             "model's plain variant; vs SampleCNN: throughput over the faster SampleCNN variant on the same audio "

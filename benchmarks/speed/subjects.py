@@ -6,7 +6,7 @@ Our models go through the one embedding path of ``mart_upstream.embedding``:
 vector per 59049-sample window (``frames``) and their mean (``clip``).
 
 Each is measured as variants (``prepare``): ``plain`` (the eager model as built), ``fast``
-(``mart_upstream.inference.for_inference``, what the embedding tools load; SampleCNN: its BatchNorms
+(``mart_upstream.frozen.for_inference``, what the embedding tools load; SampleCNN: its BatchNorms
 folded) and ``onnx`` (our models exported with ``mart_upstream.export`` and run by ONNX Runtime).
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def prepare(model: nn.Module, variant: str, workdir: Optional[str] = None):
     if variant == "plain":
         return model
     if variant == "fast":
-        from mart_upstream.inference import fold_batchnorms, for_inference
+        from mart_upstream.frozen import fold_batchnorms, for_inference
 
         return fold_batchnorms(model) if isinstance(model, SampleCNN) else for_inference(model)
     if variant == "onnx":

@@ -5,7 +5,7 @@
   rank) and a bootstrap interval over groups of items;
 * ``gtzan``: GTZAN's genre folders and its fault-filtered split;
 * ``mtat``: MagnaTagATune's annotations, top-k tags and its split by folder;
-* ``instruments``: NSynth's notes labelled by instrument family, its split, a per-class subsample;
+* ``nsynth``: NSynth's notes labelled by instrument family, its split, a per-class subsample;
 * ``fma``: FMA-small's tracks.csv and mp3 folders, genre labels and the official split;
 * ``irmas``: IRMAS' training excerpts labelled by instrument folder, split by recording;
 * ``msd``: the Million Song Dataset's published top-50 tagging split (its pickled split files, read without

@@ -1,6 +1,6 @@
 """Does a run memorise its pool? Its pretext task scored on the pool it trained on and on audio it never saw.
 
-    python -m benchmarks.offline.pretext RUN/last.ckpt --pool DATA/pretrain --held-out DATA/raw/soundtrack \
+    python -m benchmarks.run.pretext RUN/last.ckpt --pool DATA/pretrain --held-out DATA/raw/soundtrack \
         [--held-out DATA/raw/style] [--batches 8] [--batch-size 32]
 
 For each folder: ``batches`` batches of the views the model trains on (the run's own crops,
@@ -94,7 +94,7 @@ def _main(args) -> int:
 
 
 def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.offline.pretext", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run.pretext", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", help="a run's last.ckpt or step_N.ckpt")
     p.add_argument("--pool", required=True, help="the folder the run pretrained on")
     p.add_argument("--held-out", action="append", default=[], help="a folder of audio the run never saw (repeatable)")

@@ -33,7 +33,7 @@ from mart_upstream.models.siamese import STRATEGIES
 from mart_upstream.fileio import sha256_file, write_json, write_text
 from mart_upstream.tasks.playlists import PLAYLIST_FILES
 
-from . import curve, evaluation, export, external, pretraining, report
+from . import curve, evaluation, model_cards, pretraining, report, trained_elsewhere
 from .evaluation import Entry
 
 log = logging.getLogger("mart-bench.run")
@@ -105,7 +105,7 @@ def _data(args) -> Dict[str, str]:
     if not root:
         root = os.path.join(args.out, "data")
         if not os.path.isfile(os.path.join(root, "manifest.json")):
-            from ..musicset import build as data_build
+            from ..data import build as data_build
 
             cfg = data_build.PROFILES[args.profile]
             log.info("building the %s data set into %s", args.profile, root)
@@ -183,7 +183,7 @@ def _entries(args, runs: List[Dict], models: List[str], seed: int) -> List[Entry
             done.add(row)
             if args.checkpoints:  # the checkpoint's own model config and seed
                 own = next(r for r in runs if r["model"] == m)
-                ckpt = external.random_init(own, os.path.join(args.out, "random_init"))
+                ckpt = trained_elsewhere.random_init(own, os.path.join(args.out, "random_init"))
             else:
                 ckpt = pretraining.random_init(m, seed, os.path.join(args.out, "random_init", f"{m}.ckpt"))
             out.append(Entry(row, f"{m}-random", f"hear_api.{m}", ckpt, None))
@@ -222,7 +222,7 @@ def run(args) -> int:
     if args.quick:
         _apply_quick(args)
     t0 = time.time()
-    code = export.commit()  # the code that trains and evaluates (recorded before anything runs)
+    code = model_cards.commit()  # the code that trains and evaluates (recorded before anything runs)
     plan = _plan(args, code)
     runs = plan.runs if args.checkpoints else _pretrain(args, plan, code)
     main_entries = _entries(args, runs, plan.models, plan.seeds[0])
@@ -257,7 +257,7 @@ def _plan(args, code: str) -> Plan:
     budget = pretraining.Budget(minutes, args.steps, args.batch_size)
     runs: List[Dict] = []
     if args.checkpoints:  # trained elsewhere: read, not pretrained
-        runs = external.runs_from(args.checkpoints, code)
+        runs = trained_elsewhere.runs_from(args.checkpoints, code)
         models, seeds = [r["model"] for r in runs], sorted({r["seed"] for r in runs})
     else:
         models, seeds = _models(args), _int_list(args.seeds, "seeds")
@@ -319,7 +319,7 @@ def _result(args, plan: Plan, runs: List[Dict], entries: List[Dict], curve_entri
             "cover_works": entries[0]["covers"]["works"], "seeds": seeds,
             "playlists": _playlist_text(entries[0].get("playlists"), data["playlists"]),
             "recordings": _recordings_text(entries[0], data["recordings"]),
-            "budget": (external.describe(runs) if args.checkpoints else plan.budget.describe(models))
+            "budget": (trained_elsewhere.describe(runs) if args.checkpoints else plan.budget.describe(models))
             + _settings_text(args),
             "strategy": args.strategy, "settings": list(args.settings),
             "grid": args.grid, "grid_points": args.grid_points, "commit": code,
@@ -334,12 +334,12 @@ def _result(args, plan: Plan, runs: List[Dict], entries: List[Dict], curve_entri
         result["curve_entries"] = curve_entries
         curve.plot(result["curve"], os.path.join(args.out, "curve.png"))
     if args.export:
-        best = export.best_seeds(entries, runs)
+        best = model_cards.best_seeds(entries, runs)
         for model, run_ in best.items():  # the card compares with the same encoder, untrained, and the references
             run_["random_init"] = next((e for e in entries if e["row"] == report.random_row(model)), None)
             run_["references"] = {row: next((e for e in entries if e["row"] == row), None)
                                   for row in (report.MFCC_ROW, report.MUSICNN_ROW)}
-        result["exported"] = export.export(best, args.export, meta)
+        result["exported"] = model_cards.export(best, args.export, meta)
     return result
 
 

@@ -1,4 +1,4 @@
-"""The fast inference copy (``mart_upstream.inference``): the same embeddings as the plain model, the
+"""The fast inference copy (``mart_upstream.frozen``): the same embeddings as the plain model, the
 original left as it was, memory bounded per pass."""
 import os
 
@@ -9,7 +9,7 @@ from torch import nn
 from mart_upstream.checkpoint import load_pretrained, packaged_checkpoint
 from mart_upstream.embedding import clip_embeddings, frame_features
 from mart_upstream.encoders import FCN, fcn4_config, fcn7_config
-from mart_upstream.inference import (FastFCN, FoldedBlock, StemBlock, fold_batchnorm, fold_batchnorms, for_inference,
+from mart_upstream.frozen import (FastFCN, FoldedBlock, StemBlock, fold_batchnorm, fold_batchnorms, for_inference,
                                      is_fast, share_constant_rows)
 from mart_upstream.models import build_model
 

@@ -13,9 +13,9 @@ import soundfile as sf
 from mart_upstream.benchmarks.subprocesses import child_env
 from mart_upstream.benchmarks.hear_tasks import main as hear_task_main
 from mart_upstream.benchmarks.hear_tasks import sources
-from mart_upstream.benchmarks.offline import evaluation, paired
+from mart_upstream.benchmarks.run import evaluation, paired
 from mart_upstream.errors import TaskError
-from mart_upstream.tasks import instruments
+from mart_upstream.tasks import nsynth
 
 SR = 16000
 BIN = os.path.dirname(sys.executable)
@@ -28,7 +28,7 @@ NOTES = {
     "nsynth-test": [("guitar", "guitar_acoustic_010", (63,)), ("mallet", "mallet_acoustic_011", (73,)),
                     ("string", "string_acoustic_012", (58,))],
 }
-FAMILY_INDEX = {f: i for i, f in enumerate(instruments.FAMILIES)}
+FAMILY_INDEX = {f: i for i, f in enumerate(nsynth.FAMILIES)}
 
 
 def make_nsynth(root, missing=("guitar_acoustic_001-065-100",)):
@@ -61,7 +61,7 @@ def nsynth_root(tmp_path):
 
 
 def test_reader_labels_splits_and_missing_audio(nsynth_root):
-    found = instruments.nsynth(nsynth_root)
+    found = nsynth.nsynth(nsynth_root)
     by_split = {s: sorted(n.name for n in found.notes if n.split == s) for s in ("train", "dev", "test")}
     assert by_split["train"] == ["guitar_acoustic_001-060-100", "guitar_acoustic_001-062-100",
                                  "guitar_acoustic_001-064-100", "mallet_electronic_002-070-100",
@@ -76,17 +76,17 @@ def test_reader_labels_splits_and_missing_audio(nsynth_root):
 
 
 def test_per_class_subsample_is_seeded_and_per_split(nsynth_root):
-    sub = instruments.nsynth(nsynth_root, per_class=2, seed=0)
+    sub = nsynth.nsynth(nsynth_root, per_class=2, seed=0)
     train = [n for n in sub.notes if n.split == "train"]
     counts = {f: sum(n.family == f for n in train) for f in ("guitar", "mallet", "string")}
     assert counts == {"guitar": 2, "mallet": 2, "string": 1}  # 3 guitar notes with audio -> 2
     assert sum(n.split != "train" for n in sub.notes) == 6  # valid and test have 1 per family: all kept
-    assert [n.name for n in instruments.nsynth(nsynth_root, per_class=2, seed=0).notes] == [n.name for n in sub.notes]
-    drawn = {tuple(n.name for n in instruments.nsynth(nsynth_root, per_class=1, seed=s).notes if n.family == "guitar"
+    assert [n.name for n in nsynth.nsynth(nsynth_root, per_class=2, seed=0).notes] == [n.name for n in sub.notes]
+    drawn = {tuple(n.name for n in nsynth.nsynth(nsynth_root, per_class=1, seed=s).notes if n.family == "guitar"
                    and n.split == "train") for s in range(8)}
     assert len(drawn) > 1  # the seed chooses which
     with pytest.raises(TaskError, match="per_class must be at least 1"):
-        instruments.nsynth(nsynth_root, per_class=0)
+        nsynth.nsynth(nsynth_root, per_class=0)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -106,12 +106,12 @@ def test_malformed_examples_name_the_file_and_note(nsynth_root, edit, message):
     with open(path, "w") as f:
         f.write(edit(text))
     with pytest.raises(TaskError, match=message):
-        instruments.nsynth(nsynth_root)
+        nsynth.nsynth(nsynth_root)
 
 
 def test_missing_split_folder_is_named(tmp_path):
     with pytest.raises(TaskError, match=r"nsynth-train/examples.json not found"):
-        instruments.nsynth(str(tmp_path))
+        nsynth.nsynth(str(tmp_path))
 
 
 def _split(task, split):
@@ -130,7 +130,7 @@ def test_hear_task_folder_from_nsynth(nsynth_root, tmp_path, capsys):
         "splits": ["train", "valid", "test"], "sample_duration": 0.5}
     assert meta["evaluation"][0] == "top1_acc" and meta["per_class"] is None and meta["missing_audio"] == 1
     with open(task / "labelvocabulary.csv") as f:
-        assert [r["label"] for r in csv.DictReader(f)] == sorted(instruments.FAMILIES)
+        assert [r["label"] for r in csv.DictReader(f)] == sorted(nsynth.FAMILIES)
     for split, folder in (("train", "nsynth-train"), ("valid", "nsynth-valid"), ("test", "nsynth-test")):
         files = _split(task, split)
         with open(os.path.join(nsynth_root, folder, "examples.json")) as f:
@@ -158,12 +158,12 @@ def test_nsynth_task_read_back_by_heareval(nsynth_root, tmp_path):
     emb = tmp_path / "emb"
     env = child_env(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     r = subprocess.run([sys.executable, "-m", "heareval.embeddings.runner",
-                        "mart_upstream.benchmarks.offline.hear_mfcc", "--tasks-dir", str(out), "--task",
+                        "mart_upstream.benchmarks.run.hear_mfcc", "--tasks-dir", str(out), "--task",
                         "nsynth_instrument_family-2.2.3-full", "--embeddings-dir", str(emb)],
                        capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (task_emb,) = emb.glob("*/nsynth_instrument_family-2.2.3-full")
     got = paired.load_scene_embeddings(str(task_emb))
-    found = instruments.nsynth(nsynth_root)
+    found = nsynth.nsynth(nsynth_root)
     assert dict(zip(got["names"], got["labels"])) == {f"{n.name}.wav": n.family for n in found.notes}
     assert got["X"].shape == (12, 80) and np.isfinite(got["X"]).all()

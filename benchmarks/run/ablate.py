@@ -36,7 +36,7 @@ from mart_upstream.augment import AugmentConfig
 from mart_upstream.errors import UsageError
 from mart_upstream.fileio import write_json, write_text
 
-from . import evaluation, export, pretraining, report
+from . import evaluation, model_cards, pretraining, report
 from .evaluation import Entry
 from .paired import paired_difference
 
@@ -222,7 +222,7 @@ def run(args) -> int:
     for what, path, ok in (("recordings manifest", manifest, os.path.isfile), ("pretraining folder", pool, os.path.isdir)):
         if not ok(path):
             raise UsageError(f"{what} {path} does not exist (build the data with `mart-bench data --profile multi`)")
-    data = {"pretrain": pool, "commit": export.commit(), "chain": base_augment, "settings": settings}
+    data = {"pretrain": pool, "commit": model_cards.commit(), "chain": base_augment, "settings": settings}
     entries, runs = _entries(args, variants, data)
     scored = []
     for e in entries:

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.device.train``: pretrain the models on one GPU for a time budget, from a kit.
+"""``python -m benchmarks.device.pretrain``: pretrain the models on one GPU for a time budget, from a kit.
 
     bash scripts/device_pretrain.sh --kit .device_kit --minutes 7 --models mart,pemr,simclr --device cuda \\
         --out runs/gpu [--smoke] [--sequential] [--bundle $OUT]
@@ -127,7 +127,7 @@ def child_env(threads: int) -> Dict[str, str]:
 
 
 @dataclasses.dataclass
-class Job:
+class ModelRun:
     name: str  # model name, or "ddp-simclr"
     cmd: List[str]
     run_dir: str
@@ -191,7 +191,7 @@ class Job:
         return True
 
 
-def run_jobs(jobs: List[Job], sequential: bool, env: Dict[str, str], grace_s: float, report) -> None:
+def run_jobs(jobs: List[ModelRun], sequential: bool, env: Dict[str, str], grace_s: float, report) -> None:
     """Run ``jobs`` all at once (or one after the other), calling ``report(job)`` as each finishes."""
     waves = [[j] for j in jobs] if sequential else [jobs]
     for wave in waves:
@@ -222,7 +222,7 @@ def _floats(rows: List[Dict[str, str]], key: str) -> List[float]:
     return out
 
 
-def summarise(job: Job) -> Dict:
+def summarise(job: ModelRun) -> Dict:
     """A finished child -> steps, batch, training time, clips/s, step time, peak memory (from its
     checkpoint and metrics.csv)."""
     from mart_upstream.checkpoint import CheckpointError, read_checkpoint
@@ -252,7 +252,7 @@ def summarise(job: Job) -> Dict:
     return info
 
 
-def export_checkpoint(job: Job, info: Dict, out: str, card: Dict, mode: str = "small") -> str:
+def export_checkpoint(job: ModelRun, info: Dict, out: str, card: Dict, mode: str = "small") -> str:
     """``OUT/<model>.ckpt``: the run's last.ckpt in the hand-over form ``mode`` (evaluable, and resumable by
     a later window), and where and how it was trained in ``pretrain['device_run']``."""
     from mart_upstream.checkpoint import compact, read_checkpoint, write_state
@@ -358,7 +358,7 @@ def for_model(overrides: List[str], model: str) -> List[str]:
     return out
 
 
-def build_jobs(args, models: List[str], overrides: List[str]) -> List[Job]:
+def build_jobs(args, models: List[str], overrides: List[str]) -> List[ModelRun]:
     audio = os.path.join(args.kit, "audio")
     concurrent = 1 if args.sequential else len(models) + bool(args.smoke)
     workers = _workers(args, concurrent)
@@ -375,7 +375,7 @@ def build_jobs(args, models: List[str], overrides: List[str]) -> List[Job]:
         cmd = [sys.executable, "-m", "mart_upstream.train", "--model", m, "--out", os.path.join(args.out, m),
                "--max-minutes", f"{share:g}", "--steps", str(steps), "--log-every", str(log_every), *common,
                *for_model(overrides, m)]
-        job = Job(m, cmd, os.path.join(args.out, m), share)
+        job = ModelRun(m, cmd, os.path.join(args.out, m), share)
         start = resume_state(args.resume_from, m)
         if start is not None:  # a later window of the same run: its state becomes the run's last.ckpt
             path, step, minutes, job.windows = start
@@ -391,7 +391,7 @@ def build_jobs(args, models: List[str], overrides: List[str]) -> List[Job]:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                "-m", "mart_upstream.train", "--model", "simclr", "--out", run_dir, "--max-minutes", f"{share:g}",
                "--steps", str(SMOKE["ddp_steps"]), "--log-every", "1", *common, *for_model(overrides, "simclr")]
-        jobs.append(Job("ddp-simclr", cmd, run_dir, share))
+        jobs.append(ModelRun("ddp-simclr", cmd, run_dir, share))
     return jobs
 
 
@@ -537,7 +537,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parts = join_parts(args.kit)
     if parts > 1:
         print(f"{PROG}: joined the {parts} parts of the kit", flush=True)
-    from ..offline.export import commit
+    from ..run.model_cards import commit
 
     os.makedirs(args.out, exist_ok=True)
     overrides = ([] if args.no_default_overrides else default_overrides()) + args.override
@@ -550,7 +550,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           flush=True)
     results: Dict[str, Dict] = {}
 
-    def report(job: Job) -> None:
+    def report(job: ModelRun) -> None:
         info = results[job.name] = summarise(job)
         if info["status"] == "ok":
             print(f"{PROG}: {job.name}: {info['steps']} steps of batch {info['batch_size']} in "
