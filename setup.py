@@ -42,7 +42,7 @@ setup(
         "console_scripts": [
             "mart-pretrain=mart_upstream.train.cli:main",
             "s3prl=mart_upstream.adapters.s3prl.launcher:main",
-            "mart-hear-task=mart_upstream.benchmarks.hear_tasks:main",
+            "mart-hear-task=mart_upstream.adapters.hear.tasks:main",
             "mart-cover-song=mart_upstream.benchmarks.cover_song.cli:main",
             "mart-bench=mart_upstream.benchmarks.mart_bench:main",
             "mart-embed=mart_upstream.embed:main",

@@ -17,8 +17,8 @@ import torchaudio.functional as AF
 
 from conftest import ROOT, TINY
 from mart_upstream.benchmarks.subprocesses import child_env
-from mart_upstream.benchmarks.hear_tasks import main as hear_task_main
-from mart_upstream.benchmarks.hear_tasks import sources
+from mart_upstream.adapters.hear.tasks import main as hear_task_main
+from mart_upstream.adapters.hear.tasks import sources
 from mart_upstream.adapters import hear as hear_adapter
 import importlib
 from mart_upstream import checkpoint as mart_checkpoint

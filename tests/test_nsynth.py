@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from mart_upstream.benchmarks.subprocesses import child_env
-from mart_upstream.benchmarks.hear_tasks import main as hear_task_main
-from mart_upstream.benchmarks.hear_tasks import sources
+from mart_upstream.adapters.hear.tasks import main as hear_task_main
+from mart_upstream.adapters.hear.tasks import sources
 from mart_upstream.benchmarks.run import evaluation, paired
 from mart_upstream.errors import TaskError
 from mart_upstream.tasks import nsynth
@@ -158,7 +158,7 @@ def test_nsynth_task_read_back_by_heareval(nsynth_root, tmp_path):
     emb = tmp_path / "emb"
     env = child_env(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     r = subprocess.run([sys.executable, "-m", "heareval.embeddings.runner",
-                        "mart_upstream.benchmarks.run.hear_mfcc", "--tasks-dir", str(out), "--task",
+                        "hear_api.mfcc", "--tasks-dir", str(out), "--task",
                         "nsynth_instrument_family-2.2.3-full", "--embeddings-dir", str(emb)],
                        capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

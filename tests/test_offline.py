@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from mart_upstream.benchmarks.run import report
-from mart_upstream.benchmarks.run import hear_chroma, hear_mfcc
-from mart_upstream.benchmarks.run.references import ReferenceModel, key_invariant_similarity
+from hear_api import chroma as hear_chroma, mfcc as hear_mfcc
+from mart_upstream.adapters.hear.references import ReferenceModel
+from mart_upstream.benchmarks.run.evaluation import key_invariant_similarity
 from conftest import ROOT
 from mart_upstream.benchmarks.subprocesses import child_env
 
@@ -70,7 +71,7 @@ def test_mfcc_statistics_separate_timbres_and_keep_the_frame_grid():
 
 @pytest.mark.parametrize("kind", ["mfcc", "chroma"])
 def test_references_pass_the_hear_validator(kind, tmp_path):
-    r = _run([os.path.join(BIN, "hear-validator"), f"mart_upstream.benchmarks.run.hear_{kind}", "-d", "cpu"], tmp_path, 300)
+    r = _run([os.path.join(BIN, "hear-validator"), f"hear_api.{kind}", "-d", "cpu"], tmp_path, 300)
     assert "Looks good!" in r.stdout + r.stderr
     assert ReferenceModel(kind).timestamp_hop_ms <= 50
     # what the validator checked, stated: the sizes the model declares, timestamps on its hop, any sample rate

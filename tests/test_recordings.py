@@ -210,7 +210,7 @@ def test_evaluation_scores_soundtrack_and_same_track_through_a_hear_module(built
 
     root, _ = built
     manifest = str(root / "recordings" / "tracks.csv")
-    e = evaluation.Entry(report.MFCC_ROW, "mfcc", "benchmarks.run.hear_mfcc")
+    e = evaluation.Entry(report.MFCC_ROW, "mfcc", "hear_api.mfcc")
     out = evaluation.recordings(e, manifest, str(tmp_path / "mfcc"))
     st, tr = out["soundtrack"], out["tracks"]
     assert st["games"] == 3 and st["cv"]["n"] == 18 and st["cv"]["folds"] == 3

@@ -292,7 +292,7 @@ def test_grouped_cv_takes_a_linear_svm_and_keeps_the_logistic_default():
 
 
 def test_the_mfcc40_reference_is_its_own_hear_module():
-    from mart_upstream.benchmarks.run import hear_mfcc, hear_mfcc40
+    from hear_api import mfcc as hear_mfcc, mfcc40 as hear_mfcc40
 
     model = hear_mfcc40.load_model()
     audio = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
@@ -388,7 +388,7 @@ def test_irmas_is_labelled_by_folder_and_split_by_recording(irmas_root):
 def test_fma_and_irmas_become_hear_tasks(fma_root, irmas_root, tmp_path):
     import json
 
-    from mart_upstream.benchmarks.hear_tasks import main
+    from mart_upstream.adapters.hear.tasks import main
 
     assert main(["fma", str(fma_root), "--out", str(tmp_path / "tasks")]) == 0
     assert main(["irmas", str(irmas_root), "--out", str(tmp_path / "tasks")]) == 0
@@ -513,7 +513,7 @@ def test_msd_split_files_are_unpickled_without_running_code_and_checked(msd_root
 def test_msd_becomes_a_hear_task(msd_root, tmp_path):
     import json
 
-    from mart_upstream.benchmarks.hear_tasks import main
+    from mart_upstream.adapters.hear.tasks import main
 
     assert main(["msd", str(msd_root), "--out", str(tmp_path / "tasks"), "--valid-from", "2"]) == 0
     task = tmp_path / "tasks" / "msd_top50-1.0.0-full"

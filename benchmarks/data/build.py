@@ -250,8 +250,8 @@ def _tunes(chosen: List[Chosen]) -> Dict[str, int]:
 
 def build_style(root: str, cfg: DataConfig, seed: int, used: set, pool: _Pool, workers: int, sf_dir: str,
                 skipped: Dict[str, str]) -> Dict:
-    from ..hear_tasks.sources import MULTICLASS_METRICS
-    from ..hear_tasks.taskfolder import Item, TaskSpec, build_task
+    from mart_upstream.adapters.hear.tasks.sources import MULTICLASS_METRICS
+    from mart_upstream.adapters.hear.tasks.taskfolder import Item, TaskSpec, build_task
 
     items, jobs, info, tracks = [], [], {}, {}
     n_works = -(-cfg.clips_per_class // max(1, cfg.clips_per_work))

@@ -515,8 +515,8 @@ def build(root: str, cfg: RecordingsConfig, seed: int, pool=None, workers: int =
     from mart_upstream.tasks.covers import Track, write_manifest
     from tqdm import tqdm
 
-    from ..hear_tasks.sources import MULTICLASS_METRICS
-    from ..hear_tasks.taskfolder import Item, TaskSpec, build_task
+    from mart_upstream.adapters.hear.tasks.sources import MULTICLASS_METRICS
+    from mart_upstream.adapters.hear.tasks.taskfolder import Item, TaskSpec, build_task
 
     sel = select(cfg, seed, pool)
     if not sel["present"]:

@@ -39,7 +39,6 @@ from mart_upstream.errors import TaskError
 
 from ..subprocesses import run_logged
 from . import paired
-from .references import key_invariant_similarity
 
 log = logging.getLogger("mart-bench.run")
 STYLE_METRICS = ("top1_acc", "mAP")
@@ -161,6 +160,14 @@ def style_task(entry: Entry, task_dir: str, out_dir: str, grid: str = "default",
     out["probe"] = {k: v for k, v in out["probe"].items() if isinstance(v, (int, float, str))}
     write_json(result_path, out, sort_keys=False)
     return out
+
+
+def key_invariant_similarity(scene: np.ndarray) -> np.ndarray:
+    """Chroma scene embeddings [N, 24] -> [N, N]: max over the 12 rotations of one mean chroma of the
+    cosine similarity between mean chromas (a transposition rotates the chroma)."""
+    c = np.asarray(scene, dtype=np.float64)[:, :12]
+    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    return np.max(np.stack([c @ np.roll(c, k, axis=1).T for k in range(12)]), axis=0)
 
 
 def covers(entry: Entry, manifest: str, out_dir: str) -> Dict:

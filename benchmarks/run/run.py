@@ -38,8 +38,8 @@ from .evaluation import Entry
 
 log = logging.getLogger("mart-bench.run")
 STYLE_TASK = "music_style-1.0.0-full"  # the default task when the data holds several
-REFERENCES = [Entry(report.MFCC_ROW, "mfcc", f"{__package__}.hear_mfcc"),
-              Entry(report.CHROMA_ROW, "chroma", f"{__package__}.hear_chroma", key_invariant=True),
+REFERENCES = [Entry(report.MFCC_ROW, "mfcc", "hear_api.mfcc"),
+              Entry(report.CHROMA_ROW, "chroma", "hear_api.chroma", key_invariant=True),
               Entry(report.MUSICNN_ROW, "musicnn", "hear_api.musicnn")]  # the musicnn package's own weights
 # the "multi" pool renders every pretraining work 3 times: positive pairs cross renderings (docs/offline_bench.md)
 DEFAULTS = dict(profile="multi", minutes=None, seeds="0,1,2", grid="default", grid_points=8)

@@ -12,6 +12,10 @@ amplitude), resamples it and bounds the memory of each pass:
 
 The checkpoint is loaded by ``checkpoint.load_for_embedding`` (the fast inference form: the same
 numbers, computed faster). See ``docs/hear.md`` for the hop and layer choices.
+
+Beside it in this folder: ``references`` (MFCC and chroma without weights, behind ``hear_api.mfcc``,
+``hear_api.mfcc40`` and ``hear_api.chroma``) and ``tasks`` (``mart-hear-task``: the HEAR task folders),
+as ``adapters/s3prl/`` holds its downstream tasks.
 """
 from __future__ import annotations
 

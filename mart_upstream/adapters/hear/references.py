@@ -1,17 +1,18 @@
-"""Hand-made references for the offline benchmark, as HEAR 2021 modules (``hear_mfcc``, ``hear_chroma``).
+"""Hand-made references without weights behind the HEAR 2021 modules ``hear_api.mfcc``, ``hear_api.mfcc40``
+and ``hear_api.chroma`` (the reference rows of ``mart-bench run``; heareval runs them as any module).
 
 * MFCC statistics: 20 MFCCs and their deltas (torchaudio), mean and standard deviation over time
   (80-d scene embedding); the classic timbre baseline.
-* MFCC-40 (``hear_mfcc40``): the strategies paper's baseline (Table 3: "MFCC", Dim. 40; §4 says only
+* MFCC-40 (``hear_api.mfcc40``): the strategies paper's baseline (Table 3: "MFCC", Dim. 40; §4 says only
   "we also use MFCCs as input"; its code has none). Read as 40 coefficients per frame, no deltas, on
   the paper's front end (§3: 16 kHz, 512-point window and FFT, hop 256) over the 96 mel bands of the
   authors' encoder input (128 bands leave some of a 512-point FFT's filters empty), summarised as the
   learned models are (§4: mean ‖ standard deviation, 80-d). The other reading of "40" (20 MFCCs + 20
-  deltas) is ``hear_mfcc``.
+  deltas) is ``hear_api.mfcc``.
 * Chroma statistics: a 12-bin chroma of the STFT power (librosa's chroma filterbank on a torch STFT),
   each frame scaled to max 1, mean and standard deviation over time (24-d). For cover songs the
-  mean chroma is compared under all 12 transpositions (``key_invariant_similarity``), as the
-  key-invariant chroma baseline of cover-song identification does.
+  mean chroma is compared under all 12 transpositions (``key_invariant_similarity`` of ``mart-bench
+  run``'s evaluation), as the key-invariant chroma baseline of cover-song identification does.
 
 Both go through the same harness paths as the learned encoders (heareval's runners, the cover-song
 evaluator); neither has weights, so ``load_model`` ignores its path.
@@ -20,13 +21,12 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import numpy as np
 import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as T
 from torch import nn
 
-from mart_upstream.adapters.hear import check_audio
+from . import check_audio
 from mart_upstream.embedding import prepare_waveforms
 
 SR = 16000
@@ -85,18 +85,10 @@ def _device(model: nn.Module) -> torch.device:
     return next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
 
 
-def key_invariant_similarity(scene: np.ndarray) -> np.ndarray:
-    """Chroma scene embeddings [N, 24] -> [N, N]: max over the 12 rotations of one mean chroma of the
-    cosine similarity between mean chromas (a transposition rotates the chroma)."""
-    c = np.asarray(scene, dtype=np.float64)[:, :12]
-    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    return np.max(np.stack([c @ np.roll(c, k, axis=1).T for k in range(12)]), axis=0)
-
-
 @torch.no_grad()
 def get_timestamp_embeddings(audio: torch.Tensor, model: ReferenceModel,
                              sample_rate: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """HEAR API of ``hear_mfcc`` / ``hear_chroma``: frame features and their centres in ms."""
+    """HEAR API of ``hear_api.mfcc`` / ``mfcc40`` / ``chroma``: frame features and their centres in ms."""
     audio = prepare_waveforms(check_audio(audio, model, model_type=ReferenceModel), sample_rate, SR, _device(model))
     emb = model.frames(audio)
     centres = torch.arange(emb.shape[1], dtype=torch.float32) * model.timestamp_hop_ms
@@ -106,6 +98,6 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: ReferenceModel,
 @torch.no_grad()
 def get_scene_embeddings(audio: torch.Tensor, model: ReferenceModel,
                          sample_rate: Optional[int] = None) -> torch.Tensor:
-    """HEAR API of ``hear_mfcc`` / ``hear_chroma``: mean and standard deviation of the frame features."""
+    """HEAR API of ``hear_api.mfcc`` / ``mfcc40`` / ``chroma``: mean and standard deviation of the frame features."""
     audio = prepare_waveforms(check_audio(audio, model, model_type=ReferenceModel), sample_rate, SR, _device(model))
     return model.scene(audio).float()
