@@ -8,7 +8,7 @@ import sys
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, tree_hashes
+from kit import ROOT, tree_hashes
 
 BENCH = os.path.join(os.path.dirname(sys.executable), "mart-bench")
 SECONDS = 4

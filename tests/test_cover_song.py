@@ -7,9 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from conftest import TINY
+from kit import TINY, write_audio
 from mart_upstream.benchmarks.cover_song import search
 from mart_upstream.tasks import covers as datasets
 from mart_upstream.tasks.metrics import metrics_from_relevance, retrieval_metrics
@@ -133,8 +132,7 @@ def test_truncated_rankings_bound_the_metrics():
 
 
 def _wav(path, seconds=1.0, sr=16000, fmt=None):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, 0.1 * np.sin(np.arange(int(seconds * sr)) / 7.0), sr, format=fmt)
+    write_audio(path, 0.1 * np.sin(np.arange(int(seconds * sr)) / 7.0), sr, format=fmt)  # float64, 1/7 rad a sample
 
 
 def test_covers80_layout_with_lists_and_a_missing_file(tmp_path):

@@ -7,24 +7,19 @@ import pytest
 import soundfile as sf
 import torch
 
+from kit import write_tone
 from mart_upstream.audio import load_audio, load_segment
 from mart_upstream.errors import AudioError
 from mart_upstream.train import data as D
 from mart_upstream.train.demo import make_synthetic_dataset
 
 
-def tone(seconds, sr, f=440.0, channels=1):
-    t = np.arange(int(seconds * sr)) / sr
-    x = 0.3 * np.sin(2 * np.pi * f * t).astype(np.float32)
-    return np.stack([x] * channels, 1) if channels > 1 else x
-
-
 @pytest.fixture
 def tree(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
-    sf.write(tmp_path / "a" / "x44.wav", tone(2, 44100, channels=2), 44100)
-    sf.write(tmp_path / "a" / "b" / "y.flac", tone(2, 16000), 16000)
-    sf.write(tmp_path / "z.ogg", tone(2, 22050), 22050)
+    write_tone(tmp_path / "a" / "x44.wav", 2, sr=44100, channels=2)
+    write_tone(tmp_path / "a" / "b" / "y.flac", 2, sr=16000)
+    write_tone(tmp_path / "z.ogg", 2, sr=22050)
     (tmp_path / "notes.txt").write_text("not audio")
     return tmp_path
 
@@ -38,7 +33,7 @@ def test_scan_finds_audio_recursively_in_order(tree):
 
 def test_bad_files_are_skipped_with_named_warnings(tree, caplog):
     (tree / "corrupt.wav").write_bytes(np.random.default_rng(0).bytes(2000))
-    sf.write(tree / "short.wav", tone(0.2, 16000), 16000)
+    write_tone(tree / "short.wav", 0.2, sr=16000)
     sf.write(tree / "silent.wav", np.zeros(32000, np.float32), 16000)
     with caplog.at_level(logging.WARNING):
         files = D.scan_audio_files(str(tree), min_seconds=1.0, progress=False)
@@ -107,13 +102,8 @@ def test_random_crops_are_deterministic_and_visit_every_file_once_per_epoch(tmp_
 
 
 def _tone_files(root, seconds):
-    paths = []
-    for i, sec in enumerate(seconds):
-        p = os.path.join(root, f"f{i}.wav")
-        t = np.arange(int(sec * 16000)) / 16000
-        sf.write(p, (0.3 * np.sin(2 * np.pi * 200 * (i + 1) * t)).astype(np.float32), 16000)
-        paths.append(p)
-    return paths
+    """A tone of 200 * (i + 1) Hz per entry of ``seconds``, as ``root/f<i>.wav`` -> the paths."""
+    return [write_tone(os.path.join(root, f"f{i}.wav"), sec, 200 * (i + 1)) for i, sec in enumerate(seconds)]
 
 
 def test_duration_sampling_follows_file_lengths_and_in_memory_crops_match_disk(tmp_path):

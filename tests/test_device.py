@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import ROOT
+from kit import ROOT, tone
 from mart_upstream.benchmarks import mart_bench
 from mart_upstream.benchmarks.device import pretrain, unpack
 from mart_upstream.benchmarks.run import model_cards, trained_elsewhere
@@ -28,9 +28,8 @@ WHEELS = ["soundfile-0.14.0-py2.py3-none-manylinux_2_28_x86_64.whl",
 
 
 def _tone(seconds, freq):
-    t = np.arange(int(seconds * SR_IN)) / SR_IN
-    left = 0.4 * np.sin(2 * np.pi * freq * t)
-    return np.stack([left, 0.5 * left], axis=1).astype(np.float32)  # stereo, correlated channels
+    left = tone(seconds, freq, SR_IN, amplitude=0.4)
+    return np.stack([left, 0.5 * left], axis=1)  # stereo, correlated channels
 
 
 @pytest.fixture(scope="module")

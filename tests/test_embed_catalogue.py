@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import ROOT, TINY
+from kit import ROOT, TINY
 
 from mart_upstream.embed import load_model, main
 from mart_upstream.checkpoint import load_pretrained, packaged_checkpoint, save_checkpoint

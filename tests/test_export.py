@@ -49,7 +49,7 @@ def _same_embeddings(model, exported):
 
 @pytest.fixture(scope="module")
 def simclr_export(tmp_path_factory):
-    from conftest import TINY
+    from kit import TINY
 
     return _export("simclr", TINY, str(tmp_path_factory.mktemp("export")))
 

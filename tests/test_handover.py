@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from kit import tiny_overrides
 from mart_upstream.checkpoint import read_checkpoint
 from mart_upstream.errors import CheckpointError, UsageError
 from mart_upstream.train import handover

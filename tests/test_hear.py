@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from conftest import ROOT, TINY
+from kit import ROOT, TINY
 from mart_upstream.benchmarks.subprocesses import child_env
 from mart_upstream.adapters.hear.tasks import main as hear_task_main
 from mart_upstream.adapters.hear.tasks import sources

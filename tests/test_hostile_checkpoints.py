@@ -6,7 +6,7 @@ import resource
 import pytest
 import torch
 
-from conftest import TINY
+from kit import TINY
 from mart_upstream.checkpoint import (CheckpointError, content_hash, load_pretrained, read_checkpoint,
                                       save_checkpoint, write_state)
 from mart_upstream.models import build_model

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import TINY
+from kit import TINY
 
 from mart_upstream.checkpoint import save_checkpoint
 from mart_upstream.models import build_model

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import tiny_overrides
+from kit import tiny_overrides, write_audio
 from mart_upstream import checkpoint as checkpoint_module
 from mart_upstream.checkpoint import load_pretrained, read_checkpoint
 from mart_upstream.train.data import scan_audio_files
@@ -36,7 +36,7 @@ def _float_wav(path, scale=0.3, poison=None):
     x = (scale * np.random.default_rng(1).standard_normal(32000)).astype(np.float32)
     if poison is not None:
         x[1000:1010] = poison
-    sf.write(path, x, 16000, subtype="FLOAT")
+    write_audio(path, x, 16000, subtype="FLOAT")
 
 
 @pytest.mark.parametrize("check_silence", [True, False])

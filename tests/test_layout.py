@@ -5,7 +5,7 @@ import re
 
 from mart_upstream.models import all_names
 
-from conftest import ROOT
+from kit import ROOT
 
 
 def _layout() -> str:

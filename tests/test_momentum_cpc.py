@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_overrides
+from kit import tiny_overrides
 from mart_upstream.checkpoint import load_pretrained, read_checkpoint
 from mart_upstream.config import ConfigError, to_dict
 from mart_upstream.embedding import clip_embeddings

@@ -12,7 +12,7 @@ from mart_upstream.benchmarks.run import report
 from hear_api import chroma as hear_chroma, mfcc as hear_mfcc
 from mart_upstream.adapters.hear.references import ReferenceModel
 from mart_upstream.benchmarks.run.evaluation import key_invariant_similarity
-from conftest import ROOT
+from kit import ROOT, tone_tensor
 from mart_upstream.benchmarks.subprocesses import child_env
 
 pytestmark = pytest.mark.slow  # the module runs mart-bench end to end
@@ -22,8 +22,8 @@ SR = 16000
 
 
 def _tone(freq, seconds=3.0):
-    t = torch.arange(int(SR * seconds)) / SR
-    return 0.3 * torch.sin(2 * torch.pi * freq * t) + 0.15 * torch.sin(2 * torch.pi * 2 * freq * t)
+    n = int(SR * seconds)
+    return tone_tensor(n, freq, SR, amplitude=0.3) + tone_tensor(n, 2 * freq, SR, amplitude=0.15)
 
 
 def _env():

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from kit import tiny_overrides
 from mart_upstream.benchmarks.run import pretext
 from mart_upstream.errors import CheckpointError
 from mart_upstream.train.cli import main

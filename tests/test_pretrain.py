@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import ROOT, tiny_overrides
+from kit import ROOT, tiny_overrides
 from mart_upstream.checkpoint import FORMAT_VERSION, CheckpointError, load_pretrained, read_checkpoint
 from mart_upstream.embedding import clip_embeddings
 from mart_upstream.train.cli import main

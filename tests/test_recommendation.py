@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
 
+from kit import write_audio
 from mart_upstream.benchmarks.data import build
 from mart_upstream.benchmarks.run import evaluation, report
 from mart_upstream.errors import TaskError
@@ -130,11 +130,6 @@ def _song(tid, artist="A", title="T"):
     return [[artist, title], tid]
 
 
-def _write_wav(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, np.zeros(800, dtype=np.float32), 16000)
-
-
 @pytest.fixture
 def aotm(tmp_path):
     records = [
@@ -147,9 +142,9 @@ def aotm(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in records[:2]) + "\n\n" + json.dumps(records[2]) + "\n")
     audio = tmp_path / "audio"
     for t in ("TRA", "TRB", "TRC", "TRD", "TRE", "TRF"):
-        _write_wav(str(audio / f"{t}.wav"))
+        write_audio(audio / f"{t}.wav", np.zeros(800, dtype=np.float32), 16000)
     for t in ("TRG", "TRH"):  # nested, as in the Million Song Dataset's folders: any depth is found
-        _write_wav(str(audio / t[2] / "x" / f"{t}.flac"))
+        write_audio(audio / t[2] / "x" / f"{t}.flac", np.zeros(800, dtype=np.float32), 16000)
     return {"root": tmp_path, "path": path, "audio": audio, "records": records}
 
 

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks.data import recordings as R
-from conftest import tree_hashes
+from kit import tree_hashes
 
 SR = 16000
 TRACK_S = 24.0  # above the 20 s jingle rule

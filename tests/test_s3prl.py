@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import TINY
+from kit import TINY
 from mart_upstream.checkpoint import save_checkpoint
 from mart_upstream.models import build_model, model_names
 

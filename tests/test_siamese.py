@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from conftest import tiny_overrides
+from kit import tiny_overrides
 from mart_upstream.augment import AugmentationChain, AugmentConfig, PitchShift, TimeStretch
 from mart_upstream.checkpoint import load_pretrained, read_checkpoint, save_checkpoint
 from mart_upstream.config import ConfigError
@@ -128,7 +128,7 @@ def test_each_strategy_places_the_views_as_the_paper_says(strategy, ramp_file):
 
 
 # -- time stretch ----------------------------------------------------------------------------------
-def _tone(t, hz=440.0):
+def _tone(t, hz=440.0):  # phase (2 pi hz n) / SR: not kit.tone_tensor's 2 pi hz (n / SR), a last-bit apart
     return torch.sin(2 * math.pi * hz * torch.arange(t) / SR)
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from conftest import TINY
+from kit import TINY
 from mart_upstream.errors import ConfigError, UsageError
 from mart_upstream.train import speedups
 from mart_upstream.train.loop import step_loop
@@ -90,7 +90,7 @@ def test_speedup_settings_that_cannot_work_are_one_clear_error(tmp_path, monkeyp
 def test_mart_pretrain_resumes_an_eager_run_in_channels_last(tmp_path, capsys):
     """mart-pretrain applies run.channels_last; a run may switch to it on --resume (not listed as ignored)
     and its losses stay the eager run's within float rounding."""
-    from conftest import tiny_overrides
+    from kit import tiny_overrides
     from mart_upstream.checkpoint import read_checkpoint
     from mart_upstream.train.cli import main
     from mart_upstream.train.demo import make_synthetic_dataset

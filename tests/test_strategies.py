@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from kit import tone_tensor, write_tone
 from mart_upstream.losses import info_nce
 from mart_upstream.models import build_model, tiny_config
 
@@ -91,8 +92,7 @@ def test_the_strategies_models_train_with_the_papers_chain(name):
 
 
 def _tone(n, rows=3):
-    t = torch.arange(n, dtype=torch.float32) / SR
-    return torch.stack([0.5 * torch.sin(2 * math.pi * (220.0 * (k + 1)) * t) for k in range(rows)])
+    return torch.stack([tone_tensor(n, 220.0 * (k + 1), SR, amplitude=0.5) for k in range(rows)])
 
 
 def test_a_sped_up_view_read_ahead_has_no_trailing_silence():
@@ -129,7 +129,7 @@ def test_the_strategies_noise_is_audible_and_clmrs_is_not():
 def test_a_run_writes_its_effective_settings_and_reads_ahead(tmp_path):
     import json
 
-    from conftest import tiny_overrides
+    from kit import tiny_overrides
     from mart_upstream.train.cli import main
 
     assert main(["--model", "melcpc", "--demo", "2", "--out", str(tmp_path), "--steps", "1", "--batch-size", "2",
@@ -306,17 +306,13 @@ def test_the_mfcc40_reference_is_its_own_hear_module():
 
 
 # -- 7. FMA-small and IRMAS in their distributed layouts, through both harnesses ---------------------------
-import soundfile as sf  # noqa: E402
-
 FMA_HEADER = ("track_id,album,set,set,track,track\n"
               ",title,split,subset,genre_top,title\n"
               "track_id,,,,,\n")  # tracks.csv's 3-row header (column group, column, index name)
 
 
 def _tone_file(path, sr, seconds, fmt=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(sr * seconds)) / sr
-    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr, format=fmt)
+    write_tone(path, seconds, 440, sr, format=fmt)
 
 
 @pytest.fixture
