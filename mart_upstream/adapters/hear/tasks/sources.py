@@ -32,7 +32,8 @@ import soundfile as sf
 from mart_upstream.audio import AUDIO_EXTENSIONS, is_audio_name
 from mart_upstream.errors import TaskError
 from mart_upstream.tasks import PUBLISHED_SPLIT_NAMES
-from mart_upstream.tasks import fma, irmas, msd, nsynth
+from mart_upstream.tasks import fma, irmas, msd
+from mart_upstream.tasks import nsynth as nsynth_set  # the module; nsynth() below is the task builder
 from mart_upstream.tasks.gtzan import genres_dir
 from mart_upstream.tasks.mtat import read_annotations, split_of
 
@@ -116,12 +117,12 @@ def mtat(root: str, top_k: int = 50, duration: float = 29.1) -> Tuple[TaskSpec, 
 
 
 def nsynth(root: str, per_class: Optional[int] = None, seed: int = 0,
-           duration: float = nsynth.SECONDS) -> Tuple[TaskSpec, List[Item]]:
-    found = nsynth.nsynth(root, per_class, seed)
+           duration: float = nsynth_set.SECONDS) -> Tuple[TaskSpec, List[Item]]:
+    found = nsynth_set.nsynth(root, per_class, seed)
     items = [Item(n.path, n.name, [n.family], PUBLISHED_SPLIT_NAMES[n.split]) for n in found.notes]
     mode = "full" if per_class is None else f"{per_class}perclass"
     spec = TaskSpec("nsynth_instrument_family", "2.2.3", "multiclass", "trainvaltest", duration, MULTICLASS_METRICS,
-                    list(nsynth.FAMILIES), mode=mode,
+                    list(nsynth_set.FAMILIES), mode=mode,
                     extra={"per_class": per_class, "subsample_seed": seed, "missing_audio": len(found.missing)})
     return spec, items
 
