@@ -248,7 +248,7 @@ def checkpoint_for(name: str, path: Optional[str] = None) -> str:
 def load_for_embedding(name: str, path: Optional[str] = None,
                        device: Union[str, torch.device] = "cpu") -> SSLModel:
     """A model name and, optionally, a checkpoint file -> the model ready to embed: frozen, in eval mode,
-    on ``device``, its encoder replaced in place by the fast inference one (``inference.make_fast``).
+    on ``device``, its encoder replaced in place by the fast inference one (``frozen.make_fast``).
 
     The one way from a name or path to a model that the HEAR and S3PRL adapters and ``mart-embed`` use.
     ``path`` empty or None: the name's packaged (or published) checkpoint. The file is read and checked
