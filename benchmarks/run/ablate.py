@@ -10,9 +10,9 @@ number of steps, with the model's benchmark config, its paper chain set explicit
 of mart trains on crops alone) and the variant's overrides on top, then scored on the
 recordings tasks (``DATA/recordings/tracks.csv``): soundtrack identification (grouped CV by track) and
 same-track retrieval. The same encoder with random weights, MFCC statistics and MusiCNN are scored
-in the same run. Each variant is compared item by item with the full chain, with random init and with
-MFCC (mean difference, 95% bootstrap interval over tracks); ``--base`` names the variant the others are
-compared with (the chain by default; only the base and the listed variants are trained). A variant of
+in the same run. Each variant is compared item by item with the base variant (``--base``: the full chain
+unless it names another; only the base and the listed variants are trained), with random init and with
+MFCC (mean difference, 95% bootstrap interval over tracks). A variant of
 one's own may also set the model's or the optimizer's settings (``model.*``, ``optim.*``), so the same
 command measures, at one budget, what a loss setting does on top of crops alone. The tasks' labels depend on
 instrumentation and production; the chain's filters, gain, delay and pitch shift teach invariance to
@@ -117,12 +117,9 @@ def parse_variants(names: str, custom: List[str], base: str = BASE) -> Dict[str,
 
 
 def common_settings(settings: List[str]) -> List[str]:
-    """``--set`` values, checked: KEY=VALUE each, and never the budget every variant shares."""
-    for o in settings:
-        key = o.split("=", 1)[0].strip()
-        if "=" not in o or not key:
-            raise UsageError(f"--set {o!r}: expected KEY=VALUE, e.g. run.bf16_cpu=false")
-        if key in ("run.steps", "run.batch_size", "run.max_minutes"):
+    """``--set`` values, checked as ``mart-bench run`` checks them, and never the budget every variant shares."""
+    for o in pretraining.checked_settings(settings):
+        if o.split("=", 1)[0].strip() in ("run.steps", "run.batch_size", "run.max_minutes"):
             raise UsageError(f"--set {o!r}: the budget is --steps and --batch-size, the same for every variant")
     return list(settings)
 

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 
 from mart_upstream.checkpoint import read_checkpoint, save_checkpoint
 from mart_upstream.config import cpu_config_path, load_file
+from mart_upstream.errors import UsageError
 from mart_upstream.fileio import write_json
 from mart_upstream.models import build_model, get_entry, model_names
 from mart_upstream.train import loop as train_loop
@@ -50,6 +51,14 @@ class Budget:
         batches = sorted({self.batch_of(m) for m in models})
         text = f"steps per run {parts} (batch {'/'.join(map(str, batches))})"
         return text + (f", or {self.minutes:g} min of training if sooner" if self.minutes is not None else "")
+
+
+def checked_settings(settings: List[str]) -> List[str]:
+    """``--set`` values of the benchmark commands (mart-pretrain overrides for every run), each KEY=VALUE."""
+    bad = [o for o in settings if "=" not in o or not o.split("=", 1)[0].strip()]
+    if bad:
+        raise UsageError(f"--set {bad[0]!r}: expected KEY=VALUE, e.g. augment.p_pitch=0")
+    return list(settings)
 
 
 def config_path(model: str) -> str:

@@ -196,9 +196,7 @@ def _models(args) -> List[str]:
     unknown = sorted(set(models) - set(pretraining.MODELS))
     if unknown or not models:
         raise UsageError(f"--models: unknown {unknown}; choose from {', '.join(pretraining.MODELS)}")
-    bad = [o for o in args.settings if "=" not in o or not o.split("=", 1)[0].strip()]
-    if bad:
-        raise UsageError(f"--set {bad[0]!r}: expected KEY=VALUE, e.g. augment.p_pitch=0")
+    pretraining.checked_settings(args.settings)
     if args.strategy and not any(pretraining.has_strategy(m) for m in models):
         raise UsageError(f"--strategy {args.strategy}: none of --models {','.join(models)} has a strategy")
     return models
