@@ -217,3 +217,74 @@ def test_learning_curves_carry_the_recordings_and_playlist_tasks(tmp_path):
     assert "| mart | 0 | 300 | 0.500 | 0.100 | 0.440 | 0.390 | 0.230 |" in text
     curve.plot(c, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _trend_entry(key, correct, groups, mpr=None):
+    names = [f"clip{i}" for i in range(len(correct))]
+    e = {"key": key, "row": key, "soundtrack": {"cv": {"correct": list(map(float, correct)), "groups": list(groups),
+                                                        "names": names}}}
+    if mpr is not None:
+        e["playlists"] = {"item_percentile": list(map(float, mpr)), "item_playlist": list(groups),
+                          "item_track": names}
+    return e
+
+
+def test_curve_trend_measures_the_rise_per_doubling_against_the_random_init():
+    from mart_upstream.benchmarks.run import curve
+
+    groups = np.repeat([f"t{i}" for i in range(30)], 4)
+    base = np.full(len(groups), 0.4)
+    # every item rises by 0.01 per doubling: slope exactly 0.01, no spread, separated at the end
+    points = [(250 * 2 ** k, _trend_entry(f"p{k}", base + 0.01 * (k + 1), groups)) for k in range(4)]
+    t = curve.trend_of(points, _trend_entry("ref", base, groups), "soundtrack")
+    assert [p["step"] for p in t["points"]] == [250, 500, 1000, 2000]
+    assert t["slope_per_doubling"] == pytest.approx(0.01) and t["slope_ci"] == pytest.approx([0.01, 0.01])
+    assert t["points"][-1]["diff"] == pytest.approx(0.04) and t["prediction"] == "separated at the last point"
+    # the same rise on top of a spread over tracks that hides the last point: the line predicts a later step
+    spread = np.repeat(np.random.default_rng(0).normal(scale=0.3, size=30), 4)
+    spread -= spread.mean()
+    noisy = [(s, _trend_entry(e["key"], np.asarray(e["soundtrack"]["cv"]["correct"]) + spread, groups))
+             for s, e in points]
+    t = curve.trend_of(noisy, _trend_entry("ref", base, groups), "soundtrack")
+    assert t["slope_per_doubling"] == pytest.approx(0.01) and t["points"][-1]["ci_low"] < 0 < t["points"][-1]["ci_high"]
+    doublings = (t["half_width"] - t["fitted_last"]) / t["slope_per_doubling"]
+    assert doublings > 1 and t["predicted_step"] == round(2000 * 2 ** doublings)
+    assert f"step {t['predicted_step']:,}" in t["prediction"]
+    # a falling curve predicts nothing; a point scored on other clips is left out; one point is no trend
+    falling = [(s, _trend_entry(e["key"], base + spread - 0.01 * k, groups)) for k, (s, e) in enumerate(points)]
+    t = curve.trend_of(falling, _trend_entry("ref", base, groups), "soundtrack")
+    assert t["slope_per_doubling"] == pytest.approx(-0.01) and t["prediction"].startswith("not rising")
+    other = _trend_entry("x", base, groups)
+    other["soundtrack"]["cv"]["names"] = ["other"] * len(groups)
+    t = curve.trend_of(points[:2] + [(4000, other)], _trend_entry("ref", base, groups), "soundtrack")
+    assert t["to_step"] == 500
+    assert curve.trend_of(points[:1], _trend_entry("ref", base, groups), "soundtrack") is None
+
+
+def test_curve_trend_reads_lower_better_metrics_the_other_way():
+    from mart_upstream.benchmarks.run import curve
+
+    groups = np.repeat([f"pl{i}" for i in range(20)], 3)
+    base = np.full(len(groups), 0.3)
+    ref = _trend_entry("ref", base, groups, mpr=base)
+    better = [(300 * 2 ** k, _trend_entry(f"p{k}", base, groups, mpr=base - 0.02 * (k + 1))) for k in range(3)]
+    t = curve.trend_of(better, ref, "mpr")
+    assert t["slope_per_doubling"] == pytest.approx(-0.02) and t["prediction"] == "separated at the last point"
+    worse = [(s, _trend_entry(e["key"], base, groups, mpr=base + 0.05)) for s, e in better]
+    assert curve.trend_of(worse, ref, "mpr")["prediction"] == "below the random init at the last point"
+
+
+def test_curve_trend_runs_over_every_run_and_renders_a_table():
+    from mart_upstream.benchmarks.run import curve
+
+    groups = np.repeat([f"t{i}" for i in range(10)], 2)
+    base = np.full(len(groups), 0.5)
+    run = {"model": "pemr", "seed": 0, "checkpoint": "x/last.ckpt", "steps": 1200}
+    main = [dict(_trend_entry("pemr-seed0", base + 0.03, groups), row="pemr"),
+            dict(_trend_entry("pemr-random", base, groups), row="FCN-4 (random init)")]
+    kept = [_trend_entry("pemr-seed0-step300", base + 0.01, groups), _trend_entry("pemr-seed1-step300", base, groups)]
+    trends = curve.trends(main, kept, [run], {"pemr": "FCN-4 (random init)"})
+    assert [(p["step"], round(p["diff"], 3)) for p in trends[0]["tasks"][0]["points"]] == [(300, 0.01), (1200, 0.03)]
+    text = "\n".join(curve.trend_markdown(trends))
+    assert "| task | step 300 | step 1200 | slope per doubling | what the line predicts |" in text
+    assert "| soundtrack top1_acc (CV) | +0.010 [+0.010, +0.010] | +0.030 [+0.030, +0.030] | +0.010 [+0.010, +0.010] |" in text

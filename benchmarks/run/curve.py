@@ -4,6 +4,12 @@
 ``OUT/.../step_<N>.ckpt``; with ``--checkpoints DIR`` the files ``DIR/<model>/step_<N>.ckpt`` a GPU run
 kept) and evaluates each like the final checkpoint. A curve per model runs from its random init
 (step 0) through the kept steps to the final checkpoint: a method that learns rises along it.
+
+``trend`` reads a curve as a measurement: at every point the paired difference against the random init
+(95% interval over works, tracks or playlists), and the slope of that difference per doubling of the
+steps (least squares on log2(step) over the trained points, the same bootstrap resamples at every point),
+with what the fitted line predicts: the step at which the difference would reach the half-width of its
+interval at the last point, the least a difference of that noise must be to be told from 0.
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ import numpy as np
 from mart_upstream.argtypes import comma_list
 from mart_upstream.fileio import atomic_path
 from mart_upstream.errors import UsageError
+
+from mart_upstream.tasks.metrics import grouped_bootstrap
 
 from .evaluation import Entry
 
@@ -94,6 +102,136 @@ def curves(entries_: List[Dict], curve_entries: List[Dict], runs: List[Dict], ra
         out.append({"model": r["model"], "seed": r["seed"], "points": sorted(points),
                     "extra": sorted((step, *vals) for step, vals in extra.items())})
     return out
+
+
+# the tasks of ``trend``: (key, label, sign): sign -1 where lower is better (a rise is a fall of the score)
+TREND_TASKS = (("soundtrack", "soundtrack top1_acc (CV)", 1), ("tracks", "same-track MAP", 1),
+               ("style", "style top1_acc (CV)", 1), ("covers", "cover MAP", 1),
+               ("mpr", "playlist MPR (lower better)", -1))
+
+
+def _items(e: Dict, task: str):
+    """Per-item scores of one entry for ``task`` and their units (work, track or playlist), with the item
+    names that must agree between two entries; None where the entry lacks the task."""
+    if task in ("style", "soundtrack"):
+        cv = (e.get(task) or {}).get("cv")
+        return None if not cv else (np.asarray(cv["correct"], dtype=np.float64), np.asarray(cv["groups"]),
+                                    tuple(cv["names"]))
+    if task in ("covers", "tracks"):
+        got = e.get(task) or {}
+        if not got.get("query_ap"):
+            return None
+        ap = np.array([np.nan if v is None else v for v in got["query_ap"]], dtype=np.float64)
+        works = np.asarray(got["query_works"])
+        return ap, works, tuple(works)
+    pl = e.get("playlists")
+    if not pl or "item_percentile" not in pl:
+        return None
+    return (np.asarray(pl["item_percentile"], dtype=np.float64), np.asarray(pl["item_playlist"]),
+            tuple(zip(pl["item_playlist"], pl["item_track"])))
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slopes of y [..., P] on x [P]."""
+    xc = x - x.mean()
+    return (y - y.mean(-1, keepdims=True)) @ xc / float(xc @ xc)
+
+
+def trend_of(points: List[tuple], ref: Dict, task: str, n_boot: int = 2000, seed: int = 0) -> Optional[Dict]:
+    """One task along one curve. ``points``: [(step, entry)] of the trained checkpoints; ``ref``: the random
+    init (step 0). -> per point the paired difference against ``ref`` with its 95% interval, and the slope
+    per doubling of steps with its interval (None where fewer than 2 points have the task)."""
+    base = _items(ref, task)
+    if base is None:
+        return None
+    rows = []
+    for step, e in sorted(points, key=lambda p: p[0]):
+        got = _items(e, task)
+        if got is not None and got[2] == base[2]:
+            rows.append((step, got[0]))
+    if len(rows) < 2:
+        return None
+    steps = np.array([s for s, _ in rows], dtype=np.float64)
+    d = np.stack([v for _, v in rows]) - base[0]  # [P, N]
+    ok = ~np.isnan(d).any(0)  # queries without a relevant item score nothing anywhere
+    d, groups = d[:, ok], base[1][ok]
+    per_point = []
+    for s, row in zip(steps, d):
+        b = grouped_bootstrap(row, groups, n_boot, seed)
+        per_point.append({"step": int(s), "diff": b["mean"], "ci_low": b["ci_low"], "ci_high": b["ci_high"]})
+    # the same resamples of units at every point, so the slope's interval keeps the pairing
+    names, inverse = np.unique(groups, return_inverse=True)
+    sums = np.stack([np.bincount(inverse, weights=row, minlength=len(names)) for row in d])  # [P, G]
+    counts = np.bincount(inverse, minlength=len(names)).astype(np.float64)
+    pick = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
+    boot = sums[:, pick].sum(-1) / counts[pick].sum(-1)  # [P, B]
+    x = np.log2(steps)
+    means = d.mean(1)
+    slope = float(_slope(x, means))
+    lo, hi = np.percentile(_slope(x, boot.T), [2.5, 97.5])
+    last = per_point[-1]
+    half = (last["ci_high"] - last["ci_low"]) / 2
+    fitted_last = float(means.mean() + slope * (x[-1] - x.mean()))
+    out = {"task": task, "points": per_point, "slope_per_doubling": slope, "slope_ci": [float(lo), float(hi)],
+           "from_step": int(steps[0]), "to_step": int(steps[-1]), "half_width": float(half),
+           "fitted_last": fitted_last}
+    sign = dict((t, s) for t, _, s in TREND_TASKS).get(task, 1)
+    above = last["ci_low"] > 0 if sign > 0 else last["ci_high"] < 0
+    below = last["ci_high"] < 0 if sign > 0 else last["ci_low"] > 0
+    if above:
+        out["prediction"] = "separated at the last point"
+    elif below:
+        out["prediction"] = "below the random init at the last point"
+    elif sign * slope <= 0:
+        out["prediction"] = "not rising: nothing to extrapolate"
+    else:
+        doublings = max(0.0, (half - sign * fitted_last) / (sign * slope))
+        out["predicted_step"] = int(round(steps[-1] * 2 ** doublings))
+        out["prediction"] = f"the fitted line reaches {sign * half:+.3f} (the interval's half-width) at about " \
+                            f"step {out['predicted_step']:,} ({doublings:.1f} more doublings)"
+    return out
+
+
+def trends(entries_: List[Dict], curve_entries: List[Dict], runs: List[Dict], random_rows: Dict[str, str]) -> List[Dict]:
+    """``trend_of`` for every run and task of ``TREND_TASKS`` where the curve has at least two trained points."""
+    out = []
+    for r in runs:
+        ref = next((e for e in entries_ if e["row"] == random_rows[r["model"]]), None)
+        if ref is None:
+            continue
+        points = []
+        for e in curve_entries:
+            m = re.fullmatch(rf"{r['model']}-seed{r['seed']}-step(\d+)", e["key"])
+            if m:
+                points.append((int(m.group(1)), e))
+        final = next((e for e in entries_ if e["key"] == f"{r['model']}-seed{r['seed']}"), None)
+        if final is not None:
+            points.append((r["steps"], final))
+        tasks = [t for t in (trend_of(points, ref, task) for task, _, _ in TREND_TASKS) if t]
+        if tasks:
+            out.append({"model": r["model"], "seed": r["seed"], "tasks": tasks})
+    return out
+
+
+def trend_markdown(trends_: List[Dict]) -> List[str]:
+    """Per run: the paired difference against the random init at each point, then the slope and its prediction."""
+    lines = []
+    label = {t: lab for t, lab, _ in TREND_TASKS}
+    for tr in trends_:
+        steps = sorted({p["step"] for t in tr["tasks"] for p in t["points"]})
+        lines += ["", f"{tr['model']} seed {tr['seed']} against its random init (paired; 95% interval over works, "
+                  "tracks or playlists), and the slope per doubling of steps (least squares on log2(step) over "
+                  "the trained points; one seed: the interval is over the evaluation units, not over training runs):",
+                  "", "| task | " + " | ".join(f"step {s}" for s in steps) + " | slope per doubling | what the line predicts |",
+                  "|---|" + "---|" * (len(steps) + 2)]
+        for t in tr["tasks"]:
+            at = {p["step"]: p for p in t["points"]}
+            cells = [f"{at[s]['diff']:+.3f} [{at[s]['ci_low']:+.3f}, {at[s]['ci_high']:+.3f}]" if s in at else "–"
+                     for s in steps]
+            lo, hi = t["slope_ci"]
+            lines.append(f"| {label[t['task']]} | " + " | ".join(cells)
+                         + f" | {t['slope_per_doubling']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {t['prediction']} |")
+    return lines
 
 
 def markdown(curves_: List[Dict]) -> List[str]:

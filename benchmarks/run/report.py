@@ -346,9 +346,9 @@ def markdown(result: Dict) -> str:
         lines += _paired_table(pcomps)
         lines += verdict(result)
     if result.get("curve"):
-        from .curve import markdown as curve_markdown
+        from .curve import markdown as curve_markdown, trend_markdown
 
-        lines += curve_markdown(result["curve"])
+        lines += curve_markdown(result["curve"]) + trend_markdown(result.get("curve_trend", []))
     comps = result.get("comparisons", [])
     if comps:
         names = ", ".join(dict.fromkeys(c["model"] for c in comps))

@@ -330,6 +330,7 @@ def _result(args, plan: Plan, runs: List[Dict], entries: List[Dict], curve_entri
     if plan.steps:
         result["curve"] = curve.curves(entries, curve_entries, runs, {m: report.random_row(m) for m in models})
         result["curve_entries"] = curve_entries
+        result["curve_trend"] = curve.trends(entries, curve_entries, runs, {m: report.random_row(m) for m in models})
         curve.plot(result["curve"], os.path.join(args.out, "curve.png"))
     if args.export:
         best = model_cards.best_seeds(entries, runs)
