@@ -116,17 +116,23 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def require_cuda(request: str) -> None:
+    """The one check of every tool's ``--device``: UsageError when it names CUDA (``cuda``, ``cuda:N``) and
+    torch sees no CUDA device."""
+    if str(request).startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"CUDA was requested (--device {request}) but torch.cuda.is_available() is False (torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda}): install a CUDA build of torch or use --device cpu"
+        )
+
+
 def pick_device(request: str, local_rank: int = 0) -> torch.device:
     """``--device`` of the tools: ``auto`` (CUDA when there is a device), ``cpu`` or ``cuda``; with CUDA,
     this process's GPU (``LOCAL_RANK`` under torchrun). UsageError when CUDA is asked for and absent."""
     if request == "auto":
         request = "cuda" if torch.cuda.is_available() else "cpu"
     if request == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(
-                "CUDA was requested (--device cuda) but torch.cuda.is_available() is False: "
-                "install a CUDA build of torch or use --device cpu"
-            )
+        require_cuda(request)
         return torch.device("cuda", local_rank)
     if request != "cpu":
         raise ConfigError(f"--device must be auto, cpu or cuda, got {request!r}")

@@ -242,3 +242,17 @@ def test_cqtnet_training_alone_and_with_a_pretrained_encoder(coverset, ckpts, tm
           "--trained", str(tmp_path / "fused" / "model.pt"), "--out", str(out)], tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary) == 2 and all(r["n_queries"] == 9 for r in summary.values())
+
+
+def test_training_on_a_cuda_device_that_is_absent_is_one_clear_error(tmp_path, capsys):
+    import torch
+
+    from mart_upstream.benchmarks.cover_song import cli
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert cli.main(["train", "--train", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o"),
+                     "--device", "cuda:0"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA was requested (--device cuda:0)" in err and "--device cpu" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

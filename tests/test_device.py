@@ -221,7 +221,7 @@ def test_cuda_requested_without_cuda_is_one_clear_error(kit, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert pretrain.main(["--kit", str(kit), "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
-    assert "--device cuda: torch.cuda.is_available() is False" in capsys.readouterr().err
+    assert "CUDA was requested (--device cuda) but torch.cuda.is_available() is False" in capsys.readouterr().err
 
 
 def test_device_checkpoints_become_benchmark_runs_with_their_own_random_init(devrun, tmp_path):

@@ -249,6 +249,11 @@ def test_missing_inputs_are_one_clear_error(bench, tmp_path):
     r = _run([os.path.join(BIN, "mart-bench"), "run", "--data", bench["data"], "--out", tmp_path / "o",
               "--models", "mart,nosuchmodel"], tmp_path, check=False)
     assert r.returncode == 2 and "nosuchmodel" in r.stderr
+    if not torch.cuda.is_available():  # the one CUDA check of every tool (distributed.require_cuda)
+        r = _run([os.path.join(BIN, "mart-bench"), "run", "--data", bench["data"], "--out", tmp_path / "c",
+                  "--device", "cuda"], tmp_path, check=False)
+        assert r.returncode == 2 and "CUDA was requested (--device cuda)" in r.stderr and "--device cpu" in r.stderr
+        assert not (tmp_path / "c").exists()
 
 
 def test_compact_checkpoints_halve_float32_weights_and_keep_the_standardiser_statistics(tmp_path):

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from mart_upstream.argtypes import positive
 from mart_upstream.audio import load_audio
+from mart_upstream.distributed import require_cuda
 from mart_upstream.errors import CheckpointError, TaskError, UsageError
 from mart_upstream.fileio import atomic_path
 from mart_upstream.tasks import covers
@@ -121,8 +122,7 @@ def embed(net, cqts: List[np.ndarray], paths: List[str], device: str, max_second
 def train_main(args) -> int:
     """``mart-cover-song train``: the manifests' CQTs, the network and its optimizer, then epochs of
     classification by work, each validated (where a valid manifest is given) and saved; the log last."""
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
+    require_cuda(args.device)
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     cfg = CQTConfig(downsample=args.downsample)

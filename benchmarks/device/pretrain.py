@@ -49,6 +49,7 @@ from typing import Dict, List, Optional
 
 from mart_upstream.argtypes import comma_list
 from mart_upstream.fileio import atomic_path, write_json
+from mart_upstream.distributed import require_cuda
 from mart_upstream.errors import UsageError, command
 from mart_upstream.models import model_names
 
@@ -503,8 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args) -> List[str]:
-    import torch
-
     models = comma_list(args.models)
     unknown = sorted(set(models) - set(MODELS))
     if unknown or not models or len(set(models)) != len(models):
@@ -513,9 +512,7 @@ def _check(args) -> List[str]:
         raise UsageError(f"--minutes must be positive, got {args.minutes}")
     if not os.path.isdir(os.path.join(args.kit, "audio")):
         raise UsageError(f"{args.kit} is not a kit: no audio/ folder (build one with `mart-bench device-pack`)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch.cuda.is_available() is False here (torch "
-                             f"{torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu")
+    require_cuda(args.device)
     stale = [m for m in models + ["ddp-simclr"] if os.path.exists(os.path.join(args.out, m, "last.ckpt"))]
     if stale:
         raise UsageError(f"{args.out} already holds a run of {', '.join(stale)}; use a new --out")

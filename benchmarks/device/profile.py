@@ -40,7 +40,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from mart_upstream.argtypes import comma_list
-from mart_upstream.errors import MartError
+from mart_upstream.distributed import require_cuda
+from mart_upstream.errors import MartError, UsageError
 from mart_upstream.fileio import write_json, write_text
 
 PROG = "device-profile"
@@ -205,9 +206,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mart_upstream.models import model_names
 
     args = build_parser().parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        return _fail(f"--device cuda: torch {torch.__version__} sees no CUDA device (CUDA kernels, CUDA graphs "
-                     "and bf16 autocast need one; --device cpu runs the same code on the CPU)")
+    try:
+        require_cuda(args.device)  # CUDA kernels, CUDA graphs and bf16 autocast need one
+    except UsageError as e:
+        return _fail(str(e))
     models = comma_list(args.models)
     variants = comma_list(args.variants)
     try:

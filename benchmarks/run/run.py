@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Dict, List
 
 from mart_upstream.argtypes import comma_list
+from mart_upstream.distributed import require_cuda
 from mart_upstream.errors import UsageError
 from mart_upstream.models.siamese import STRATEGIES
 from mart_upstream.fileio import sha256_file, write_json, write_text
@@ -246,11 +247,7 @@ class Plan:
 def _plan(args, code: str) -> Plan:
     """What this benchmark will do, checked before anything runs: device, budget, models and seeds (or
     the runs of --checkpoints), data, learning-curve steps."""
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
+    require_cuda(args.device)
     minutes = args.minutes if args.minutes and args.minutes > 0 else None
     budget = pretraining.Budget(minutes, args.steps, args.batch_size)
     runs: List[Dict] = []

@@ -30,6 +30,8 @@ from typing import List
 import torch
 
 from mart_upstream.argtypes import comma_list
+from mart_upstream.distributed import require_cuda
+from mart_upstream.errors import UsageError
 
 from .subjects import ALL_MODELS, LENGTH_PATHS, PATHS, VARIANTS
 from .training import TRAIN_CONFIGS, TRAIN_LOOPS, TRAIN_VARIANTS
@@ -133,8 +135,10 @@ def _settle(args) -> None:
 
 
 def run(args) -> int:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        return _fail(f"--device cuda: torch {torch.__version__} sees no CUDA device (use --device cpu)")
+    try:
+        require_cuda(args.device)
+    except UsageError as e:
+        return _fail(str(e))
     unknown = [m for m in args.models if m not in ALL_MODELS]
     if unknown:
         return _fail(f"unknown model(s) {unknown}; choose from {','.join(ALL_MODELS)}")
