@@ -249,7 +249,18 @@ def test_curve_trend_measures_the_rise_per_doubling_against_the_random_init():
     assert t["slope_per_doubling"] == pytest.approx(0.01) and t["points"][-1]["ci_low"] < 0 < t["points"][-1]["ci_high"]
     doublings = (t["half_width"] - t["fitted_last"]) / t["slope_per_doubling"]
     assert doublings > 1 and t["predicted_step"] == round(2000 * 2 ** doublings)
-    assert f"step {t['predicted_step']:,}" in t["prediction"]
+    assert f"step {t['predicted_step']:,}" in t["prediction"] and not t["prediction"].startswith("flat")
+    # a rise too slow to matter: no step is named beyond 2**10 times the last one, and a slope whose interval
+    # contains 0 says so
+    slow = [(s, _trend_entry(e["key"], base + spread + 0.0001 * k, groups)) for k, (s, e) in enumerate(points)]
+    t = curve.trend_of(slow, _trend_entry("ref", base, groups), "soundtrack")
+    assert "predicted_step" not in t and "more than 10 doublings" in t["prediction"]
+    wobbly = [(s, _trend_entry(e["key"], base + spread + [0.0, 0.03, -0.02, 0.02][k]
+                               + np.repeat(np.random.default_rng(k).normal(scale=0.1, size=30), 4), groups))
+              for k, (s, e) in enumerate(points)]
+    t = curve.trend_of(wobbly, _trend_entry("ref", base, groups), "soundtrack")
+    assert t["slope_ci"][0] < 0 < t["slope_ci"][1]
+    assert t["prediction"].startswith("flat") or t["prediction"].startswith("not rising")
     # a falling curve predicts nothing; a point scored on other clips is left out; one point is no trend
     falling = [(s, _trend_entry(e["key"], base + spread - 0.01 * k, groups)) for k, (s, e) in enumerate(points)]
     t = curve.trend_of(falling, _trend_entry("ref", base, groups), "soundtrack")

@@ -104,6 +104,8 @@ def curves(entries_: List[Dict], curve_entries: List[Dict], runs: List[Dict], ra
     return out
 
 
+MAX_DOUBLINGS = 10  # beyond 1024x the steps of the last point, an extrapolation says nothing
+
 # the tasks of ``trend``: (key, label, sign): sign -1 where lower is better (a rise is a fall of the score)
 TREND_TASKS = (("soundtrack", "soundtrack top1_acc (CV)", 1), ("tracks", "same-track MAP", 1),
                ("style", "style top1_acc (CV)", 1), ("covers", "cover MAP", 1),
@@ -186,9 +188,16 @@ def trend_of(points: List[tuple], ref: Dict, task: str, n_boot: int = 2000, seed
         out["prediction"] = "not rising: nothing to extrapolate"
     else:
         doublings = max(0.0, (half - sign * fitted_last) / (sign * slope))
-        out["predicted_step"] = int(round(steps[-1] * 2 ** doublings))
-        out["prediction"] = f"the fitted line reaches {sign * half:+.3f} (the interval's half-width) at about " \
-                            f"step {out['predicted_step']:,} ({doublings:.1f} more doublings)"
+        flat = lo <= 0 <= hi  # the slope itself is not told from 0
+        if doublings > MAX_DOUBLINGS:
+            out["prediction"] = (f"{'flat (slope interval contains 0): ' if flat else ''}the fitted line needs more "
+                                 f"than {MAX_DOUBLINGS} doublings ({2 ** MAX_DOUBLINGS:,}x the steps) to reach "
+                                 f"{sign * half:+.3f} (the interval's half-width)")
+        else:
+            out["predicted_step"] = int(round(steps[-1] * 2 ** doublings))
+            out["prediction"] = (f"{'flat (slope interval contains 0), so only a guess: ' if flat else ''}the fitted "
+                                 f"line reaches {sign * half:+.3f} (the interval's half-width) at about step "
+                                 f"{out['predicted_step']:,} ({doublings:.1f} more doublings)")
     return out
 
 
