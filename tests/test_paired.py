@@ -299,3 +299,19 @@ def test_curve_trend_runs_over_every_run_and_renders_a_table():
     text = "\n".join(curve.trend_markdown(trends))
     assert "| task | step 300 | step 1200 | slope per doubling | what the line predicts |" in text
     assert "| soundtrack top1_acc (CV) | +0.010 [+0.010, +0.010] | +0.030 [+0.030, +0.030] | +0.010 [+0.010, +0.010] |" in text
+
+
+def test_grouped_resamples_draw_the_same_groups_for_every_row():
+    from mart_upstream.tasks.metrics import grouped_bootstrap, grouped_resamples
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat([f"w{i}" for i in range(12)], 3)
+    a, b = rng.normal(size=36), rng.normal(size=36)
+    both = grouped_resamples(np.stack([a, b, a + 1.0]), groups, 500, seed=3)
+    assert both.shape == (3, 500)
+    for row, v in zip(both, (a, b)):  # each row is the resampling grouped_bootstrap makes of it alone
+        ci = grouped_bootstrap(v, groups, 500, seed=3)
+        assert np.percentile(row, [2.5, 97.5]) == pytest.approx([ci["ci_low"], ci["ci_high"]])
+    assert both[2] - both[0] == pytest.approx(np.ones(500))  # paired rows keep their pairing
+    with pytest.raises(ValueError, match="values for"):
+        grouped_resamples(np.zeros((2, 5)), groups)

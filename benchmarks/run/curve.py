@@ -23,9 +23,10 @@ from mart_upstream.argtypes import comma_list
 from mart_upstream.fileio import atomic_path
 from mart_upstream.errors import UsageError
 
-from mart_upstream.tasks.metrics import grouped_bootstrap
+from mart_upstream.tasks.metrics import grouped_resamples
 
 from .evaluation import Entry
+from .report import item_scores
 
 
 def parse_steps(text: Optional[str]) -> List[int]:
@@ -80,57 +81,50 @@ def _extra(e: Dict) -> tuple:
     return tuple(_score(e, m) for m, _ in EXTRA)
 
 
+def _run_points(r: Dict, entries_: List[Dict], curve_entries: List[Dict], random_rows: Dict[str, str]):
+    """One run's curve: its random-init entry (None if absent) and [(step, entry)] of its kept steps and its
+    final checkpoint."""
+    ref = next((e for e in entries_ if e["row"] == random_rows[r["model"]]), None)
+    points = []
+    for e in curve_entries:
+        m = re.fullmatch(rf"{r['model']}-seed{r['seed']}-step(\d+)", e["key"])
+        if m:
+            points.append((int(m.group(1)), e))
+    final = next((e for e in entries_ if e["key"] == f"{r['model']}-seed{r['seed']}"), None)
+    if final is not None:
+        points.append((r["steps"], final))
+    return ref, points
+
+
 def curves(entries_: List[Dict], curve_entries: List[Dict], runs: List[Dict], random_rows: Dict[str, str]) -> List[Dict]:
     """Per model and seed: [(step, style CV top1_acc, cover MAP)] from random init to the final step, and
     beside them ``extra``: [(step, soundtrack CV top1_acc, same-track MAP, playlist MPR)] (None where not measured)."""
     out = []
     for r in runs:
-        points, extra = [], {}
-        ref = next((e for e in entries_ if e["row"] == random_rows[r["model"]]), None)
-        if ref is not None:
-            points.append((0, _score(ref, "style"), _score(ref, "covers")))
-            extra[0] = _extra(ref)
-        for e in curve_entries:
-            m = re.fullmatch(rf"{r['model']}-seed{r['seed']}-step(\d+)", e["key"])
-            if m:
-                points.append((int(m.group(1)), _score(e, "style"), _score(e, "covers")))
-                extra[int(m.group(1))] = _extra(e)
-        final = next((e for e in entries_ if e["key"] == f"{r['model']}-seed{r['seed']}"), None)
-        if final is not None:
-            extra[r["steps"]] = _extra(final)
-            points.append((r["steps"], _score(final, "style"), _score(final, "covers")))
-        out.append({"model": r["model"], "seed": r["seed"], "points": sorted(points),
-                    "extra": sorted((step, *vals) for step, vals in extra.items())})
+        ref, trained = _run_points(r, entries_, curve_entries, random_rows)
+        every = ([(0, ref)] if ref is not None else []) + trained
+        out.append({"model": r["model"], "seed": r["seed"],
+                    "points": sorted((s, _score(e, "style"), _score(e, "covers")) for s, e in every),
+                    "extra": sorted((s, *_extra(e)) for s, e in dict(every).items())})
     return out
 
 
 MAX_DOUBLINGS = 10  # beyond 1024x the steps of the last point, an extrapolation says nothing
 
-# the tasks of ``trend``: (key, label, sign): sign -1 where lower is better (a rise is a fall of the score)
-TREND_TASKS = (("soundtrack", "soundtrack top1_acc (CV)", 1), ("tracks", "same-track MAP", 1),
-               ("style", "style top1_acc (CV)", 1), ("covers", "cover MAP", 1),
-               ("mpr", "playlist MPR (lower better)", -1))
+# the tasks of ``trend`` (``report.item_scores`` keys) and their labels; SIGN -1 where lower is better
+TREND_TASKS = (("soundtrack", "soundtrack top1_acc (CV)"), ("tracks", "same-track MAP"),
+               ("style", "style top1_acc (CV)"), ("covers", "cover MAP"), ("mpr", "playlist MPR (lower better)"))
+SIGN = {"mpr": -1}
 
 
-def _items(e: Dict, task: str):
-    """Per-item scores of one entry for ``task`` and their units (work, track or playlist), with the item
-    names that must agree between two entries; None where the entry lacks the task."""
+def _item_names(e: Dict, task: str) -> list:
+    """What two entries' items must agree on to be paired: the clips (CV tasks), the queries' works or
+    tracks (retrieval), the (playlist, track) of each held-out item (playlists)."""
     if task in ("style", "soundtrack"):
-        cv = (e.get(task) or {}).get("cv")
-        return None if not cv else (np.asarray(cv["correct"], dtype=np.float64), np.asarray(cv["groups"]),
-                                    tuple(cv["names"]))
+        return e[task]["cv"]["names"]
     if task in ("covers", "tracks"):
-        got = e.get(task) or {}
-        if not got.get("query_ap"):
-            return None
-        ap = np.array([np.nan if v is None else v for v in got["query_ap"]], dtype=np.float64)
-        works = np.asarray(got["query_works"])
-        return ap, works, tuple(works)
-    pl = e.get("playlists")
-    if not pl or "item_percentile" not in pl:
-        return None
-    return (np.asarray(pl["item_percentile"], dtype=np.float64), np.asarray(pl["item_playlist"]),
-            tuple(zip(pl["item_playlist"], pl["item_track"])))
+        return e[task]["query_works"]
+    return list(zip(e["playlists"]["item_playlist"], e["playlists"]["item_track"]))
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -143,30 +137,24 @@ def trend_of(points: List[tuple], ref: Dict, task: str, n_boot: int = 2000, seed
     """One task along one curve. ``points``: [(step, entry)] of the trained checkpoints; ``ref``: the random
     init (step 0). -> per point the paired difference against ``ref`` with its 95% interval, and the slope
     per doubling of steps with its interval (None where fewer than 2 points have the task)."""
-    base = _items(ref, task)
+    base = item_scores([ref], task)
     if base is None:
         return None
     rows = []
     for step, e in sorted(points, key=lambda p: p[0]):
-        got = _items(e, task)
-        if got is not None and got[2] == base[2]:
+        got = item_scores([e], task)
+        if got is not None and got[0].shape == base[0].shape and _item_names(e, task) == _item_names(ref, task):
             rows.append((step, got[0]))
     if len(rows) < 2:
         return None
     steps = np.array([s for s, _ in rows], dtype=np.float64)
     d = np.stack([v for _, v in rows]) - base[0]  # [P, N]
-    ok = ~np.isnan(d).any(0)  # queries without a relevant item score nothing anywhere
-    d, groups = d[:, ok], base[1][ok]
+    # the same resamples of units at every point: each point's interval, and the slope's, keep the pairing
+    boot = grouped_resamples(d, base[1], n_boot, seed)  # [P, B]
     per_point = []
-    for s, row in zip(steps, d):
-        b = grouped_bootstrap(row, groups, n_boot, seed)
-        per_point.append({"step": int(s), "diff": b["mean"], "ci_low": b["ci_low"], "ci_high": b["ci_high"]})
-    # the same resamples of units at every point, so the slope's interval keeps the pairing
-    names, inverse = np.unique(groups, return_inverse=True)
-    sums = np.stack([np.bincount(inverse, weights=row, minlength=len(names)) for row in d])  # [P, G]
-    counts = np.bincount(inverse, minlength=len(names)).astype(np.float64)
-    pick = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
-    boot = sums[:, pick].sum(-1) / counts[pick].sum(-1)  # [P, B]
+    for s, row, b in zip(steps, d, boot):
+        lo_, hi_ = np.percentile(b, [2.5, 97.5])
+        per_point.append({"step": int(s), "diff": float(row.mean()), "ci_low": float(lo_), "ci_high": float(hi_)})
     x = np.log2(steps)
     means = d.mean(1)
     slope = float(_slope(x, means))
@@ -177,7 +165,7 @@ def trend_of(points: List[tuple], ref: Dict, task: str, n_boot: int = 2000, seed
     out = {"task": task, "points": per_point, "slope_per_doubling": slope, "slope_ci": [float(lo), float(hi)],
            "from_step": int(steps[0]), "to_step": int(steps[-1]), "half_width": float(half),
            "fitted_last": fitted_last}
-    sign = dict((t, s) for t, _, s in TREND_TASKS).get(task, 1)
+    sign = SIGN.get(task, 1)
     above = last["ci_low"] > 0 if sign > 0 else last["ci_high"] < 0
     below = last["ci_high"] < 0 if sign > 0 else last["ci_low"] > 0
     if above:
@@ -205,18 +193,10 @@ def trends(entries_: List[Dict], curve_entries: List[Dict], runs: List[Dict], ra
     """``trend_of`` for every run and task of ``TREND_TASKS`` where the curve has at least two trained points."""
     out = []
     for r in runs:
-        ref = next((e for e in entries_ if e["row"] == random_rows[r["model"]]), None)
+        ref, points = _run_points(r, entries_, curve_entries, random_rows)
         if ref is None:
             continue
-        points = []
-        for e in curve_entries:
-            m = re.fullmatch(rf"{r['model']}-seed{r['seed']}-step(\d+)", e["key"])
-            if m:
-                points.append((int(m.group(1)), e))
-        final = next((e for e in entries_ if e["key"] == f"{r['model']}-seed{r['seed']}"), None)
-        if final is not None:
-            points.append((r["steps"], final))
-        tasks = [t for t in (trend_of(points, ref, task) for task, _, _ in TREND_TASKS) if t]
+        tasks = [t for t in (trend_of(points, ref, task) for task, _ in TREND_TASKS) if t]
         if tasks:
             out.append({"model": r["model"], "seed": r["seed"], "tasks": tasks})
     return out
@@ -225,7 +205,7 @@ def trends(entries_: List[Dict], curve_entries: List[Dict], runs: List[Dict], ra
 def trend_markdown(trends_: List[Dict]) -> List[str]:
     """Per run: the paired difference against the random init at each point, then the slope and its prediction."""
     lines = []
-    label = {t: lab for t, lab, _ in TREND_TASKS}
+    label = dict(TREND_TASKS)
     for tr in trends_:
         steps = sorted({p["step"] for t in tr["tasks"] for p in t["points"]})
         lines += ["", f"{tr['model']} seed {tr['seed']} against its random init (paired; 95% interval over works, "

@@ -161,7 +161,7 @@ SUMMARY = [("style", "style top1_acc (CV)"), ("soundtrack", "soundtrack top1_acc
 def item_scores(mine: List[Dict], task: str):
     """Per-item scores of one row (its seeds averaged item by item) and the units they group into, or None:
     clip correctness by work/track (style, soundtrack), query AP by work/track (covers, same-track),
-    held-out hits by playlist."""
+    held-out hits by playlist (``playlists``) or their percentile ranks (``mpr``)."""
     if task in ("style", "soundtrack"):
         cvs = [(e.get(task) or {}).get("cv") for e in mine]
         if not cvs or not all(cvs) or any(cv["names"] != cvs[0]["names"] for cv in cvs):
@@ -177,7 +177,10 @@ def item_scores(mine: List[Dict], task: str):
     pls = [e.get("playlists") for e in mine]
     if not pls or not all(pls) or any(p["item_playlist"] != pls[0]["item_playlist"] for p in pls):
         return None
-    return np.mean([p["item_hit"] for p in pls], axis=0), np.asarray(pls[0]["item_playlist"])
+    key = "item_percentile" if task == "mpr" else "item_hit"
+    if any(key not in p for p in pls):
+        return None
+    return np.mean([p[key] for p in pls], axis=0), np.asarray(pls[0]["item_playlist"])
 
 
 def summary(entries: List[Dict]) -> List[Dict]:

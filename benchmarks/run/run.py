@@ -325,9 +325,10 @@ def _result(args, plan: Plan, runs: List[Dict], entries: List[Dict], curve_entri
               "comparisons": report.comparisons(rows, [m for m in models if m != "simclr"]),  # simclr: a reference
               "paired": report.paired_comparisons(entries, models)}
     if plan.steps:
-        result["curve"] = curve.curves(entries, curve_entries, runs, {m: report.random_row(m) for m in models})
+        random_rows = {m: report.random_row(m) for m in models}
+        result["curve"] = curve.curves(entries, curve_entries, runs, random_rows)
         result["curve_entries"] = curve_entries
-        result["curve_trend"] = curve.trends(entries, curve_entries, runs, {m: report.random_row(m) for m in models})
+        result["curve_trend"] = curve.trends(entries, curve_entries, runs, random_rows)
         curve.plot(result["curve"], os.path.join(args.out, "curve.png"))
     if args.export:
         best = model_cards.best_seeds(entries, runs)

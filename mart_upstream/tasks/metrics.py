@@ -110,22 +110,31 @@ def percentile_rank(ranks: np.ndarray, n_candidates: int) -> np.ndarray:
     return (np.asarray(ranks, dtype=np.float64) - 1) / (n_candidates - 1)
 
 
+def grouped_resamples(values, groups: Sequence, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """Bootstrap means that resample whole groups: ``values`` [N] or [R, N] (R rows of per-item values,
+    resampled with the same draws of groups, so paired rows stay paired) -> [n_boot] or [R, n_boot]."""
+    v = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups)
+    if v.ndim not in (1, 2) or v.shape[-1:] != groups.shape:
+        raise ValueError(f"grouped_bootstrap: {v.shape} values for {groups.shape} group labels")
+    if not v.shape[-1]:
+        raise ValueError("grouped_bootstrap: no values")
+    names, inverse = np.unique(groups, return_inverse=True)
+    sums = np.stack([np.bincount(inverse, weights=row, minlength=len(names)) for row in np.atleast_2d(v)])
+    counts = np.bincount(inverse, minlength=len(names)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(names), size=(n_boot, len(names)))
+    boot = sums[:, pick].sum(-1) / counts[pick].sum(-1)
+    return boot if v.ndim == 2 else boot[0]
+
+
 def grouped_bootstrap(values: Sequence[float], groups: Sequence, n_boot: int = 2000,
                       seed: int = 0) -> Dict[str, float]:
     """Mean of per-item ``values`` with a 95% bootstrap interval that resamples whole groups (each
     resample: the mean over the items of the drawn groups)."""
     v = np.asarray(values, dtype=np.float64)
-    groups = np.asarray(groups)
-    if v.ndim != 1 or v.shape != groups.shape:
-        raise ValueError(f"grouped_bootstrap: {v.shape} values for {groups.shape} group labels")
-    if not len(v):
-        raise ValueError("grouped_bootstrap: no values")
-    names, inverse = np.unique(groups, return_inverse=True)
-    sums = np.bincount(inverse, weights=v, minlength=len(names))
-    counts = np.bincount(inverse, minlength=len(names)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(names), size=(n_boot, len(names)))
-    boot = sums[pick].sum(1) / counts[pick].sum(1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "groups": int(len(names)),
-            "n": int(len(v))}
+    if v.ndim != 1:
+        raise ValueError(f"grouped_bootstrap: {v.shape} values for {np.shape(groups)} group labels")
+    lo, hi = np.percentile(grouped_resamples(v, groups, n_boot, seed), [2.5, 97.5])
+    return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "groups": int(len(np.unique(groups))), "n": int(len(v))}
